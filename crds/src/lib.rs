@@ -1,0 +1,1 @@
+//! AgenticSession and ProjectSettings custom resource types and the names shared with them.

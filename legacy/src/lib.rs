@@ -1,0 +1,1 @@
+//! Raw-watch engine (`--legacy-watch`): events handled inline, in arrival order.

@@ -1,0 +1,1 @@
+//! A deduplicating, delaying, rate-limited work queue. Knows nothing about Kubernetes.

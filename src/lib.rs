@@ -1,0 +1,1 @@
+//! The Agentic Operator: runs AgenticSession custom resources as Kubernetes Jobs.
