@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the local control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-# kwok) from Go modules with the plain `go` command, and caches the binaries.
+# kubectl, kwok) from Go modules with the plain `go` command, and caches the binaries.
 #
 # Prints the directory holding the binaries on its last line of stdout. A warm run (same versions,
 # same Go, same go.sum files) only prints that directory. Progress goes to stderr.
@@ -17,7 +17,7 @@ cache_root=${AGENTIC_CACHE_DIR:-$HOME/.cache/agentic-operator}
 key=$( { cat "$here/versions.env"; go version; cat "$here"/go/*/go.mod "$here"/go/*/go.sum; } \
       | sha256sum | cut -c1-16)
 bin="$cache_root/cluster-bin/$key"
-wanted=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+wanted=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok)
 
 have_all() { for b in "${wanted[@]}"; do [ -x "$bin/$b" ] || return 1; done; }
 if have_all; then echo "$bin"; exit 0; fi
@@ -35,10 +35,10 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   stamp+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
 done
 
-log "kubernetes $KUBERNETES_VERSION: kube-apiserver, kube-controller-manager, kube-scheduler (cold: ~20 min on 2 cores)"
+log "kubernetes $KUBERNETES_VERSION: kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (cold: ~20 min on 2 cores)"
 (cd "$here/go/kubernetes" && go build -trimpath -ldflags "-s -w$stamp" -o "$tmp/" \
   k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-  k8s.io/kubernetes/cmd/kube-scheduler)
+  k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
 log "kubernetes done after $((SECONDS - start))s; etcd $ETCD_VERSION"
 (cd "$here/go/etcd" && go build -trimpath -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3)
 log "etcd done after $((SECONDS - start))s; kwok $KWOK_VERSION"

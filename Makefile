@@ -1,0 +1,38 @@
+# The project's stable entry points. `make help` lists them.
+SHELL := bash
+CLUSTER_DIR := $(CURDIR)/.cluster
+
+.PHONY: help cluster-build cluster-up cluster-down test test-unit lint bench-queue
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+cluster-build: ## build (or reuse cached) control-plane binaries from Go modules
+	@cluster/build.sh
+
+cluster-up: ## start a persistent local cluster; kubeconfig at .cluster/kubeconfig
+	@cluster/up.sh $(CLUSTER_DIR)
+	@echo
+	@echo "Cluster is up. Use it with:"
+	@echo "  export KUBECONFIG=$(CLUSTER_DIR)/kubeconfig"
+	@echo "  kubectl get nodes"
+	@echo "Run the test suite against it: AGENTIC_CLUSTER_DIR=$(CLUSTER_DIR) make test"
+	@echo "Stop it with: make cluster-down"
+
+cluster-down: ## stop the cluster started by cluster-up
+	@cluster/down.sh $(CLUSTER_DIR)
+
+lint: ## formatting and clippy, warnings are errors
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+test-unit: ## unit tests only (no cluster)
+	cargo test --workspace --lib --bins
+
+test: lint ## the whole suite: lint, unit tests, integration tests on a real control plane
+	cluster/build.sh >/dev/null
+	cargo test --workspace --no-run
+	cluster/with-cluster.sh cargo test --workspace
+
+bench-queue: ## queue benchmarks, ours vs client-go vs kube-runtime; report in target/bench-report/
+	bash benches/run-queue-bench.sh

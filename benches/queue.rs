@@ -1,0 +1,2 @@
+//! Work-queue benchmarks (filled in by the queue work).
+fn main() {}

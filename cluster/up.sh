@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# Starts a local Kubernetes control plane: etcd -> kube-apiserver (RBAC on) ->
+# kube-controller-manager -> kube-scheduler -> kwok, then a few fake Nodes.
+#
+# Usage: cluster/up.sh STATE_DIR
+# Everything listens on 127.0.0.1 on free ports. STATE_DIR receives the PKI, data, logs, PIDs,
+# `kubeconfig`, and `cluster.env` (shell-sourceable facts that tests read). Stop with down.sh.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+state=${1:?usage: up.sh STATE_DIR}
+mkdir -p "$state"
+state=$(cd "$state" && pwd)
+nodes=${CLUSTER_NODES:-3}
+started=$SECONDS
+log() { printf '[cluster up] %s\n' "$*" >&2; }
+die() { printf '[cluster up] error: %s\n' "$*" >&2; exit 1; }
+
+if [ -f "$state/cluster.env" ] && "$here/down.sh" --check "$state" 2>/dev/null; then
+  die "a cluster is already running in $state (stop it with cluster/down.sh $state)"
+fi
+rm -rf "$state/pki" "$state/etcd-data" "$state/pids" "$state/logs" "$state/cluster.env"
+mkdir -p "$state/pki" "$state/pids" "$state/logs"
+
+bin=$("$here/build.sh" | tail -n 1)
+[ -x "$bin/kube-apiserver" ] || die "build.sh did not produce binaries in $bin"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+etcd_port=$(free_port); etcd_peer_port=$(free_port); api_port=$(free_port)
+kcm_port=$(free_port); sched_port=$(free_port); kwok_port=$(free_port)
+
+# --- PKI ---------------------------------------------------------------------------------------
+pki=$state/pki
+log "PKI"
+openssl_q() { openssl "$@" 2>/dev/null; }
+openssl_q req -x509 -newkey rsa:2048 -nodes -keyout "$pki/ca.key" -out "$pki/ca.crt" -days 30 \
+  -subj "/CN=agentic-local-ca"
+cat > "$pki/apiserver.ext" <<EXT
+subjectAltName=DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:10.0.0.1
+extendedKeyUsage=serverAuth
+EXT
+openssl_q req -newkey rsa:2048 -nodes -keyout "$pki/apiserver.key" -out "$pki/apiserver.csr" -subj "/CN=kube-apiserver"
+openssl_q x509 -req -in "$pki/apiserver.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+  -out "$pki/apiserver.crt" -days 30 -extfile "$pki/apiserver.ext"
+echo "extendedKeyUsage=clientAuth" > "$pki/client.ext"
+openssl_q req -newkey rsa:2048 -nodes -keyout "$pki/admin.key" -out "$pki/admin.csr" \
+  -subj "/O=system:masters/CN=kubernetes-admin"
+openssl_q x509 -req -in "$pki/admin.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+  -out "$pki/admin.crt" -days 30 -extfile "$pki/client.ext"
+openssl_q genrsa -out "$pki/sa.key" 2048
+openssl_q rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub"
+
+kubeconfig=$state/kubeconfig
+server=https://127.0.0.1:$api_port
+cat > "$kubeconfig" <<KC
+apiVersion: v1
+kind: Config
+clusters:
+- name: local
+  cluster:
+    server: $server
+    certificate-authority-data: $(base64 -w0 < "$pki/ca.crt")
+users:
+- name: admin
+  user:
+    client-certificate-data: $(base64 -w0 < "$pki/admin.crt")
+    client-key-data: $(base64 -w0 < "$pki/admin.key")
+contexts:
+- name: local
+  context: {cluster: local, user: admin}
+current-context: local
+KC
+
+# --- processes ---------------------------------------------------------------------------------
+start() { # name, command...
+  local name=$1; shift
+  setsid "$@" > "$state/logs/$name.log" 2>&1 < /dev/null &
+  echo $! > "$state/pids/$name.pid"
+}
+wait_for() { # what, seconds, command...
+  local what=$1 limit=$2; shift 2
+  local deadline=$((SECONDS + limit))
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || { tail -n 30 "$state/logs/"*.log >&2; die "$what not ready after ${limit}s"; }
+    sleep 0.2
+  done
+}
+alive() { kill -0 "$(cat "$state/pids/$1.pid")" 2>/dev/null; }
+curl_api() { curl -fsS --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" "$server$1"; }
+kc() { "$bin/kubectl" --kubeconfig "$kubeconfig" "$@"; }
+
+log "etcd on 127.0.0.1:$etcd_port"
+start etcd "$bin/etcd" --name local --data-dir "$state/etcd-data" \
+  --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+  --listen-peer-urls "http://127.0.0.1:$etcd_peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer_port" \
+  --initial-cluster "local=http://127.0.0.1:$etcd_peer_port" \
+  --unsafe-no-fsync=true --auto-compaction-retention=1 --quota-backend-bytes=8589934592 --log-level=warn
+wait_for etcd 30 curl -fsS "http://127.0.0.1:$etcd_port/health"
+
+log "kube-apiserver on $server"
+# Watch cache off for PodTemplates only: the one kind nothing here uses, so tests can observe
+# etcd compaction answered with 410 Gone straight from etcd.
+start kube-apiserver "$bin/kube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" \
+  --bind-address 127.0.0.1 --secure-port "$api_port" \
+  --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
+  --client-ca-file "$pki/ca.crt" \
+  --service-account-issuer https://kubernetes.default.svc.cluster.local \
+  --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
+  --service-cluster-ip-range 10.0.0.0/24 --authorization-mode Node,RBAC --allow-privileged=true \
+  --watch-cache-sizes podtemplates#0 --max-requests-inflight 800 --max-mutating-requests-inflight 400
+wait_for kube-apiserver 90 curl_api /readyz
+
+log "kube-controller-manager, kube-scheduler"
+start kube-controller-manager "$bin/kube-controller-manager" --kubeconfig "$kubeconfig" \
+  --bind-address 127.0.0.1 --secure-port "$kcm_port" --leader-elect=false \
+  --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
+  --kube-api-qps 200 --kube-api-burst 400 --concurrent-job-syncs 20 --concurrent-gc-syncs 40
+start kube-scheduler "$bin/kube-scheduler" --kubeconfig "$kubeconfig" --leader-elect=false \
+  --bind-address 127.0.0.1 --secure-port "$sched_port"
+wait_for kube-controller-manager 60 curl -fsSk "https://127.0.0.1:$kcm_port/healthz"
+wait_for kube-scheduler 60 curl -fsSk "https://127.0.0.1:$sched_port/healthz"
+
+log "kwok"
+start kwok "$bin/kwok" --kubeconfig "$kubeconfig" --config "$here/kwok/stages.yaml" \
+  --manage-all-nodes=true --node-lease-duration-seconds=40 --cidr=10.1.0.0/16 \
+  --node-ip=10.2.0.1 --server-address "127.0.0.1:$kwok_port"
+
+cat > "$state/cluster.env" <<ENV
+# Written by cluster/up.sh; read by down.sh and by the integration tests.
+CLUSTER_STATE_DIR=$state
+KUBECONFIG=$kubeconfig
+API_SERVER=$server
+ETCD_ENDPOINT=http://127.0.0.1:$etcd_port
+BIN_DIR=$bin
+ENV
+
+log "$nodes fake nodes"
+for i in $(seq 0 $((nodes - 1))); do
+  cat <<NODE
+apiVersion: v1
+kind: Node
+metadata:
+  name: kwok-node-$i
+  annotations: {node.alpha.kubernetes.io/ttl: "0", kwok.x-k8s.io/node: fake}
+  labels: {type: kwok, kubernetes.io/hostname: kwok-node-$i, kubernetes.io/os: linux, kubernetes.io/arch: amd64}
+---
+NODE
+done | kc apply -f - >/dev/null
+wait_for "Ready nodes" 90 kc wait --for=condition=Ready node --all --timeout=5s
+wait_for "the default ServiceAccount" 60 kc -n default get serviceaccount default
+wait_for "untainted nodes" 60 bash -c "[ -z \"\$('$bin/kubectl' --kubeconfig '$kubeconfig' get nodes -o jsonpath='{.items[*].spec.taints}')\" ]"
+for p in etcd kube-apiserver kube-controller-manager kube-scheduler kwok; do
+  alive "$p" || { tail -n 30 "$state/logs/$p.log" >&2; die "$p exited"; }
+done
+log "ready in $((SECONDS - started))s: $(kc version -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])')"

@@ -1,0 +1,269 @@
+//! Shared support for integration tests that run against the real local control plane.
+//!
+//! Tests find the cluster through `AGENTIC_CLUSTER_DIR`, a directory made by `cluster/up.sh`
+//! (`make test` sets it). No cluster means a failing test with instructions, never a skip.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::api::{ObjectMeta, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+
+/// Label every managed namespace carries (SPEC §1.3).
+pub const MANAGED_LABEL: &str = "ambient-code.io/managed";
+
+/// The facts `cluster/up.sh` records in `cluster.env`.
+#[derive(Debug, Clone)]
+pub struct ClusterInfo {
+    /// Directory holding the cluster's state, logs and PIDs.
+    pub state_dir: PathBuf,
+    /// Admin kubeconfig (client certificate of `system:masters`).
+    pub kubeconfig: PathBuf,
+    /// `http://127.0.0.1:<port>` of etcd.
+    pub etcd_endpoint: String,
+    /// Directory holding the control-plane binaries.
+    pub bin_dir: PathBuf,
+}
+
+impl ClusterInfo {
+    /// Reads `cluster.env` from `AGENTIC_CLUSTER_DIR`; panics with instructions when absent.
+    pub fn from_env() -> Self {
+        let Some(dir) = std::env::var_os("AGENTIC_CLUSTER_DIR") else {
+            panic!(
+                "integration tests need a running control plane: run `make test`, or start one \
+                 with `make cluster-up` and set AGENTIC_CLUSTER_DIR=$PWD/.cluster"
+            );
+        };
+        let state_dir = PathBuf::from(dir);
+        let env_file = state_dir.join("cluster.env");
+        let text = std::fs::read_to_string(&env_file).unwrap_or_else(|e| {
+            panic!(
+                "cannot read {}: {e}; is the cluster running (make cluster-up)?",
+                env_file.display()
+            )
+        });
+        let facts: BTreeMap<&str, &str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_once('='))
+            .collect();
+        let fact = |k: &str| {
+            facts
+                .get(k)
+                .unwrap_or_else(|| panic!("{} has no {k}", env_file.display()))
+                .to_string()
+        };
+        ClusterInfo {
+            state_dir,
+            kubeconfig: PathBuf::from(fact("KUBECONFIG")),
+            etcd_endpoint: fact("ETCD_ENDPOINT"),
+            bin_dir: PathBuf::from(fact("BIN_DIR")),
+        }
+    }
+
+    /// A client authenticated as the cluster admin.
+    pub async fn admin_client(&self) -> Client {
+        client_from_kubeconfig(&self.kubeconfig).await
+    }
+}
+
+/// Builds a client from a kubeconfig file, failing loudly if the API server is unreachable.
+pub async fn client_from_kubeconfig(path: &Path) -> Client {
+    let kubeconfig = Kubeconfig::read_from(path)
+        .unwrap_or_else(|e| panic!("cannot read kubeconfig {}: {e}", path.display()));
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("bad kubeconfig {}: {e}", path.display()));
+    let client = Client::try_from(config).expect("building a kube client");
+    if let Err(e) = client.apiserver_version().await {
+        panic!(
+            "the API server in {} is unreachable: {e}; is the cluster running?",
+            path.display()
+        );
+    }
+    client
+}
+
+/// A fresh namespace labelled `ambient-code.io/managed=true`, deleted when dropped
+/// (set `AGENTIC_KEEP_NAMESPACES=1` to keep it for inspection).
+pub struct TestNamespace {
+    /// The namespace's name.
+    pub name: String,
+    /// Admin client.
+    pub client: Client,
+    kubeconfig: PathBuf,
+    kubectl: PathBuf,
+}
+
+static NAMESPACE_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl TestNamespace {
+    /// Creates a managed namespace named after `purpose` and waits for its default
+    /// ServiceAccount (pods cannot be created before it exists).
+    pub async fn create(cluster: &ClusterInfo, purpose: &str) -> Self {
+        Self::create_with_labels(cluster, purpose, &[(MANAGED_LABEL, "true")]).await
+    }
+
+    /// Creates a namespace with exactly the given labels.
+    pub async fn create_with_labels(
+        cluster: &ClusterInfo,
+        purpose: &str,
+        labels: &[(&str, &str)],
+    ) -> Self {
+        let client = cluster.admin_client().await;
+        let unique = format!(
+            "{}-{}",
+            std::process::id(),
+            NAMESPACE_COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut prefix: String = purpose
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        prefix.truncate(62 - unique.len());
+        let name = format!("{}-{unique}", prefix.trim_end_matches('-'));
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+        let sas = Api::<ServiceAccount>::namespaced(client.clone(), &name);
+        wait_until(
+            "the default ServiceAccount",
+            Duration::from_secs(30),
+            || {
+                let sas = sas.clone();
+                async move { sas.get_opt("default").await.ok().flatten() }
+            },
+        )
+        .await;
+        TestNamespace {
+            name,
+            client,
+            kubeconfig: cluster.kubeconfig.clone(),
+            kubectl: cluster.bin_dir.join("kubectl"),
+        }
+    }
+
+    /// A namespaced API handle in this namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        if std::env::var_os("AGENTIC_KEEP_NAMESPACES").is_some() {
+            eprintln!("keeping namespace {}", self.name);
+            return;
+        }
+        // Synchronous on purpose: Drop may run while a panic unwinds the test's runtime.
+        let _ = Command::new(&self.kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args([
+                "delete",
+                "namespace",
+                &self.name,
+                "--wait=false",
+                "--ignore-not-found",
+            ])
+            .output();
+    }
+}
+
+/// Polls `probe` every 100 ms until it yields `Some`, or panics naming `what` after `limit`.
+pub async fn wait_until<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Compacts etcd at its current revision (all history before it is gone) and returns it.
+/// Talks to etcd's JSON gateway on loopback.
+pub async fn etcd_compact_now(endpoint: &str) -> i64 {
+    let header = etcd_post(endpoint, "/v3/kv/range", r#"{"key":"AA==","limit":1}"#).await;
+    let revision: i64 = header["header"]["revision"]
+        .as_str()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("etcd range answered without a revision: {header}"));
+    let body = format!(r#"{{"revision":"{revision}","physical":true}}"#);
+    etcd_post(endpoint, "/v3/kv/compaction", &body).await;
+    revision
+}
+
+async fn etcd_post(endpoint: &str, path: &str, body: &str) -> serde_json::Value {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    let authority = endpoint.trim_start_matches("http://").to_string();
+    let stream = tokio::net::TcpStream::connect(&authority)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to etcd at {endpoint}: {e}"));
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("HTTP handshake with etcd");
+    tokio::spawn(connection);
+    let request = hyper::Request::post(path)
+        .header("host", authority)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("building an etcd request");
+    let response = sender
+        .send_request(request)
+        .await
+        .unwrap_or_else(|e| panic!("POST {path} to etcd: {e}"));
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("reading etcd's answer")
+        .to_bytes();
+    assert!(
+        status.is_success(),
+        "etcd {path} answered {status}: {}",
+        String::from_utf8_lossy(&bytes)
+    );
+    serde_json::from_slice(&bytes).expect("etcd answers JSON")
+}
