@@ -1,0 +1,113 @@
+//! Every label, annotation, API group and well-known object name shared by the operator, its
+//! runner and the tools written for the original operator. Each string is defined here once.
+//!
+//! Condition types and reasons live in [`crate::condition`]; runner environment variable names in
+//! [`crate::env`]; names derived from a session name in [`crate::names`].
+
+/// API group of both custom resources.
+pub const GROUP: &str = "vteam.ambient-code";
+/// API version of both custom resources.
+pub const VERSION: &str = "v1alpha1";
+/// `apiVersion` of both custom resources (`<GROUP>/<VERSION>`).
+pub const API_VERSION: &str = "vteam.ambient-code/v1alpha1";
+/// Kind of the session resource.
+pub const AGENTIC_SESSION_KIND: &str = "AgenticSession";
+/// Plural (resource) name of the session resource.
+pub const AGENTIC_SESSION_PLURAL: &str = "agenticsessions";
+/// Kind of the per-namespace settings resource.
+pub const PROJECT_SETTINGS_KIND: &str = "ProjectSettings";
+/// Plural (resource) name of the per-namespace settings resource.
+pub const PROJECT_SETTINGS_PLURAL: &str = "projectsettings";
+/// The only allowed name of a `ProjectSettings` object (a singleton per namespace, enforced by CEL).
+pub const PROJECT_SETTINGS_NAME: &str = "projectsettings";
+
+/// Namespace label: only sessions in namespaces labelled `ambient-code.io/managed=true` are
+/// reconciled, and such namespaces get a default `ProjectSettings`.
+pub const MANAGED_NAMESPACE_LABEL: &str = "ambient-code.io/managed";
+/// The value of [`MANAGED_NAMESPACE_LABEL`] that marks a namespace as managed.
+pub const MANAGED_NAMESPACE_VALUE: &str = "true";
+
+/// Session annotation carrying the phase a user (or the inactivity stopper) asks for:
+/// [`DESIRED_PHASE_RUNNING`] or [`DESIRED_PHASE_STOPPED`].
+pub const DESIRED_PHASE_ANNOTATION: &str = "ambient-code.io/desired-phase";
+/// Value of [`DESIRED_PHASE_ANNOTATION`] requesting a (re)start.
+pub const DESIRED_PHASE_RUNNING: &str = "Running";
+/// Value of [`DESIRED_PHASE_ANNOTATION`] requesting a stop.
+pub const DESIRED_PHASE_STOPPED: &str = "Stopped";
+/// Session annotation: RFC 3339 time at which a stop was requested.
+pub const STOP_REQUESTED_AT_ANNOTATION: &str = "ambient-code.io/stop-requested-at";
+/// Session annotation: RFC 3339 time at which a (re)start was requested.
+pub const START_REQUESTED_AT_ANNOTATION: &str = "ambient-code.io/start-requested-at";
+/// Session annotation: why a stop was requested (the operator writes `inactivity`, see
+/// [`crate::session::StoppedReason`]); absent means the user asked.
+pub const STOP_REASON_ANNOTATION: &str = "ambient-code.io/stop-reason";
+/// Session annotation: name of the Secret holding the runner's tokens.
+pub const RUNNER_TOKEN_SECRET_ANNOTATION: &str = "ambient-code.io/runner-token-secret";
+/// Session annotation: name of the runner's ServiceAccount.
+pub const RUNNER_SA_ANNOTATION: &str = "ambient-code.io/runner-sa";
+/// Session annotation: the session this one continues (passed to the runner as
+/// `PARENT_SESSION_ID`).
+pub const PARENT_SESSION_ID_ANNOTATION: &str = "vteam.ambient-code/parent-session-id";
+/// Token Secret annotation: RFC 3339 time at which `k8s-token` was last (re)issued.
+pub const TOKEN_REFRESHED_AT_ANNOTATION: &str = "ambient-code.io/token-refreshed-at";
+
+/// Child label: `agentic-session=<session name>` on every object made for a session.
+pub const SESSION_LABEL: &str = "agentic-session";
+/// Child label key `app` (value [`RUNNER_APP`]).
+pub const APP_LABEL: &str = "app";
+/// Value of [`APP_LABEL`] on every object made for a session.
+pub const RUNNER_APP: &str = "ambient-code-runner";
+/// Standard label marking objects this operator created and may prune (for example the group
+/// RoleBindings of a `ProjectSettings`); value [`MANAGED_BY_VALUE`].
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY_LABEL`].
+pub const MANAGED_BY_VALUE: &str = "ambient-code-operator";
+
+/// Key in the runner token Secret holding the Kubernetes ServiceAccount token.
+pub const TOKEN_SECRET_K8S_TOKEN_KEY: &str = "k8s-token";
+/// Key in the runner token Secret holding the AG-UI token (exposed as `AGUI_TOKEN`).
+pub const TOKEN_SECRET_AGUI_TOKEN_KEY: &str = "agui-token";
+/// Directory in the runner container where the token Secret is mounted.
+pub const RUNNER_TOKEN_MOUNT_DIR: &str = "/var/run/secrets/ambient";
+/// File name, inside [`RUNNER_TOKEN_MOUNT_DIR`], of the Kubernetes token (from
+/// [`TOKEN_SECRET_K8S_TOKEN_KEY`]); mounted as a file so refreshes reach a running pod.
+pub const RUNNER_TOKEN_FILE: &str = "bot-token";
+/// Mount path of the runner's workspace (also its `WORKSPACE_PATH`).
+pub const WORKSPACE_MOUNT_PATH: &str = "/workspace";
+
+/// Name of the leader-election Lease in the operator's namespace.
+pub const LEADER_LEASE_NAME: &str = "ambient-code-operator.ambient-code.io";
+/// Name of the LimitRange a `ProjectSettings` reconcile keeps in its namespace.
+pub const LIMIT_RANGE_NAME: &str = "ambient-default-limits";
+/// Prefix of the ClusterRoles group RoleBindings point to: `ambient-project-<role>`.
+pub const PROJECT_CLUSTER_ROLE_PREFIX: &str = "ambient-project-";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_version_is_group_slash_version() {
+        assert_eq!(API_VERSION, format!("{GROUP}/{VERSION}"));
+    }
+
+    #[test]
+    fn annotation_keys_are_qualified_names() {
+        for key in [
+            MANAGED_NAMESPACE_LABEL,
+            DESIRED_PHASE_ANNOTATION,
+            STOP_REQUESTED_AT_ANNOTATION,
+            START_REQUESTED_AT_ANNOTATION,
+            STOP_REASON_ANNOTATION,
+            RUNNER_TOKEN_SECRET_ANNOTATION,
+            RUNNER_SA_ANNOTATION,
+            PARENT_SESSION_ID_ANNOTATION,
+            TOKEN_REFRESHED_AT_ANNOTATION,
+            MANAGED_BY_LABEL,
+        ] {
+            let (prefix, name) = key.split_once('/').expect("prefixed key");
+            assert!(!prefix.is_empty() && prefix.len() <= 253, "{key}");
+            assert!(!name.is_empty() && name.len() <= 63, "{key}");
+        }
+    }
+}

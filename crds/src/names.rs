@@ -1,0 +1,116 @@
+//! Names of the objects the operator makes for a session or a project, derived from their
+//! owner's name. Pure functions: the same input always gives the same name, which is what makes
+//! creating a child twice impossible (a second create gets `AlreadyExists`).
+//!
+//! A session name of at most [`MAX_SESSION_NAME_LEN`] characters (enforced at admission by a CEL
+//! rule on `AgenticSession`) keeps every derived name within [`MAX_CHILD_NAME_LEN`].
+
+use crate::keys::PROJECT_CLUSTER_ROLE_PREFIX;
+
+/// Longest name any derived child (or the `agentic-session` label value) may have: the DNS label
+/// limit, which also bounds label values.
+pub const MAX_CHILD_NAME_LEN: usize = 63;
+
+/// Longest allowed session name. The longest derived names are `ambient-session-<name>-role` and
+/// `ambient-runner-token-<name>` (21 extra characters), so `63 - 21 = 42`.
+pub const MAX_SESSION_NAME_LEN: usize = 42;
+
+const SERVICE_ACCOUNT_PREFIX: &str = "ambient-session-";
+const ROLE_SUFFIX: &str = "-role";
+const ROLE_BINDING_SUFFIX: &str = "-rb";
+const TOKEN_SECRET_PREFIX: &str = "ambient-runner-token-";
+const WORKSPACE_PVC_PREFIX: &str = "ambient-workspace-";
+const JOB_SUFFIX: &str = "-job";
+
+/// The runner Job of a session: `<session>-job`.
+pub fn job_name(session: &str) -> String {
+    format!("{session}{JOB_SUFFIX}")
+}
+
+/// The runner's ServiceAccount: `ambient-session-<session>`.
+pub fn service_account_name(session: &str) -> String {
+    format!("{SERVICE_ACCOUNT_PREFIX}{session}")
+}
+
+/// The runner's Role: `ambient-session-<session>-role`.
+pub fn role_name(session: &str) -> String {
+    format!("{SERVICE_ACCOUNT_PREFIX}{session}{ROLE_SUFFIX}")
+}
+
+/// The RoleBinding of the runner's Role to its ServiceAccount: `ambient-session-<session>-rb`.
+pub fn role_binding_name(session: &str) -> String {
+    format!("{SERVICE_ACCOUNT_PREFIX}{session}{ROLE_BINDING_SUFFIX}")
+}
+
+/// The Secret holding the runner's tokens: `ambient-runner-token-<session>`.
+pub fn token_secret_name(session: &str) -> String {
+    format!("{TOKEN_SECRET_PREFIX}{session}")
+}
+
+/// The workspace PersistentVolumeClaim (when a workspace size is configured):
+/// `ambient-workspace-<session>`.
+pub fn workspace_pvc_name(session: &str) -> String {
+    format!("{WORKSPACE_PVC_PREFIX}{session}")
+}
+
+/// Every name derived from a session name, in a fixed order (Job, ServiceAccount, Role,
+/// RoleBinding, token Secret, workspace PVC). Handy for tests and for cleanup.
+pub fn session_child_names(session: &str) -> [String; 6] {
+    [
+        job_name(session),
+        service_account_name(session),
+        role_name(session),
+        role_binding_name(session),
+        token_secret_name(session),
+        workspace_pvc_name(session),
+    ]
+}
+
+/// The ClusterRole a `ProjectSettings` group binding points to: `ambient-project-<role>`.
+pub fn project_cluster_role_name(role: &str) -> String {
+    format!("{PROJECT_CLUSTER_ROLE_PREFIX}{role}")
+}
+
+/// The RoleBinding a `ProjectSettings` makes for one `groupAccess` entry: `<groupName>-<role>`.
+pub fn group_role_binding_name(group_name: &str, role: &str) -> String {
+    format!("{group_name}-{role}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn child_names_follow_the_documented_patterns() {
+        assert_eq!(job_name("s1"), "s1-job");
+        assert_eq!(service_account_name("s1"), "ambient-session-s1");
+        assert_eq!(role_name("s1"), "ambient-session-s1-role");
+        assert_eq!(role_binding_name("s1"), "ambient-session-s1-rb");
+        assert_eq!(token_secret_name("s1"), "ambient-runner-token-s1");
+        assert_eq!(workspace_pvc_name("s1"), "ambient-workspace-s1");
+        assert_eq!(project_cluster_role_name("edit"), "ambient-project-edit");
+        assert_eq!(group_role_binding_name("devs", "view"), "devs-view");
+    }
+
+    #[test]
+    fn child_names_fit_63_chars_for_a_42_char_session_name() {
+        let name = "a".repeat(MAX_SESSION_NAME_LEN);
+        for child in session_child_names(&name) {
+            assert!(
+                child.len() <= MAX_CHILD_NAME_LEN,
+                "{child} is {} chars",
+                child.len()
+            );
+        }
+    }
+
+    #[test]
+    fn the_42_char_limit_is_tight() {
+        let name = "a".repeat(MAX_SESSION_NAME_LEN + 1);
+        assert!(
+            session_child_names(&name)
+                .iter()
+                .any(|child| child.len() > MAX_CHILD_NAME_LEN)
+        );
+    }
+}
