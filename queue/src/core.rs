@@ -1,0 +1,673 @@
+//! The queue's state machine, synchronous and lock-free of any async concern.
+//!
+//! Layout (chosen for memory per key and for speed):
+//! * every known key lives once, in a slab slot (`slots`), found through an index-only
+//!   `hashbrown::HashTable<u32>` — no second copy of the key anywhere;
+//! * ready keys are `u32` slot indices in one of two [`Lane`]s (high / low priority);
+//! * delayed keys are entries of a binary heap of `(deadline, slot)` — a hand-rolled heap rather
+//!   than `tokio_util::time::DelayQueue`: it costs 24 bytes per pending timer, needs no per-entry
+//!   `Key` bookkeeping to cancel or shorten a delay (stale entries are skipped on pop), and is
+//!   driven by whichever worker is idle, so no background task or runtime is needed to build a
+//!   queue; one tokio `sleep_until` for the earliest deadline is enough;
+//! * a key with a non-zero retry count keeps its slot while idle, so `num_requeues` survives
+//!   `done` until `forget`, exactly like client-go's failure map.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::hash::{BuildHasher, Hash};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hashbrown::HashTable;
+
+use crate::backoff::BackoffPolicy;
+use crate::config::Priority;
+use crate::lanes::Lane;
+use crate::metrics::QueueMetrics;
+use crate::rate_limit::Bucket;
+
+/// In a ready lane.
+const QUEUED: u8 = 1;
+/// Lane of the queued entry, or lane wanted by a pending re-run.
+const LOW: u8 = 2;
+/// Handed to a worker, `done` not yet called.
+const PROCESSING: u8 = 4;
+/// Added while processing: runs once more after `done`.
+const DIRTY: u8 = 8;
+/// A timer is pending at `Slot::deadline`.
+const DELAYED: u8 = 16;
+/// Due, waiting for a token of the global bucket.
+const THROTTLED: u8 = 32;
+/// The pending timer / throttle comes from `add_rate_limited`: firing it counts a retry.
+const RATE_LIMITED: u8 = 64;
+
+struct Slot<K> {
+    key: Option<K>,
+    deadline: u64,
+    requeues: u32,
+    flags: u8,
+    /// Stale entries of this slot still in the low lane (left by promotions). They are always
+    /// older than a live entry, so the next `stale_low` low-lane pops of this slot are skipped.
+    /// Survives slot reuse, like the entries themselves.
+    stale_low: u16,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Times {
+    added: u64,
+    started: u64,
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Timer {
+    at: u64,
+    /// Insertion order: equal deadlines fire first-in first-out.
+    seq: u32,
+    idx: u32,
+    /// For rate-limited timers: how long the key may then wait for a bucket token.
+    slack: u64,
+}
+
+/// Who must be woken after an operation (done by the caller, outside the lock).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Wake {
+    /// Newly ready keys that idle workers may pick up.
+    pub(crate) ready: usize,
+    /// The earliest deadline moved earlier.
+    pub(crate) timekeeper: bool,
+    /// Shut down and nothing left to hand out: wake every waiter.
+    pub(crate) all: bool,
+}
+
+/// Maps a key to its tenant id (a hash of the tenant name).
+pub(crate) type TenantFn<K> = Box<dyn Fn(&K) -> u64 + Send + Sync>;
+
+pub(crate) struct Core<K> {
+    table: HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
+    slots: Vec<Slot<K>>,
+    free: Vec<u32>,
+    times: Vec<Times>,
+    track_times: bool,
+    high: Lane,
+    low: Lane,
+    high_valid: usize,
+    low_valid: usize,
+    high_streak: u32,
+    low_every: u32,
+    tenant: Option<TenantFn<K>>,
+    timers: BinaryHeap<Reverse<Timer>>,
+    timer_seq: u32,
+    throttled: BinaryHeap<Reverse<(u64, u32)>>,
+    throttle_wake: Option<u64>,
+    bucket: Option<Bucket>,
+    policy: Arc<dyn BackoffPolicy>,
+    max_delay: u64,
+    metrics: Arc<dyn QueueMetrics>,
+    epoch: tokio::time::Instant,
+    processing: usize,
+    dirty: usize,
+    depth: usize,
+    pub(crate) shutting_down: bool,
+    pub(crate) stopped: bool,
+    pub(crate) rejected: u64,
+    pub(crate) dropped: Vec<K>,
+    /// Waiters currently parked in `get` (maintained by the async layer).
+    pub(crate) idle: usize,
+    /// Whether one parked waiter is sleeping until the next deadline.
+    pub(crate) timekeeper: bool,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl<K: Clone + Eq + Hash> Core<K> {
+    pub(crate) fn new(
+        policy: Arc<dyn BackoffPolicy>,
+        bucket: Option<Bucket>,
+        max_delay: Duration,
+        fair: bool,
+        low_every: u32,
+        tenant: Option<TenantFn<K>>,
+        metrics: Arc<dyn QueueMetrics>,
+    ) -> Self {
+        Self {
+            table: HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            times: Vec::new(),
+            track_times: metrics.enabled(),
+            high: Lane::new(fair),
+            low: Lane::new(fair),
+            high_valid: 0,
+            low_valid: 0,
+            high_streak: 0,
+            low_every: low_every.max(1),
+            tenant: if fair { tenant } else { None },
+            timers: BinaryHeap::new(),
+            timer_seq: 0,
+            throttled: BinaryHeap::new(),
+            throttle_wake: None,
+            bucket,
+            policy,
+            max_delay: nanos(max_delay),
+            metrics,
+            epoch: tokio::time::Instant::now(),
+            processing: 0,
+            dirty: 0,
+            depth: 0,
+            shutting_down: false,
+            stopped: false,
+            rejected: 0,
+            dropped: Vec::new(),
+            idle: 0,
+            timekeeper: false,
+        }
+    }
+
+    /// Nanoseconds since the queue was built, on tokio's (pausable) clock.
+    pub(crate) fn now(&self) -> u64 {
+        nanos(self.epoch.elapsed())
+    }
+
+    pub(crate) fn instant_at(&self, at: u64) -> tokio::time::Instant {
+        self.epoch
+            .checked_add(Duration::from_nanos(at))
+            .unwrap_or_else(|| {
+                // Far future: a year is as good as never for a sleeping timekeeper.
+                tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600)
+            })
+    }
+
+    fn find(&self, key: &K) -> Option<u32> {
+        let hash = self.hasher.hash_one(key);
+        let slots = &self.slots;
+        self.table
+            .find(hash, |&i| slots[i as usize].key.as_ref() == Some(key))
+            .copied()
+    }
+
+    fn find_or_insert(&mut self, key: &K) -> u32 {
+        let hash = self.hasher.hash_one(key);
+        let slots = &self.slots;
+        if let Some(&i) = self
+            .table
+            .find(hash, |&i| slots[i as usize].key.as_ref() == Some(key))
+        {
+            return i;
+        }
+        let idx = match self.free.pop() {
+            Some(i) => {
+                let s = &mut self.slots[i as usize];
+                s.key = Some(key.clone());
+                s.deadline = 0;
+                s.requeues = 0;
+                s.flags = 0;
+                i
+            }
+            None => {
+                let i = u32::try_from(self.slots.len()).expect("more than 2^32 keys in one queue");
+                self.slots.push(Slot {
+                    key: Some(key.clone()),
+                    deadline: 0,
+                    requeues: 0,
+                    flags: 0,
+                    stale_low: 0,
+                });
+                if self.track_times {
+                    self.times.push(Times::default());
+                }
+                i
+            }
+        };
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        // Rehash by the key itself (never `Option<&K>`, whose hash differs): live slots hold a key.
+        self.table
+            .insert_unique(hash, idx, |&i| match &slots[i as usize].key {
+                Some(k) => hasher.hash_one(k),
+                None => 0,
+            });
+        idx
+    }
+
+    /// Releases the slot of a key the queue no longer needs to remember.
+    fn maybe_free(&mut self, idx: u32) {
+        let s = &self.slots[idx as usize];
+        if s.flags != 0 || s.requeues != 0 {
+            return;
+        }
+        let Some(key) = self.slots[idx as usize].key.take() else {
+            return;
+        };
+        let hash = self.hasher.hash_one(&key);
+        if let Ok(e) = self.table.find_entry(hash, |&i| i == idx) {
+            e.remove();
+        }
+        self.free.push(idx);
+    }
+
+    fn tenant_of(&self, idx: u32) -> u64 {
+        match (&self.tenant, &self.slots[idx as usize].key) {
+            (Some(f), Some(k)) => f(k),
+            _ => 0,
+        }
+    }
+
+    fn push_lane(&mut self, idx: u32, low: bool) {
+        let tenant = self.tenant_of(idx);
+        if low {
+            self.low.push(idx, tenant);
+            self.low_valid += 1;
+        } else {
+            self.high.push(idx, tenant);
+            self.high_valid += 1;
+        }
+    }
+
+    /// Counts a key becoming dirty, client-go style.
+    fn note_add(&mut self, idx: u32) {
+        self.depth += 1;
+        self.metrics.add();
+        self.metrics.depth(self.depth);
+        if self.track_times {
+            let now = self.now();
+            let t = &mut self.times[idx as usize];
+            if t.added == 0 {
+                t.added = now.max(1);
+            }
+        }
+    }
+
+    /// Makes an idle (not queued, not processing) key ready, or marks a processing key dirty.
+    /// Returns whether a key became ready.
+    fn make_ready(&mut self, idx: u32, low: bool) -> bool {
+        let flags = self.slots[idx as usize].flags;
+        if flags & PROCESSING != 0 {
+            if flags & DIRTY == 0 {
+                self.slots[idx as usize].flags = (flags | DIRTY) & !LOW | if low { LOW } else { 0 };
+                self.dirty += 1;
+                self.note_add(idx);
+            }
+            return false;
+        }
+        self.slots[idx as usize].flags = (flags | QUEUED) & !LOW | if low { LOW } else { 0 };
+        self.push_lane(idx, low);
+        self.note_add(idx);
+        true
+    }
+
+    /// Immediate add. An add cancels any pending delay or throttle of the key.
+    pub(crate) fn add(&mut self, key: &K, priority: Priority) -> Wake {
+        if self.shutting_down {
+            self.rejected += 1;
+            return Wake::default();
+        }
+        let low = priority == Priority::Low;
+        let idx = self.find_or_insert(key);
+        let flags = self.slots[idx as usize].flags;
+        if flags & QUEUED != 0 {
+            if !low && flags & LOW != 0 {
+                // Promote: the low-lane entry becomes stale.
+                let s = &mut self.slots[idx as usize];
+                s.flags &= !LOW;
+                s.stale_low = s.stale_low.saturating_add(1);
+                self.low_valid -= 1;
+                self.push_lane(idx, false);
+            }
+            return Wake::default();
+        }
+        if flags & PROCESSING != 0 && flags & DIRTY != 0 {
+            if !low {
+                self.slots[idx as usize].flags &= !LOW;
+            }
+            return Wake::default();
+        }
+        self.slots[idx as usize].flags &= !(DELAYED | THROTTLED | RATE_LIMITED);
+        Wake {
+            ready: usize::from(self.make_ready(idx, low)),
+            ..Wake::default()
+        }
+    }
+
+    /// Delayed add; `slack` is `Some` for rate-limited adds (how long the key may wait for the
+    /// bucket after its delay). Earliest deadline wins.
+    fn schedule(&mut self, key: &K, delay: Duration, slack: Option<u64>) -> Wake {
+        if self.shutting_down {
+            self.rejected += 1;
+            return Wake::default();
+        }
+        self.metrics.retry();
+        if delay.is_zero() && slack.is_none() {
+            return self.add(key, Priority::High);
+        }
+        let idx = self.find_or_insert(key);
+        let s = &self.slots[idx as usize];
+        if s.flags & (QUEUED | THROTTLED) != 0
+            || s.flags & (PROCESSING | DIRTY) == PROCESSING | DIRTY
+        {
+            return Wake::default();
+        }
+        let at = self.now().saturating_add(nanos(delay));
+        let s = &mut self.slots[idx as usize];
+        if s.flags & DELAYED != 0 && s.deadline <= at {
+            return Wake::default();
+        }
+        s.flags |= DELAYED;
+        if slack.is_some() {
+            s.flags |= RATE_LIMITED;
+        }
+        s.deadline = at;
+        let earliest = self.timers.peek().is_none_or(|Reverse(t)| at < t.at);
+        self.timer_seq = self.timer_seq.wrapping_add(1);
+        let seq = self.timer_seq;
+        self.timers.push(Reverse(Timer {
+            at,
+            seq,
+            idx,
+            slack: slack.unwrap_or(0),
+        }));
+        Wake {
+            timekeeper: earliest,
+            ..Wake::default()
+        }
+    }
+
+    pub(crate) fn add_after(&mut self, key: &K, delay: Duration) -> Wake {
+        self.schedule(key, delay, None)
+    }
+
+    /// Rate-limited add: per-key backoff by the number of retries that actually fired, then
+    /// the global bucket, never longer than `max_delay` in total.
+    pub(crate) fn add_rate_limited(&mut self, key: &K) -> Wake {
+        let retries = self
+            .find(key)
+            .map_or(0, |i| self.slots[i as usize].requeues);
+        let per_key = nanos(self.policy.delay(retries)).min(self.max_delay);
+        let slack = self.max_delay - per_key;
+        self.schedule(key, Duration::from_nanos(per_key), Some(slack))
+    }
+
+    pub(crate) fn forget(&mut self, key: &K) {
+        if let Some(idx) = self.find(key) {
+            self.slots[idx as usize].requeues = 0;
+            self.maybe_free(idx);
+        }
+    }
+
+    pub(crate) fn num_requeues(&self, key: &K) -> u32 {
+        self.find(key)
+            .map_or(0, |i| self.slots[i as usize].requeues)
+    }
+
+    /// A due retry: counts it if rate-limited, then makes the key ready (or dirty).
+    fn fire(&mut self, idx: u32) -> bool {
+        let s = &mut self.slots[idx as usize];
+        if s.flags & RATE_LIMITED != 0 {
+            s.requeues = s.requeues.saturating_add(1);
+        }
+        s.flags &= !(DELAYED | THROTTLED | RATE_LIMITED);
+        self.make_ready(idx, false)
+    }
+
+    /// Moves due timers to the ready lanes (rate-limited ones through the bucket).
+    fn promote_due(&mut self) -> usize {
+        let now = self.now();
+        let mut ready = 0;
+        while let Some(Reverse(t)) = self.timers.peek() {
+            if t.at > now {
+                break;
+            }
+            let Some(Reverse(t)) = self.timers.pop() else {
+                break;
+            };
+            let s = &mut self.slots[t.idx as usize];
+            if s.flags & DELAYED == 0 || s.deadline != t.at {
+                continue;
+            }
+            if s.flags & RATE_LIMITED != 0 && self.bucket.is_some() {
+                s.flags = (s.flags & !DELAYED) | THROTTLED;
+                self.throttled
+                    .push(Reverse((t.at.saturating_add(t.slack), t.idx)));
+            } else {
+                ready += usize::from(self.fire(t.idx));
+            }
+        }
+        self.throttle_wake = None;
+        while let Some(&Reverse((hard, idx))) = self.throttled.peek() {
+            if self.slots[idx as usize].flags & THROTTLED == 0 {
+                self.throttled.pop();
+                continue;
+            }
+            if hard > now
+                && let Some(Err(wait)) = self.bucket.as_ref().map(Bucket::try_take)
+            {
+                self.throttle_wake = Some(now.saturating_add(nanos(wait)).min(hard));
+                break;
+            }
+            self.throttled.pop();
+            ready += usize::from(self.fire(idx));
+        }
+        ready
+    }
+
+    /// When the timekeeper must wake next, if anything is pending.
+    pub(crate) fn next_wake(&self) -> Option<u64> {
+        let timer = self.timers.peek().map(|Reverse(t)| t.at);
+        let throttle = self
+            .throttled
+            .peek()
+            .map(|Reverse((hard, _))| match self.throttle_wake {
+                Some(w) => w.min(*hard),
+                None => 0,
+            });
+        match (timer, throttle) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn pop_ready(&mut self) -> Option<u32> {
+        loop {
+            if self.high_valid + self.low_valid == 0 {
+                return None;
+            }
+            let use_low = self.low_valid > 0
+                && (self.high_valid == 0 || self.high_streak + 1 >= self.low_every);
+            let idx = if use_low {
+                self.low.pop()
+            } else {
+                self.high.pop()
+            };
+            let Some(idx) = idx else {
+                // Unreachable by the lane invariant; recover rather than spin.
+                if use_low {
+                    self.low_valid = 0
+                } else {
+                    self.high_valid = 0
+                }
+                continue;
+            };
+            let s = &mut self.slots[idx as usize];
+            if use_low && s.stale_low > 0 {
+                s.stale_low -= 1;
+                continue;
+            }
+            if s.flags & QUEUED == 0 || (s.flags & LOW != 0) != use_low {
+                continue;
+            }
+            if use_low {
+                self.low_valid -= 1;
+                self.high_streak = 0;
+            } else {
+                self.high_valid -= 1;
+                self.high_streak += 1;
+            }
+            return Some(idx);
+        }
+    }
+
+    /// Hands the next ready key to a worker. `.1` is how many more keys became ready on the way
+    /// (timers that fired), for waking other workers.
+    pub(crate) fn try_pop(&mut self) -> (Option<K>, usize) {
+        if self.stopped {
+            return (None, 0);
+        }
+        let fired = if self.timers.is_empty() && self.throttled.is_empty() {
+            0
+        } else {
+            self.promote_due()
+        };
+        let Some(idx) = self.pop_ready() else {
+            return (None, fired);
+        };
+        let s = &mut self.slots[idx as usize];
+        s.flags = (s.flags & !(QUEUED | LOW)) | PROCESSING;
+        let key = s.key.clone();
+        self.processing += 1;
+        self.depth -= 1;
+        self.metrics.depth(self.depth);
+        if self.track_times {
+            let now = self.now();
+            let t = &mut self.times[idx as usize];
+            if t.added != 0 {
+                self.metrics
+                    .queue_latency(Duration::from_nanos(now.saturating_sub(t.added)));
+            }
+            t.added = 0;
+            t.started = now.max(1);
+        }
+        (key, fired.saturating_sub(1))
+    }
+
+    /// A worker finished `key`. Re-queues it if it was added meanwhile.
+    pub(crate) fn done(&mut self, key: &K) -> Wake {
+        let Some(idx) = self.find(key) else {
+            return Wake::default();
+        };
+        let flags = self.slots[idx as usize].flags;
+        if flags & PROCESSING == 0 {
+            return Wake::default();
+        }
+        self.processing -= 1;
+        if self.track_times {
+            let now = self.now();
+            let t = &mut self.times[idx as usize];
+            if t.started != 0 {
+                self.metrics
+                    .work_duration(Duration::from_nanos(now.saturating_sub(t.started)));
+            }
+            t.started = 0;
+        }
+        let mut wake = Wake::default();
+        if flags & DIRTY != 0 {
+            self.dirty -= 1;
+            if self.stopped {
+                self.slots[idx as usize].flags = flags & !(PROCESSING | DIRTY | LOW);
+                self.depth -= 1;
+                if let Some(k) = &self.slots[idx as usize].key {
+                    self.dropped.push(k.clone());
+                }
+            } else {
+                let low = flags & LOW != 0;
+                self.slots[idx as usize].flags = (flags & !(PROCESSING | DIRTY)) | QUEUED;
+                self.push_lane(idx, low);
+                wake.ready = 1;
+            }
+        } else {
+            self.slots[idx as usize].flags = flags & !PROCESSING;
+        }
+        self.maybe_free(idx);
+        wake.all = self.is_drained();
+        wake
+    }
+
+    /// Ready keys (not counting keys waiting to re-run after their current processing).
+    pub(crate) fn len(&self) -> usize {
+        self.high_valid + self.low_valid
+    }
+
+    /// Whether a worker could still get something.
+    pub(crate) fn is_drained(&self) -> bool {
+        (self.shutting_down && self.len() == 0 && self.dirty == 0) || self.stopped
+    }
+
+    /// Nothing ready and nothing in flight.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.len() == 0 && self.processing == 0
+    }
+
+    /// Stops intake; pending delays and throttled retries are dropped (kept for the report).
+    pub(crate) fn shutdown(&mut self) -> Wake {
+        if self.shutting_down {
+            return Wake {
+                all: true,
+                ..Wake::default()
+            };
+        }
+        self.shutting_down = true;
+        for i in 0..self.slots.len() {
+            let s = &mut self.slots[i];
+            if s.flags & (DELAYED | THROTTLED) != 0 {
+                s.flags &= !(DELAYED | THROTTLED | RATE_LIMITED);
+                if let Some(k) = &s.key {
+                    self.dropped.push(k.clone());
+                }
+            }
+        }
+        self.timers.clear();
+        self.throttled.clear();
+        Wake {
+            all: true,
+            ..Wake::default()
+        }
+    }
+
+    /// Ends the drain: ready keys are dropped, `get` returns `None` from now on.
+    /// Returns the keys still being processed.
+    pub(crate) fn stop(&mut self) -> Vec<K> {
+        self.shutdown();
+        self.stopped = true;
+        let mut unfinished = Vec::new();
+        for s in &mut self.slots {
+            s.stale_low = 0;
+            if s.flags & QUEUED != 0 {
+                s.flags &= !(QUEUED | LOW);
+                if let Some(k) = &s.key {
+                    self.dropped.push(k.clone());
+                }
+            }
+            if s.flags & PROCESSING != 0
+                && let Some(k) = &s.key
+            {
+                unfinished.push(k.clone());
+            }
+        }
+        self.high.clear();
+        self.low.clear();
+        self.high_valid = 0;
+        self.low_valid = 0;
+        self.depth = self.dirty;
+        self.metrics.depth(self.depth);
+        unfinished
+    }
+
+    /// Sum of ages of in-flight keys and the oldest, for `unfinished_work`.
+    pub(crate) fn update_unfinished_work(&self) {
+        if !self.track_times {
+            return;
+        }
+        let now = self.now();
+        let (mut total, mut oldest) = (0u64, 0u64);
+        for (s, t) in self.slots.iter().zip(&self.times) {
+            if s.flags & PROCESSING != 0 && t.started != 0 {
+                let age = now.saturating_sub(t.started);
+                total = total.saturating_add(age);
+                oldest = oldest.max(age);
+            }
+        }
+        self.metrics
+            .unfinished_work(Duration::from_nanos(total), Duration::from_nanos(oldest));
+    }
+}

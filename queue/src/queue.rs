@@ -1,0 +1,827 @@
+//! The cloneable, async queue handle.
+
+use std::hash::Hash;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::backoff::{BackoffPolicy, ExponentialBackoffPolicy};
+use crate::config::{ConfigError, Priority, QueueConfig};
+use crate::core::{Core, Wake};
+use crate::metrics::{NoopMetrics, QueueMetrics};
+use crate::rate_limit::Bucket;
+
+struct Shared<K> {
+    core: Mutex<Core<K>>,
+    /// Parked `get`s wait here.
+    ready: Notify,
+    /// The timekeeper (one parked `get`) also waits here for an earlier deadline.
+    timer: Notify,
+    /// `shutdown_with_drain` waits here for the queue to become idle.
+    drained: Notify,
+}
+
+/// What a drain left undone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrainReport<K> {
+    /// Keys that were queued, delayed or waiting for the bucket and will not be processed.
+    pub dropped: Vec<K>,
+    /// Keys still being processed when the grace period ended (empty if the drain finished).
+    pub unfinished: Vec<K>,
+    /// Adds refused because the queue was shutting down.
+    pub rejected_adds: u64,
+    /// Whether everything in flight and queued finished within the grace period.
+    pub completed: bool,
+}
+
+/// A deduplicating, delaying, rate-limited work queue with priority lanes.
+///
+/// A cheap [`Clone`] handle: all clones share one queue. Keys are generic.
+///
+/// # Semantics (invariants)
+/// * **Dedup**: one entry per key. Adding a queued key is a no-op (a [`Priority::High`] add
+///   promotes a queued low-priority key). A key handed out by [`get`](Self::get) is never handed
+///   to a second worker before [`done`](Self::done); adding it meanwhile makes it run exactly once
+///   more after `done`.
+/// * **Delays**: [`add_after`](Self::add_after) never blocks; the earliest deadline wins; an
+///   immediate add cancels a pending delay (the key runs once, not twice as in client-go).
+///   Any `Duration` is accepted (saturating, no clamp, no panic).
+/// * **Rate limiting**: [`add_rate_limited`](Self::add_rate_limited) waits the per-key backoff for
+///   the number of retries that actually *fired* (events that run the key in between do not
+///   escalate it), then for a token of the global bucket, but never longer than
+///   [`QueueConfig::max_delay`] in total. [`forget`](Self::forget) resets the count.
+/// * **Priority**: while both lanes hold keys, one get in `low_priority_every` serves the low lane,
+///   so a resync backlog always progresses and fresh events are not stuck behind it.
+/// * **Fairness** (opt-in, [`QueueConfig::fairness`] + [`with_tenant`](Self::with_tenant)):
+///   within a lane, ready keys are served round-robin across tenants.
+/// * **Shutdown**: [`shutdown`](Self::shutdown) refuses new adds and drops pending delays; ready
+///   keys are still handed out, then [`get`](Self::get) returns `None`.
+///
+/// Timers are driven by parked `get` calls (no background task): at least one worker must be
+/// waiting in `get` for delayed keys to become ready on time.
+///
+/// # Panics
+/// A queue holding more than 2³² distinct keys at once panics. Methods must be called inside a
+/// tokio runtime with the `time` driver enabled (they read tokio's clock).
+pub struct WorkQueue<K> {
+    shared: Arc<Shared<K>>,
+}
+
+impl<K> Clone for WorkQueue<K> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<K> std::fmt::Debug for WorkQueue<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkQueue").finish_non_exhaustive()
+    }
+}
+
+/// Resigns a parked waiter (and its timekeeper role) even if the `get` future is dropped.
+struct Parked<'a, K: Clone + Eq + Hash> {
+    shared: &'a Shared<K>,
+    timekeeper: bool,
+}
+
+impl<K: Clone + Eq + Hash> Drop for Parked<'_, K> {
+    fn drop(&mut self) {
+        let mut core = self.shared.core.lock();
+        core.idle -= 1;
+        if self.timekeeper {
+            core.timekeeper = false;
+            // Hand the role to another parked waiter if timers remain.
+            if core.idle > 0 && core.next_wake().is_some() {
+                self.shared.ready.notify_one();
+            }
+        }
+    }
+}
+
+impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
+    /// A queue with no metrics and no tenant function.
+    pub fn new(config: QueueConfig) -> Result<Self, ConfigError> {
+        Self::build(config, Arc::new(NoopMetrics), None, None)
+    }
+
+    /// A queue reporting to `metrics`.
+    pub fn with_metrics(
+        config: QueueConfig,
+        metrics: Arc<dyn QueueMetrics>,
+    ) -> Result<Self, ConfigError> {
+        Self::build(config, metrics, None, None)
+    }
+
+    /// A queue whose keys belong to tenants (e.g. a namespace); used when `config.fairness` is on.
+    /// Tenants are compared by a 64-bit hash of the name (a collision merges two tenants).
+    pub fn with_tenant<F>(
+        config: QueueConfig,
+        metrics: Arc<dyn QueueMetrics>,
+        tenant: F,
+    ) -> Result<Self, ConfigError>
+    where
+        F: Fn(&K) -> Option<&str> + Send + Sync + 'static,
+    {
+        use std::hash::BuildHasher;
+        let hasher = foldhash::fast::FixedState::default();
+        let f = move |k: &K| tenant(k).map_or(0, |t| hasher.hash_one(t));
+        Self::build(config, metrics, Some(Box::new(f)), None)
+    }
+
+    /// A queue with a custom per-key [`BackoffPolicy`] (the config's backoff fields are ignored).
+    pub fn with_policy(
+        config: QueueConfig,
+        metrics: Arc<dyn QueueMetrics>,
+        policy: Arc<dyn BackoffPolicy>,
+    ) -> Result<Self, ConfigError> {
+        Self::build(config, metrics, None, Some(policy))
+    }
+
+    fn build(
+        config: QueueConfig,
+        metrics: Arc<dyn QueueMetrics>,
+        tenant: Option<crate::core::TenantFn<K>>,
+        policy: Option<Arc<dyn BackoffPolicy>>,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let policy = policy.unwrap_or_else(|| {
+            Arc::new(ExponentialBackoffPolicy::new(
+                config.backoff_base,
+                config.backoff_cap,
+                config.backoff_jitter,
+            ))
+        });
+        let bucket = config.bucket.and_then(Bucket::new);
+        let core = Core::new(
+            policy,
+            bucket,
+            config.max_delay,
+            config.fairness,
+            config.low_priority_every,
+            tenant,
+            metrics,
+        );
+        Ok(Self {
+            shared: Arc::new(Shared {
+                core: Mutex::new(core),
+                ready: Notify::new(),
+                timer: Notify::new(),
+                drained: Notify::new(),
+            }),
+        })
+    }
+
+    fn wake(&self, wake: Wake, idle: usize, has_timekeeper: bool) {
+        if wake.all {
+            self.shared.ready.notify_waiters();
+            self.shared.timer.notify_waiters();
+            self.shared.drained.notify_waiters();
+            return;
+        }
+        for _ in 0..wake.ready.min(idle) {
+            self.shared.ready.notify_one();
+        }
+        if wake.timekeeper {
+            if has_timekeeper {
+                self.shared.timer.notify_one();
+            } else if idle > 0 {
+                // A parked waiter takes the timekeeper role.
+                self.shared.ready.notify_one();
+            }
+        }
+    }
+
+    fn with_core(&self, f: impl FnOnce(&mut Core<K>) -> Wake) {
+        let (wake, idle, has_timekeeper) = {
+            let mut core = self.shared.core.lock();
+            let wake = f(&mut core);
+            (wake, core.idle, core.timekeeper)
+        };
+        if wake != Wake::default() {
+            self.wake(wake, idle, has_timekeeper);
+        }
+    }
+
+    /// Adds `key` to the high-priority lane now. No-op if it is already queued; if it is being
+    /// processed it runs once more after [`done`](Self::done). Ignored after shutdown.
+    pub fn add(&self, key: &K) {
+        self.with_core(|c| c.add(key, Priority::High));
+    }
+
+    /// Adds `key` to the given lane (see [`Priority`]).
+    pub fn add_with(&self, key: &K, priority: Priority) {
+        self.with_core(|c| c.add(key, priority));
+    }
+
+    /// Adds `key` once `delay` has passed; earliest deadline wins. Never blocks.
+    pub fn add_after(&self, key: &K, delay: Duration) {
+        self.with_core(|c| c.add_after(key, delay));
+    }
+
+    /// Adds `key` after its per-key backoff and a global-bucket token, capped at `max_delay`.
+    pub fn add_rate_limited(&self, key: &K) {
+        self.with_core(|c| c.add_rate_limited(key));
+    }
+
+    /// Resets the retry count of `key`.
+    pub fn forget(&self, key: &K) {
+        self.shared.core.lock().forget(key);
+    }
+
+    /// Retries of `key` that fired since the last [`forget`](Self::forget).
+    pub fn num_requeues(&self, key: &K) -> u32 {
+        self.shared.core.lock().num_requeues(key)
+    }
+
+    /// Marks `key` as finished; re-queues it if it was added while processing.
+    pub fn done(&self, key: &K) {
+        self.with_core(|c| c.done(key));
+    }
+
+    /// Number of ready keys (client-go `Len`).
+    pub fn len(&self) -> usize {
+        self.shared.core.lock().len()
+    }
+
+    /// Whether no key is ready.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.core.lock().shutting_down
+    }
+
+    /// Reports in-flight work to the metrics (client-go does this every 500 ms).
+    pub fn update_unfinished_work(&self) {
+        self.shared.core.lock().update_unfinished_work();
+    }
+
+    /// Waits for the next ready key and marks it processing; call [`done`](Self::done) after.
+    /// Returns `None` once the queue is shut down and nothing is left to hand out.
+    ///
+    /// Cancellation safe: dropping the future loses no key (a key is only taken when the future
+    /// completes) and passes any wake-up it received on to another waiter.
+    pub async fn get(&self) -> Option<K> {
+        let shared = &*self.shared;
+        loop {
+            {
+                let mut core = shared.core.lock();
+                let (key, more) = core.try_pop();
+                if let Some(key) = key {
+                    let idle = core.idle;
+                    drop(core);
+                    for _ in 0..more.min(idle) {
+                        shared.ready.notify_one();
+                    }
+                    return Some(key);
+                }
+                if core.is_drained() {
+                    return None;
+                }
+            }
+            let mut ready = pin!(shared.ready.notified());
+            ready.as_mut().enable();
+            let mut timer = pin!(shared.timer.notified());
+            timer.as_mut().enable();
+            let (wake_at, parked) = {
+                let mut core = shared.core.lock();
+                let (key, _) = core.try_pop();
+                if let Some(key) = key {
+                    return Some(key);
+                }
+                if core.is_drained() {
+                    return None;
+                }
+                core.idle += 1;
+                let wake_at = match core.next_wake() {
+                    Some(at) if !core.timekeeper => {
+                        core.timekeeper = true;
+                        Some(core.instant_at(at))
+                    }
+                    _ => None,
+                };
+                (
+                    wake_at,
+                    Parked {
+                        shared,
+                        timekeeper: wake_at.is_some(),
+                    },
+                )
+            };
+            match wake_at {
+                Some(at) => {
+                    tokio::select! {
+                        _ = ready => {}
+                        _ = timer => {}
+                        _ = tokio::time::sleep_until(at) => {}
+                    }
+                }
+                None => ready.await,
+            }
+            drop(parked);
+        }
+    }
+
+    /// Stops intake: later adds are ignored, pending delays are dropped; ready keys are still
+    /// handed out, then [`get`](Self::get) returns `None`.
+    pub fn shutdown(&self) {
+        self.with_core(Core::shutdown);
+    }
+
+    /// [`shutdown`](Self::shutdown), then waits up to `grace` for in-flight and ready keys to be
+    /// processed. After `grace`, ready keys are dropped and `get` returns `None` at once.
+    /// Reports what was dropped and what was still running.
+    pub async fn shutdown_with_drain(&self, grace: Duration) -> DrainReport<K> {
+        self.shutdown();
+        let deadline = tokio::time::Instant::now() + grace;
+        let completed = loop {
+            let mut drained = pin!(self.shared.drained.notified());
+            drained.as_mut().enable();
+            if self.shared.core.lock().is_idle() {
+                break true;
+            }
+            if tokio::time::timeout_at(deadline, drained).await.is_err() {
+                break self.shared.core.lock().is_idle();
+            }
+        };
+        let report = {
+            let mut core = self.shared.core.lock();
+            let unfinished = core.stop();
+            DrainReport {
+                dropped: std::mem::take(&mut core.dropped),
+                unfinished,
+                rejected_adds: core.rejected,
+                completed,
+            }
+        };
+        self.wake(
+            Wake {
+                all: true,
+                ..Wake::default()
+            },
+            0,
+            false,
+        );
+        report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use futures::FutureExt as _;
+
+    use super::*;
+    use crate::config::BucketConfig;
+
+    fn queue() -> WorkQueue<u32> {
+        WorkQueue::new(QueueConfig {
+            bucket: None,
+            ..QueueConfig::default()
+        })
+        .expect("valid config")
+    }
+
+    /// Polls `get` once: `Some(key)` if one is ready now.
+    fn try_get<K: Clone + Eq + Hash + Send + Sync + 'static>(q: &WorkQueue<K>) -> Option<K> {
+        q.get().now_or_never().flatten()
+    }
+
+    fn drain_now(q: &WorkQueue<u32>) -> Vec<u32> {
+        let mut out = Vec::new();
+        while let Some(k) = try_get(q) {
+            q.done(&k);
+            out.push(k);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn adding_a_queued_key_is_a_no_op() {
+        let q = queue();
+        q.add(&1);
+        q.add(&1);
+        q.add(&2);
+        assert_eq!(q.len(), 2);
+        assert_eq!(drain_now(&q), vec![1, 2]);
+    }
+
+    #[tokio::test]
+    async fn add_while_processing_reruns_once_after_done() {
+        let q = queue();
+        q.add(&7);
+        let k = try_get(&q).expect("ready");
+        q.add(&7);
+        q.add(&7);
+        assert_eq!(
+            try_get(&q),
+            None,
+            "a processing key is not handed to a second worker"
+        );
+        q.done(&k);
+        assert_eq!(try_get(&q), Some(7));
+        q.done(&7);
+        assert_eq!(try_get(&q), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn add_after_holds_the_key_until_its_deadline() {
+        let q = queue();
+        q.add_after(&1, Duration::from_secs(5));
+        assert_eq!(try_get(&q), None);
+        tokio::time::advance(Duration::from_millis(4999)).await;
+        assert_eq!(try_get(&q), None);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(try_get(&q), Some(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn earliest_deadline_wins() {
+        let q = queue();
+        q.add_after(&1, Duration::from_secs(10));
+        q.add_after(&1, Duration::from_secs(2));
+        q.add_after(&1, Duration::from_secs(5));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(try_get(&q), Some(1));
+        q.done(&1);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(
+            try_get(&q),
+            None,
+            "the later deadlines were merged into the earliest"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn immediate_add_cancels_a_pending_delay() {
+        let q = queue();
+        q.add_after(&1, Duration::from_secs(1));
+        q.add(&1);
+        assert_eq!(try_get(&q), Some(1));
+        q.done(&1);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(try_get(&q), None, "processed once, not twice");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn huge_delays_are_accepted_without_panic() {
+        let q = queue();
+        q.add_after(&1, Duration::MAX);
+        q.add_after(&2, Duration::from_secs(u64::MAX / 4));
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert_eq!(try_get(&q), None);
+        assert!(q.get().now_or_never().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn parked_worker_wakes_for_a_delayed_key() {
+        let q = queue();
+        let worker = tokio::spawn({
+            let q = q.clone();
+            async move { q.get().await }
+        });
+        tokio::task::yield_now().await;
+        q.add_after(&3, Duration::from_millis(250));
+        assert_eq!(worker.await.expect("worker"), Some(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn backoff_grows_per_fired_retry_and_forget_resets_it() {
+        let q = queue();
+        let base = Duration::from_millis(5);
+        for n in 0..4u32 {
+            q.add_rate_limited(&1);
+            let delay = base * 2u32.pow(n);
+            tokio::time::advance(delay - Duration::from_millis(1)).await;
+            assert_eq!(try_get(&q), None, "retry {n} fired early");
+            tokio::time::advance(Duration::from_millis(1)).await;
+            assert_eq!(try_get(&q), Some(1));
+            assert_eq!(q.num_requeues(&1), n + 1);
+            q.done(&1);
+        }
+        q.forget(&1);
+        assert_eq!(q.num_requeues(&1), 0);
+        q.add_rate_limited(&1);
+        tokio::time::advance(base).await;
+        assert_eq!(try_get(&q), Some(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn spurious_events_do_not_escalate_the_backoff() {
+        let q = queue();
+        q.add_rate_limited(&1);
+        for _ in 0..100 {
+            q.add(&1);
+            let k = try_get(&q).expect("event runs the key");
+            q.add_rate_limited(&k);
+            q.done(&k);
+        }
+        assert_eq!(q.num_requeues(&1), 0);
+        tokio::time::advance(Duration::from_millis(5)).await;
+        assert_eq!(try_get(&q), Some(1), "still the first 5 ms backoff");
+        assert_eq!(q.num_requeues(&1), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bucket_throttles_retries_after_the_burst() {
+        let cfg = QueueConfig {
+            bucket: Some(BucketConfig {
+                qps: 10.0,
+                burst: 2,
+            }),
+            max_delay: Duration::from_secs(3600),
+            ..QueueConfig::default()
+        };
+        let q = WorkQueue::new(cfg).expect("valid");
+        for k in 0..4u32 {
+            q.add_rate_limited(&k);
+        }
+        tokio::time::advance(Duration::from_millis(5)).await;
+        assert_eq!(drain_now(&q).len(), 2, "the burst");
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert_eq!(drain_now(&q).len(), 1, "one token per 100 ms");
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert_eq!(drain_now(&q).len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ten_thousand_failures_never_wait_beyond_the_max_delay() {
+        let max = Duration::from_secs(30);
+        let cfg = QueueConfig {
+            bucket: Some(BucketConfig {
+                qps: 10.0,
+                burst: 100,
+            }),
+            max_delay: max,
+            ..QueueConfig::default()
+        };
+        let q = WorkQueue::new(cfg).expect("valid");
+        for k in 0..10_000u32 {
+            q.add_rate_limited(&k);
+        }
+        tokio::time::advance(max - Duration::from_millis(1)).await;
+        let early = drain_now(&q).len();
+        assert!(early < 10_000, "the bucket held some back: {early}");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(
+            early + drain_now(&q).len(),
+            10_000,
+            "all released by the max delay"
+        );
+    }
+
+    #[tokio::test]
+    async fn low_priority_backlog_progresses_under_a_high_priority_stream() {
+        let q = queue();
+        for k in 0..100 {
+            q.add_with(&k, Priority::Low);
+        }
+        let mut low_served = 0;
+        for i in 0..800u32 {
+            q.add(&(10_000 + i));
+            let k = try_get(&q).expect("ready");
+            q.done(&k);
+            if k < 100 {
+                low_served += 1;
+            }
+        }
+        assert_eq!(low_served, 100, "one in eight gets serves the low lane");
+    }
+
+    #[tokio::test]
+    async fn fresh_keys_overtake_the_low_priority_backlog() {
+        let q = queue();
+        for k in 0..1000 {
+            q.add_with(&k, Priority::Low);
+        }
+        q.add(&5000);
+        assert_eq!(try_get(&q), Some(5000));
+    }
+
+    #[tokio::test]
+    async fn high_priority_add_promotes_a_queued_low_key_once() {
+        let q = queue();
+        for k in 0..10 {
+            q.add_with(&k, Priority::Low);
+        }
+        q.add(&9);
+        assert_eq!(try_get(&q), Some(9));
+        q.done(&9);
+        q.add_with(&9, Priority::Low);
+        let order = drain_now(&q);
+        assert_eq!(
+            order,
+            vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+            "the stale entry does not let 9 jump ahead"
+        );
+    }
+
+    #[tokio::test]
+    async fn fairness_serves_tenants_round_robin() {
+        let cfg = QueueConfig {
+            fairness: true,
+            bucket: None,
+            ..QueueConfig::default()
+        };
+        let q: WorkQueue<(String, u32)> =
+            WorkQueue::with_tenant(cfg, Arc::new(NoopMetrics), |k: &(String, u32)| {
+                Some(k.0.as_str())
+            })
+            .expect("valid");
+        for i in 0..10_000 {
+            q.add(&("big".to_owned(), i));
+        }
+        q.add(&("small".to_owned(), 0));
+        let first = try_get(&q).expect("ready");
+        let second = try_get(&q).expect("ready");
+        assert!(
+            first.0 == "small" || second.0 == "small",
+            "the single key waits at most one slot: {first:?} {second:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn shutdown_refuses_adds_and_get_returns_none_once_drained() {
+        let q = queue();
+        q.add(&1);
+        q.add_after(&2, Duration::from_secs(1));
+        q.shutdown();
+        q.add(&3);
+        assert_eq!(try_get(&q), Some(1));
+        q.done(&1);
+        assert_eq!(q.get().await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_with_drain_reports_what_it_dropped() {
+        let q = queue();
+        for k in 0..3 {
+            q.add(&k);
+        }
+        q.add_after(&9, Duration::from_secs(60));
+        let busy = try_get(&q).expect("ready");
+        let report = q.shutdown_with_drain(Duration::from_secs(1)).await;
+        assert!(!report.completed);
+        assert_eq!(report.unfinished, vec![busy]);
+        let dropped: HashSet<u32> = report.dropped.into_iter().collect();
+        assert_eq!(dropped, HashSet::from([1, 2, 9]));
+        assert_eq!(q.get().await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_with_drain_finishes_in_flight_and_ready_work() {
+        let q = queue();
+        for k in 0..50 {
+            q.add(&k);
+        }
+        let processed = Arc::new(AtomicU64::new(0));
+        let mut workers = Vec::new();
+        for _ in 0..2 {
+            let (q, processed) = (q.clone(), Arc::clone(&processed));
+            workers.push(tokio::spawn(async move {
+                while let Some(k) = q.get().await {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    processed.fetch_add(1, Ordering::Relaxed);
+                    q.done(&k);
+                }
+            }));
+        }
+        let report = q.shutdown_with_drain(Duration::from_secs(60)).await;
+        assert!(report.completed);
+        assert!(report.dropped.is_empty() && report.unfinished.is_empty());
+        for w in workers {
+            w.await.expect("worker");
+        }
+        assert_eq!(processed.load(Ordering::Relaxed), 50);
+    }
+
+    #[tokio::test]
+    async fn dropping_a_pending_get_loses_no_key() {
+        let q = queue();
+        assert!(q.get().now_or_never().is_none());
+        q.add(&1);
+        assert_eq!(q.get().await, Some(1));
+    }
+
+    #[derive(Default)]
+    struct Recorded {
+        adds: AtomicU64,
+        depth: AtomicU64,
+        latencies: AtomicU64,
+        works: AtomicU64,
+        retries: AtomicU64,
+    }
+
+    impl QueueMetrics for Recorded {
+        fn add(&self) {
+            self.adds.fetch_add(1, Ordering::Relaxed);
+        }
+        fn depth(&self, depth: usize) {
+            self.depth.store(depth as u64, Ordering::Relaxed);
+        }
+        fn queue_latency(&self, _: Duration) {
+            self.latencies.fetch_add(1, Ordering::Relaxed);
+        }
+        fn work_duration(&self, _: Duration) {
+            self.works.fetch_add(1, Ordering::Relaxed);
+        }
+        fn retry(&self) {
+            self.retries.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn metrics_follow_client_go_semantics() {
+        let m = Arc::new(Recorded::default());
+        let q = WorkQueue::with_metrics(
+            QueueConfig {
+                bucket: None,
+                ..QueueConfig::default()
+            },
+            m.clone(),
+        )
+        .expect("valid");
+        q.add(&1);
+        q.add(&1); // dedup hit: not an add
+        assert_eq!(m.adds.load(Ordering::Relaxed), 1);
+        assert_eq!(m.depth.load(Ordering::Relaxed), 1);
+        let k = try_get(&q).expect("ready");
+        assert_eq!(m.depth.load(Ordering::Relaxed), 0);
+        q.add(&1); // dirty while processing: counted, depth +1
+        assert_eq!(m.adds.load(Ordering::Relaxed), 2);
+        assert_eq!(m.depth.load(Ordering::Relaxed), 1);
+        q.done(&k);
+        assert_eq!(m.works.load(Ordering::Relaxed), 1);
+        let k = try_get(&q).expect("re-run");
+        q.done(&k);
+        assert_eq!(m.latencies.load(Ordering::Relaxed), 2);
+        q.add_after(&2, Duration::from_secs(1));
+        q.add_rate_limited(&3);
+        assert_eq!(m.retries.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn concurrent_workers_never_share_a_key_and_lose_nothing() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let q = queue();
+            let in_flight = Arc::new(parking_lot::Mutex::new(HashSet::new()));
+            let runs = Arc::new(AtomicU64::new(0));
+            let mut workers = Vec::new();
+            for _ in 0..4 {
+                let (q, in_flight, runs) = (q.clone(), Arc::clone(&in_flight), Arc::clone(&runs));
+                workers.push(tokio::spawn(async move {
+                    while let Some(k) = q.get().await {
+                        assert!(in_flight.lock().insert(k), "key {k} handed to two workers");
+                        tokio::task::yield_now().await;
+                        assert!(in_flight.lock().remove(&k));
+                        runs.fetch_add(1, Ordering::Relaxed);
+                        q.done(&k);
+                    }
+                }));
+            }
+            let mut producers = Vec::new();
+            for p in 0..3u32 {
+                let q = q.clone();
+                producers.push(tokio::spawn(async move {
+                    for i in 0..20_000u32 {
+                        let k = (i * 7 + p) % 500;
+                        match i % 3 {
+                            0 => q.add(&k),
+                            1 => q.add_with(&k, Priority::Low),
+                            _ => q.add_after(&k, Duration::from_micros(u64::from(i % 50))),
+                        }
+                        if i % 64 == 0 {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                }));
+            }
+            for p in producers {
+                p.await.expect("producer");
+            }
+            // Every key was added at least once: each must run at least once after its last add.
+            let report = q.shutdown_with_drain(Duration::from_secs(60)).await;
+            for w in workers {
+                w.await.expect("worker");
+            }
+            assert!(report.completed, "{report:?}");
+            assert!(report.unfinished.is_empty());
+            assert!(runs.load(Ordering::Relaxed) >= 500 - report.dropped.len() as u64);
+        });
+    }
+}

@@ -1,0 +1,133 @@
+//! A pool of workers draining a [`WorkQueue`] through an async handler.
+
+use std::future::Future;
+use std::hash::Hash;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt as _;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::queue::{DrainReport, WorkQueue};
+
+/// What a successful handler asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeue {
+    /// Done with this key until the next event: its retry count is reset.
+    Never,
+    /// Run it again after this delay (retry count reset; not rate limited).
+    After(Duration),
+}
+
+/// Runs `workers` concurrent workers over a [`WorkQueue`].
+///
+/// Each worker loops: [`WorkQueue::get`] → handler → outcome → [`WorkQueue::done`].
+/// * `Ok(Requeue::Never)` → `forget`;
+/// * `Ok(Requeue::After(d))` → `forget` + `add_after(d)`;
+/// * `Err(e)` → `add_rate_limited` (the error is logged with `tracing`);
+/// * a panic, while building or polling the handler's future → counted as a failure
+///   (`add_rate_limited`); the worker survives.
+///
+/// [`run`](Self::run) returns when `cancel` fires (after a drain of at most the grace period) or
+/// when the queue was shut down elsewhere and drained. Handlers still running when the grace
+/// period ends are aborted at their next `.await`.
+#[derive(Debug)]
+pub struct WorkerPool<K> {
+    queue: WorkQueue<K>,
+    workers: usize,
+    grace: Duration,
+    unfinished_interval: Duration,
+}
+
+impl<K: Clone + Eq + Hash + Send + Sync + std::fmt::Debug + 'static> WorkerPool<K> {
+    /// A pool of `workers` (at least 1) workers with a 30 s drain grace period.
+    pub fn new(queue: WorkQueue<K>, workers: usize) -> Self {
+        Self {
+            queue,
+            workers: workers.max(1),
+            grace: Duration::from_secs(30),
+            unfinished_interval: Duration::from_millis(500),
+        }
+    }
+
+    /// How long a cancelled pool keeps processing in-flight and ready keys.
+    #[must_use]
+    pub fn drain_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Runs until `cancel` fires or the queue is shut down and drained; see the type docs.
+    pub async fn run<H, Fut, E>(self, handler: H, cancel: CancellationToken) -> DrainReport<K>
+    where
+        H: Fn(K) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Requeue, E>> + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let mut workers = JoinSet::new();
+        for _ in 0..self.workers {
+            workers.spawn(worker(self.queue.clone(), Arc::clone(&handler)));
+        }
+        let ticker = {
+            let queue = self.queue.clone();
+            let interval = self.unfinished_interval;
+            let stop = cancel.child_token();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(interval);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tick.tick() => queue.update_unfinished_work(),
+                    }
+                }
+            })
+        };
+        let all_exited = async { while workers.join_next().await.is_some() {} };
+        let report = tokio::select! {
+            _ = cancel.cancelled() => self.queue.shutdown_with_drain(self.grace).await,
+            () = all_exited => self.queue.shutdown_with_drain(Duration::ZERO).await,
+        };
+        workers.shutdown().await;
+        ticker.abort();
+        report
+    }
+}
+
+async fn worker<K, H, Fut, E>(queue: WorkQueue<K>, handler: Arc<H>)
+where
+    K: Clone + Eq + Hash + Send + Sync + std::fmt::Debug + 'static,
+    H: Fn(K) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Requeue, E>> + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    while let Some(key) = queue.get().await {
+        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(key.clone()))) {
+            Ok(fut) => AssertUnwindSafe(fut).catch_unwind().await,
+            Err(panic) => Err(panic),
+        };
+        match outcome {
+            Ok(Ok(Requeue::Never)) => queue.forget(&key),
+            Ok(Ok(Requeue::After(delay))) => {
+                queue.forget(&key);
+                queue.add_after(&key, delay);
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(?key, %error, "handler failed; retrying with backoff");
+                queue.add_rate_limited(&key);
+            }
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(?key, panic = %msg, "handler panicked; retrying with backoff");
+                queue.add_rate_limited(&key);
+            }
+        }
+        queue.done(&key);
+    }
+}
