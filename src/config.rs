@@ -1,0 +1,378 @@
+//! Operator configuration: every flag with its environment fallback, parsed and validated once.
+//!
+//! Names and defaults of the original operator are kept exactly (`--max-concurrent-reconciles`,
+//! `MAX_CONCURRENT_RECONCILES`, `DEV_MODE`, `NAMESPACE`, ...). When a flag and its environment
+//! variable are both given, the flag wins. Nothing else in the operator reads the environment.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Exit code for a configuration the operator refuses to run with (BSD `EX_USAGE`).
+pub const EXIT_BAD_CONFIG: i32 = 64;
+
+/// Command-line flags, each with its environment fallback.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "agentic-operator",
+    version,
+    about = "Runs AgenticSession custom resources as Kubernetes Jobs"
+)]
+pub struct Args {
+    /// Maximum parallel session reconciliations (work-queue workers).
+    #[arg(long, env = "MAX_CONCURRENT_RECONCILES", default_value_t = 10,
+          value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub max_concurrent_reconciles: u16,
+
+    /// Prometheus metrics endpoint (`host:port`, `:port` for all interfaces, `0` to disable).
+    #[arg(long, env = "METRICS_BIND_ADDRESS", default_value = ":8080", value_parser = parse_bind_address)]
+    pub metrics_bind_address: BindAddress,
+
+    /// Health and readiness probe endpoint (`host:port`, `:port`, or `0` to disable).
+    #[arg(long, env = "HEALTH_PROBE_BIND_ADDRESS", default_value = ":8081", value_parser = parse_bind_address)]
+    pub health_probe_bind_address: BindAddress,
+
+    /// Enable leader election so that only one replica reconciles.
+    #[arg(long, env = "LEADER_ELECT", default_value_t = false, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub leader_elect: bool,
+
+    /// Use the raw-watch engine (events handled inline, no queue) instead of the work queue.
+    #[arg(long, env = "LEGACY_WATCH", default_value_t = false, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub legacy_watch: bool,
+
+    /// Human-readable logs instead of JSON.
+    #[arg(long, env = "DEV_MODE", default_value_t = false, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub dev_mode: bool,
+
+    /// The operator's own namespace (leader-election Lease, Events about the operator).
+    #[arg(long, env = "NAMESPACE", default_value = "default", value_parser = parse_dns_label)]
+    pub namespace: String,
+
+    /// Namespace of the backend API service; defaults to the operator's namespace.
+    #[arg(long, env = "BACKEND_NAMESPACE", value_parser = parse_dns_label)]
+    pub backend_namespace: Option<String>,
+
+    /// Container image of the session runner.
+    #[arg(long, env = "AMBIENT_CODE_RUNNER_IMAGE",
+          default_value = "quay.io/ambient_code/vteam_claude_runner:latest", value_parser = parse_non_empty)]
+    pub runner_image: String,
+
+    /// Inactivity timeout in seconds when neither the session nor its ProjectSettings set one (0 disables).
+    #[arg(long, env = "DEFAULT_INACTIVITY_TIMEOUT", default_value_t = 86_400)]
+    pub default_inactivity_timeout: u64,
+
+    /// A session whose runner is not running this long after its Job was created fails (StartTimeout).
+    #[arg(long, env = "START_TIMEOUT", default_value = "10m", value_parser = parse_positive_duration)]
+    pub start_timeout: Duration,
+
+    /// Refresh the runner's Kubernetes token when it is older than this.
+    #[arg(long, env = "TOKEN_REFRESH_AFTER", default_value = "45m", value_parser = parse_positive_duration)]
+    pub token_refresh_after: Duration,
+
+    /// Size of each session's workspace PersistentVolumeClaim (e.g. `10Gi`); unset means an emptyDir.
+    #[arg(long, env = "WORKSPACE_SIZE", value_parser = parse_quantity)]
+    pub workspace_size: Option<String>,
+
+    /// StorageClass of the workspace PersistentVolumeClaim (cluster default when unset).
+    #[arg(long, env = "WORKSPACE_STORAGE_CLASS", requires = "workspace_size")]
+    pub workspace_storage_class: Option<String>,
+
+    /// Runner container CPU request.
+    #[arg(long, env = "RUNNER_CPU_REQUEST", default_value = "500m", value_parser = parse_quantity)]
+    pub runner_cpu_request: String,
+    /// Runner container CPU limit.
+    #[arg(long, env = "RUNNER_CPU_LIMIT", default_value = "2", value_parser = parse_quantity)]
+    pub runner_cpu_limit: String,
+    /// Runner container memory request.
+    #[arg(long, env = "RUNNER_MEMORY_REQUEST", default_value = "512Mi", value_parser = parse_quantity)]
+    pub runner_memory_request: String,
+    /// Runner container memory limit.
+    #[arg(long, env = "RUNNER_MEMORY_LIMIT", default_value = "4Gi", value_parser = parse_quantity)]
+    pub runner_memory_limit: String,
+
+    /// Leader-election lease duration.
+    #[arg(long, env = "LEADER_ELECT_LEASE_DURATION", default_value = "15s", value_parser = parse_positive_duration)]
+    pub leader_elect_lease_duration: Duration,
+    /// How long the leader keeps trying to renew before it gives up leadership.
+    #[arg(long, env = "LEADER_ELECT_RENEW_DEADLINE", default_value = "10s", value_parser = parse_positive_duration)]
+    pub leader_elect_renew_deadline: Duration,
+    /// Interval between leader-election attempts.
+    #[arg(long, env = "LEADER_ELECT_RETRY_PERIOD", default_value = "2s", value_parser = parse_positive_duration)]
+    pub leader_elect_retry_period: Duration,
+
+    /// How long in-flight reconciles may run after SIGTERM before the process exits.
+    #[arg(long, env = "SHUTDOWN_GRACE_PERIOD", default_value = "30s", value_parser = parse_positive_duration)]
+    pub shutdown_grace_period: Duration,
+
+    /// First retry delay of a failing reconcile (doubles per failure).
+    #[arg(long, env = "RETRY_BASE_DELAY", default_value = "5ms", value_parser = parse_positive_duration)]
+    pub retry_base_delay: Duration,
+    /// Longest a failing reconcile waits before its next retry.
+    #[arg(long, env = "RETRY_MAX_DELAY", default_value = "5m", value_parser = parse_positive_duration)]
+    pub retry_max_delay: Duration,
+    /// Global retry budget: retries per second across all sessions (token bucket).
+    #[arg(long, env = "RETRY_QPS", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub retry_qps: u32,
+    /// Global retry budget: burst size of the token bucket.
+    #[arg(long, env = "RETRY_BURST", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub retry_burst: u32,
+}
+
+/// Where an HTTP endpoint listens, or that it is switched off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindAddress {
+    /// Serve on this address.
+    Listen(SocketAddr),
+    /// Do not serve (`0`, as in controller-runtime).
+    Disabled,
+}
+
+/// Validated configuration, derived once from [`Args`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Everything as parsed; the derived values below take precedence where they exist.
+    pub args: Args,
+    /// `BACKEND_NAMESPACE`, or the operator's namespace when unset.
+    pub backend_namespace: String,
+}
+
+/// Why the configuration was refused, naming the flag.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Two settings contradict each other.
+    #[error("{flag}: {message}")]
+    Inconsistent {
+        /// The flag at fault.
+        flag: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Applies the cross-flag rules that a single flag's parser cannot check.
+    pub fn from_args(args: Args) -> Result<Self, ConfigError> {
+        if args.leader_elect_renew_deadline >= args.leader_elect_lease_duration {
+            return Err(ConfigError::Inconsistent {
+                flag: "--leader-elect-renew-deadline",
+                message: format!(
+                    "must be shorter than --leader-elect-lease-duration ({:?} >= {:?})",
+                    args.leader_elect_renew_deadline, args.leader_elect_lease_duration
+                ),
+            });
+        }
+        if args.leader_elect_retry_period >= args.leader_elect_renew_deadline {
+            return Err(ConfigError::Inconsistent {
+                flag: "--leader-elect-retry-period",
+                message: "must be shorter than --leader-elect-renew-deadline".into(),
+            });
+        }
+        if args.retry_base_delay > args.retry_max_delay {
+            return Err(ConfigError::Inconsistent {
+                flag: "--retry-base-delay",
+                message: "must not exceed --retry-max-delay".into(),
+            });
+        }
+        if args.metrics_bind_address != BindAddress::Disabled
+            && args.metrics_bind_address == args.health_probe_bind_address
+        {
+            return Err(ConfigError::Inconsistent {
+                flag: "--health-probe-bind-address",
+                message: "must differ from --metrics-bind-address".into(),
+            });
+        }
+        let backend_namespace = args
+            .backend_namespace
+            .clone()
+            .unwrap_or_else(|| args.namespace.clone());
+        Ok(Config {
+            args,
+            backend_namespace,
+        })
+    }
+
+    /// `BACKEND_API_URL` handed to runners.
+    pub fn backend_api_url(&self) -> String {
+        format!(
+            "http://backend-service.{}.svc.cluster.local:8080/api",
+            self.backend_namespace
+        )
+    }
+}
+
+fn parse_bind_address(value: &str) -> Result<BindAddress, String> {
+    if value == "0" {
+        return Ok(BindAddress::Disabled);
+    }
+    let full = match value.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => value.to_string(),
+    };
+    full.parse::<SocketAddr>()
+        .map(BindAddress::Listen)
+        .map_err(|_| format!("'{value}' is not host:port, :port or 0"))
+}
+
+fn parse_positive_duration(value: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(value)
+        .map_err(|e| format!("'{value}' is not a duration like 30s, 10m or 1h ({e})"))?;
+    if duration.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(duration)
+}
+
+fn parse_non_empty(value: &str) -> Result<String, String> {
+    if value.trim().is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(value.to_string())
+    }
+}
+
+/// A DNS-1123 label: what a namespace name must be.
+fn parse_dns_label(value: &str) -> Result<String, String> {
+    let valid = !value.is_empty()
+        && value.len() <= 63
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !value.starts_with('-')
+        && !value.ends_with('-');
+    if valid {
+        Ok(value.to_string())
+    } else {
+        Err(format!("'{value}' is not a valid namespace name"))
+    }
+}
+
+/// A Kubernetes resource quantity such as `500m`, `2`, `1.5Gi` or `10G`.
+fn parse_quantity(value: &str) -> Result<String, String> {
+    const SUFFIXES: [&str; 14] = [
+        "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "n", "u", "m", "k", "M", "G", "T", "P",
+    ];
+    let number = SUFFIXES
+        .iter()
+        .find_map(|s| value.strip_suffix(s))
+        .unwrap_or(value);
+    let mut parts = number.splitn(2, '.');
+    let whole = parts.next().unwrap_or_default();
+    let fraction = parts.next();
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let valid = digits(whole) && fraction.is_none_or(digits);
+    if valid {
+        Ok(value.to_string())
+    } else {
+        Err(format!(
+            "'{value}' is not a Kubernetes quantity like 500m, 2 or 10Gi"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("agentic-operator").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_match_the_original_operator() {
+        let args = parse(&[]).expect("defaults parse");
+        assert_eq!(args.max_concurrent_reconciles, 10);
+        assert_eq!(
+            args.metrics_bind_address,
+            BindAddress::Listen("0.0.0.0:8080".parse().unwrap())
+        );
+        assert_eq!(
+            args.health_probe_bind_address,
+            BindAddress::Listen("0.0.0.0:8081".parse().unwrap())
+        );
+        assert!(!args.leader_elect && !args.legacy_watch && !args.dev_mode);
+        assert_eq!(args.namespace, "default");
+        assert_eq!(
+            args.runner_image,
+            "quay.io/ambient_code/vteam_claude_runner:latest"
+        );
+        assert_eq!(args.default_inactivity_timeout, 86_400);
+        assert_eq!(args.start_timeout, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn backend_namespace_defaults_to_the_operator_namespace() {
+        let config = Config::from_args(parse(&["--namespace", "ops"]).unwrap()).unwrap();
+        assert_eq!(config.backend_namespace, "ops");
+        assert_eq!(
+            config.backend_api_url(),
+            "http://backend-service.ops.svc.cluster.local:8080/api"
+        );
+    }
+
+    #[test]
+    fn boolean_flags_accept_a_bare_flag_or_a_value() {
+        assert!(parse(&["--leader-elect"]).unwrap().leader_elect);
+        assert!(parse(&["--legacy-watch=true"]).unwrap().legacy_watch);
+        assert!(!parse(&["--leader-elect=false"]).unwrap().leader_elect);
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_the_flag_named() {
+        for (args, flag) in [
+            (
+                &["--max-concurrent-reconciles", "0"][..],
+                "--max-concurrent-reconciles",
+            ),
+            (
+                &["--metrics-bind-address", "nonsense"][..],
+                "--metrics-bind-address",
+            ),
+            (&["--start-timeout", "soon"][..], "--start-timeout"),
+            (&["--start-timeout", "0s"][..], "--start-timeout"),
+            (&["--namespace", "Not_A_Name"][..], "--namespace"),
+            (&["--workspace-size", "lots"][..], "--workspace-size"),
+        ] {
+            let message = parse(args).expect_err("must be rejected").to_string();
+            assert!(message.contains(flag), "{message}");
+        }
+    }
+
+    #[test]
+    fn contradicting_flags_are_rejected_with_the_flag_named() {
+        let args = parse(&["--leader-elect-renew-deadline", "20s"]).unwrap();
+        let message = Config::from_args(args).unwrap_err().to_string();
+        assert!(
+            message.starts_with("--leader-elect-renew-deadline"),
+            "{message}"
+        );
+
+        let args = parse(&["--health-probe-bind-address", ":8080"]).unwrap();
+        let message = Config::from_args(args).unwrap_err().to_string();
+        assert!(
+            message.starts_with("--health-probe-bind-address"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn zero_disables_an_endpoint() {
+        let args = parse(&["--metrics-bind-address", "0"]).unwrap();
+        assert_eq!(args.metrics_bind_address, BindAddress::Disabled);
+    }
+
+    #[test]
+    fn quantities_are_checked() {
+        for good in ["500m", "2", "1.5Gi", "10G", "128974848"] {
+            assert!(parse_quantity(good).is_ok(), "{good}");
+        }
+        for bad in ["", "Gi", "1.2.3", "ten", "-1"] {
+            assert!(parse_quantity(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! Prometheus metrics: the eight `ambient_*` metrics of the original operator (same names, types
+//! and labels), client-go's `workqueue_*` family (label `name`), and process metrics.
+//! One registry per operator instance, carried in the [`crate::context::Context`]; no globals.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    exponential_buckets,
+};
+
+/// Seconds buckets for session-scale durations (10 ms .. ~20 min).
+fn session_buckets() -> Vec<f64> {
+    vec![
+        0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+        1200.0,
+    ]
+}
+
+/// Failure to set up or encode metrics.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// A metric could not be created or registered (a programming error: duplicate name).
+    #[error("registering metric: {0}")]
+    Register(#[source] prometheus::Error),
+    /// The registry could not be encoded as text.
+    #[error("encoding metrics: {0}")]
+    Encode(#[source] prometheus::Error),
+}
+
+/// All metric families; cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Families>,
+}
+
+/// The metric families themselves.
+pub struct Families {
+    registry: Registry,
+    /// `ambient_session_startup_duration_seconds{namespace}`: Pending to Running.
+    pub session_startup_duration: HistogramVec,
+    /// `ambient_sessions_total{namespace}`: sessions seen for the first time (counted once).
+    pub sessions_total: IntCounterVec,
+    /// `ambient_sessions_completed_total{namespace,final_phase}`: terminal phases reached.
+    pub sessions_completed: IntCounterVec,
+    /// `ambient_session_phase_transitions_total{namespace,from_phase,to_phase}`.
+    pub phase_transitions: IntCounterVec,
+    /// `ambient_reconcile_duration_seconds{phase,success}`.
+    pub reconcile_duration: HistogramVec,
+    /// `ambient_pod_creation_duration_seconds{namespace}`: Job created to runner pod running.
+    pub pod_creation_duration: HistogramVec,
+    /// `ambient_token_provision_duration_seconds{namespace}`: runner identity provisioning.
+    pub token_provision_duration: HistogramVec,
+    /// `ambient_session_errors_total{namespace,phase,error_type}`.
+    pub session_errors: IntCounterVec,
+    /// client-go compatible work-queue metrics.
+    pub workqueue: WorkqueueFamilies,
+}
+
+/// client-go's `workqueue_*` metric family, all labelled by queue `name`.
+pub struct WorkqueueFamilies {
+    /// `workqueue_depth`: items waiting (ready) in the queue.
+    pub depth: IntGaugeVec,
+    /// `workqueue_adds_total`: adds handled by the queue.
+    pub adds: IntCounterVec,
+    /// `workqueue_queue_duration_seconds`: time an item waited before being handed out.
+    pub queue_duration: HistogramVec,
+    /// `workqueue_work_duration_seconds`: time spent processing an item.
+    pub work_duration: HistogramVec,
+    /// `workqueue_unfinished_work_seconds`: total age of work in progress.
+    pub unfinished_work: prometheus::GaugeVec,
+    /// `workqueue_longest_running_processor_seconds`: age of the oldest work in progress.
+    pub longest_running_processor: prometheus::GaugeVec,
+    /// `workqueue_retries_total`: rate-limited re-adds.
+    pub retries: IntCounterVec,
+}
+
+impl Metrics {
+    /// Creates every family and registers it, plus process metrics.
+    pub fn new() -> Result<Self, MetricsError> {
+        let registry = Registry::new();
+        let histogram = |name: &str, help: &str, labels: &[&str], buckets: Vec<f64>| {
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+                .map_err(MetricsError::Register)?;
+            registry
+                .register(Box::new(h.clone()))
+                .map_err(MetricsError::Register)?;
+            Ok::<_, MetricsError>(h)
+        };
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)
+                .map_err(MetricsError::Register)?;
+            registry
+                .register(Box::new(c.clone()))
+                .map_err(MetricsError::Register)?;
+            Ok::<_, MetricsError>(c)
+        };
+        let float_gauge = |name: &str, help: &str| {
+            let g = prometheus::GaugeVec::new(Opts::new(name, help), &["name"])
+                .map_err(MetricsError::Register)?;
+            registry
+                .register(Box::new(g.clone()))
+                .map_err(MetricsError::Register)?;
+            Ok::<_, MetricsError>(g)
+        };
+        // client-go: ExponentialBuckets(10e-9, 10, 10).
+        let queue_buckets = exponential_buckets(10e-9, 10.0, 10).map_err(MetricsError::Register)?;
+
+        let depth = IntGaugeVec::new(
+            Opts::new("workqueue_depth", "Current depth of workqueue"),
+            &["name"],
+        )
+        .map_err(MetricsError::Register)?;
+        registry
+            .register(Box::new(depth.clone()))
+            .map_err(MetricsError::Register)?;
+
+        let families = Families {
+            session_startup_duration: histogram(
+                "ambient_session_startup_duration_seconds",
+                "Time from Pending to Running",
+                &["namespace"],
+                session_buckets(),
+            )?,
+            sessions_total: counter(
+                "ambient_sessions_total",
+                "Total sessions created",
+                &["namespace"],
+            )?,
+            sessions_completed: counter(
+                "ambient_sessions_completed_total",
+                "Sessions reaching terminal states (Stopped, Failed, Completed)",
+                &["namespace", "final_phase"],
+            )?,
+            phase_transitions: counter(
+                "ambient_session_phase_transitions_total",
+                "Phase transition counts",
+                &["namespace", "from_phase", "to_phase"],
+            )?,
+            reconcile_duration: histogram(
+                "ambient_reconcile_duration_seconds",
+                "Reconcile loop timing",
+                &["phase", "success"],
+                exponential_buckets(0.0005, 2.0, 16).map_err(MetricsError::Register)?,
+            )?,
+            pod_creation_duration: histogram(
+                "ambient_pod_creation_duration_seconds",
+                "Pod creation timing: Job created to runner container running",
+                &["namespace"],
+                session_buckets(),
+            )?,
+            token_provision_duration: histogram(
+                "ambient_token_provision_duration_seconds",
+                "Runner token provisioning time",
+                &["namespace"],
+                exponential_buckets(0.001, 2.0, 14).map_err(MetricsError::Register)?,
+            )?,
+            session_errors: counter(
+                "ambient_session_errors_total",
+                "Error tracking",
+                &["namespace", "phase", "error_type"],
+            )?,
+            workqueue: WorkqueueFamilies {
+                depth,
+                adds: counter(
+                    "workqueue_adds_total",
+                    "Total number of adds handled by workqueue",
+                    &["name"],
+                )?,
+                queue_duration: histogram(
+                    "workqueue_queue_duration_seconds",
+                    "How long in seconds an item stays in workqueue before being requested.",
+                    &["name"],
+                    queue_buckets.clone(),
+                )?,
+                work_duration: histogram(
+                    "workqueue_work_duration_seconds",
+                    "How long in seconds processing an item from workqueue takes.",
+                    &["name"],
+                    queue_buckets,
+                )?,
+                unfinished_work: float_gauge(
+                    "workqueue_unfinished_work_seconds",
+                    "How many seconds of work has done that is in progress and hasn't been \
+                     observed by work_duration. Large values indicate stuck threads.",
+                )?,
+                longest_running_processor: float_gauge(
+                    "workqueue_longest_running_processor_seconds",
+                    "How many seconds has the longest running processor for workqueue been running.",
+                )?,
+                retries: counter(
+                    "workqueue_retries_total",
+                    "Total number of retries handled by workqueue",
+                    &["name"],
+                )?,
+            },
+            registry,
+        };
+        families
+            .registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .map_err(MetricsError::Register)?;
+        Ok(Metrics {
+            inner: Arc::new(families),
+        })
+    }
+
+    /// The families, for recording.
+    pub fn families(&self) -> &Families {
+        &self.inner
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn encode(&self) -> Result<Vec<u8>, MetricsError> {
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&self.inner.registry.gather(), &mut buffer)
+            .map_err(MetricsError::Encode)?;
+        Ok(buffer)
+    }
+}
+
+impl Families {
+    /// Records a phase change of a session, and its completion when the new phase is terminal.
+    pub fn record_transition(&self, namespace: &str, from: &str, to: &str, terminal: bool) {
+        self.phase_transitions
+            .with_label_values(&[namespace, from, to])
+            .inc();
+        if terminal {
+            self.sessions_completed
+                .with_label_values(&[namespace, to])
+                .inc();
+        }
+    }
+
+    /// Records one reconcile's duration under the phase it started in.
+    pub fn record_reconcile(&self, phase: &str, success: bool, took: Duration) {
+        self.reconcile_duration
+            .with_label_values(&[phase, if success { "true" } else { "false" }])
+            .observe(took.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(metrics: &Metrics) -> String {
+        String::from_utf8(metrics.encode().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn every_family_of_the_original_operator_is_exported_once_recorded() {
+        let metrics = Metrics::new().unwrap();
+        let f = metrics.families();
+        f.session_startup_duration
+            .with_label_values(&["ns"])
+            .observe(1.0);
+        f.sessions_total.with_label_values(&["ns"]).inc();
+        f.record_transition("ns", "Running", "Completed", true);
+        f.record_reconcile("Running", true, Duration::from_millis(3));
+        f.pod_creation_duration
+            .with_label_values(&["ns"])
+            .observe(1.0);
+        f.token_provision_duration
+            .with_label_values(&["ns"])
+            .observe(0.1);
+        f.session_errors
+            .with_label_values(&["ns", "Pending", "api"])
+            .inc();
+        let body = text(&metrics);
+        for family in [
+            "ambient_session_startup_duration_seconds_bucket{namespace=\"ns\"",
+            "ambient_sessions_total{namespace=\"ns\"} 1",
+            "ambient_sessions_completed_total{final_phase=\"Completed\",namespace=\"ns\"} 1",
+            "ambient_session_phase_transitions_total{from_phase=\"Running\",namespace=\"ns\",to_phase=\"Completed\"} 1",
+            "ambient_reconcile_duration_seconds_count{phase=\"Running\",success=\"true\"} 1",
+            "ambient_pod_creation_duration_seconds_count{namespace=\"ns\"} 1",
+            "ambient_token_provision_duration_seconds_count{namespace=\"ns\"} 1",
+            "ambient_session_errors_total{error_type=\"api\",namespace=\"ns\",phase=\"Pending\"} 1",
+        ] {
+            assert!(body.contains(family), "missing {family} in\n{body}");
+        }
+    }
+
+    #[test]
+    fn process_metrics_are_exported() {
+        let body = text(&Metrics::new().unwrap());
+        assert!(body.contains("process_resident_memory_bytes"), "{body}");
+    }
+
+    #[test]
+    fn a_transition_to_a_non_terminal_phase_is_not_a_completion() {
+        let metrics = Metrics::new().unwrap();
+        metrics
+            .families()
+            .record_transition("ns", "Pending", "Creating", false);
+        assert!(!text(&metrics).contains("ambient_sessions_completed_total{"));
+    }
+}
