@@ -84,23 +84,44 @@ impl<K> std::fmt::Debug for WorkQueue<K> {
     }
 }
 
-/// Resigns a parked waiter (and its timekeeper role) even if the `get` future is dropped.
+/// A waiter parked in `get`. Leaving normally ([`Parked::resign`]) just unregisters; dropping it
+/// (the `get` future was cancelled while parked) also hands the timekeeper role to another
+/// parked waiter, so timers keep firing.
 struct Parked<'a, K: Clone + Eq + Hash> {
     shared: &'a Shared<K>,
     timekeeper: bool,
+    resigned: bool,
 }
 
-impl<K: Clone + Eq + Hash> Drop for Parked<'_, K> {
-    fn drop(&mut self) {
+impl<K: Clone + Eq + Hash> Parked<'_, K> {
+    fn resign(mut self) {
+        self.resigned = true;
         let mut core = self.shared.core.lock();
         core.idle -= 1;
         if self.timekeeper {
             core.timekeeper = false;
-            // Hand the role to another parked waiter if timers remain.
-            if core.idle > 0 && core.next_wake().is_some() {
-                self.shared.ready.notify_one();
-            }
         }
+    }
+}
+
+impl<K: Clone + Eq + Hash> Drop for Parked<'_, K> {
+    fn drop(&mut self) {
+        if self.resigned {
+            return;
+        }
+        let mut core = self.shared.core.lock();
+        core.idle -= 1;
+        if self.timekeeper {
+            core.timekeeper = false;
+            hand_off_timekeeper(self.shared, &core);
+        }
+    }
+}
+
+/// Wakes a parked waiter to take the timekeeper role if timers are pending and nobody holds it.
+fn hand_off_timekeeper<K: Clone + Eq + Hash>(shared: &Shared<K>, core: &Core<K>) {
+    if !core.timekeeper && core.idle > 0 && core.next_wake().is_some() {
+        shared.ready.notify_one();
     }
 }
 
@@ -271,12 +292,17 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
     /// completes) and passes any wake-up it received on to another waiter.
     pub async fn get(&self) -> Option<K> {
         let shared = &*self.shared;
+        // Whether this call held the timekeeper role: leaving with a key then hands it over.
+        let mut was_timekeeper = false;
         loop {
             {
                 let mut core = shared.core.lock();
                 let (key, more) = core.try_pop();
                 if let Some(key) = key {
                     let idle = core.idle;
+                    if was_timekeeper {
+                        hand_off_timekeeper(shared, &core);
+                    }
                     drop(core);
                     for _ in 0..more.min(idle) {
                         shared.ready.notify_one();
@@ -289,12 +315,13 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
             }
             let mut ready = pin!(shared.ready.notified());
             ready.as_mut().enable();
-            let mut timer = pin!(shared.timer.notified());
-            timer.as_mut().enable();
             let (wake_at, parked) = {
                 let mut core = shared.core.lock();
                 let (key, _) = core.try_pop();
                 if let Some(key) = key {
+                    if was_timekeeper {
+                        hand_off_timekeeper(shared, &core);
+                    }
                     return Some(key);
                 }
                 if core.is_drained() {
@@ -313,11 +340,15 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
                     Parked {
                         shared,
                         timekeeper: wake_at.is_some(),
+                        resigned: false,
                     },
                 )
             };
             match wake_at {
                 Some(at) => {
+                    was_timekeeper = true;
+                    // A notify_one sent before this point is kept as a permit, so none is lost.
+                    let timer = shared.timer.notified();
                     tokio::select! {
                         _ = ready => {}
                         _ = timer => {}
@@ -326,7 +357,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
                 }
                 None => ready.await,
             }
-            drop(parked);
+            parked.resign();
         }
     }
 

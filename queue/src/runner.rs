@@ -131,3 +131,115 @@ where
         queue.done(&key);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::config::QueueConfig;
+
+    fn queue() -> WorkQueue<u32> {
+        WorkQueue::new(QueueConfig {
+            bucket: None,
+            ..QueueConfig::default()
+        })
+        .expect("valid config")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_handler_counts_as_a_failure_and_the_worker_survives() {
+        let q = queue();
+        q.add(&1);
+        q.add(&2);
+        let calls = Arc::new(AtomicU32::new(0));
+        let cancel = CancellationToken::new();
+        let pool = WorkerPool::new(q.clone(), 1);
+        let run = tokio::spawn({
+            let (calls, cancel) = (Arc::clone(&calls), cancel.clone());
+            pool.run(
+                move |k: u32| {
+                    let n = calls.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        if k == 1 && n == 0 {
+                            panic!("boom");
+                        }
+                        Ok::<_, std::io::Error>(Requeue::Never)
+                    }
+                },
+                cancel,
+            )
+        });
+        // Key 1 panics, key 2 still runs on the same (only) worker, key 1 is retried after 5 ms.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert_eq!(q.num_requeues(&1), 0, "the successful retry forgot the key");
+        cancel.cancel();
+        let report = run.await.expect("pool");
+        assert!(report.completed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn errors_back_off_and_requeue_after_reruns_the_key() {
+        let q = queue();
+        q.add(&1);
+        q.add(&2);
+        let calls = Arc::new(AtomicU32::new(0));
+        let cancel = CancellationToken::new();
+        let run = tokio::spawn(WorkerPool::new(q.clone(), 2).run(
+            {
+                let calls = Arc::clone(&calls);
+                move |k: u32| {
+                    let n = calls.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        match k {
+                            1 => Err(format!("attempt {n} failed")),
+                            _ => Ok(Requeue::After(Duration::from_secs(10))),
+                        }
+                    }
+                }
+            },
+            cancel.clone(),
+        ));
+        tokio::time::sleep(Duration::from_millis(5 + 10 + 20 + 1)).await;
+        assert_eq!(q.num_requeues(&1), 3, "retries after 5, 10 and 20 ms");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(calls.load(Ordering::SeqCst) >= 2 + 3 + 1);
+        cancel.cancel();
+        let report = run.await.expect("pool");
+        assert!(
+            report.dropped.contains(&1) && report.dropped.contains(&2),
+            "{report:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancelling_the_pool_drains_ready_keys_within_the_grace_period() {
+        let q = queue();
+        for k in 0..20 {
+            q.add(&k);
+        }
+        let done = Arc::new(AtomicU32::new(0));
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let report = WorkerPool::new(q.clone(), 3)
+            .drain_grace(Duration::from_secs(5))
+            .run(
+                {
+                    let done = Arc::clone(&done);
+                    move |_k: u32| {
+                        let done = Arc::clone(&done);
+                        async move {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            done.fetch_add(1, Ordering::SeqCst);
+                            Ok::<_, String>(Requeue::Never)
+                        }
+                    }
+                },
+                cancel,
+            )
+            .await;
+        assert!(report.completed);
+        assert_eq!(done.load(Ordering::SeqCst), 20);
+    }
+}
