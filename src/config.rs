@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 
 /// Exit code for a configuration the operator refuses to run with (BSD `EX_USAGE`).
-pub const EXIT_BAD_CONFIG: i32 = 64;
+pub const EXIT_BAD_CONFIG: u8 = 64;
 
 /// Command-line flags, each with its environment fallback.
 #[derive(Debug, Clone, Parser)]
@@ -20,6 +20,10 @@ pub const EXIT_BAD_CONFIG: i32 = 64;
     about = "Runs AgenticSession custom resources as Kubernetes Jobs"
 )]
 pub struct Args {
+    /// Kubeconfig file; in-cluster configuration (or ~/.kube/config) when unset.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+
     /// Maximum parallel session reconciliations (work-queue workers).
     #[arg(long, env = "MAX_CONCURRENT_RECONCILES", default_value_t = 10,
           value_parser = clap::value_parser!(u16).range(1..=1000))]
@@ -93,6 +97,11 @@ pub struct Args {
     /// Runner container memory limit.
     #[arg(long, env = "RUNNER_MEMORY_LIMIT", default_value = "4Gi", value_parser = parse_quantity)]
     pub runner_memory_limit: String,
+
+    /// This replica's identity in Events and the leader Lease (the pod name via the downward
+    /// API); the host name plus a random suffix when unset.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
 
     /// Leader-election lease duration.
     #[arg(long, env = "LEADER_ELECT_LEASE_DURATION", default_value = "15s", value_parser = parse_positive_duration)]

@@ -4,7 +4,14 @@
 //! modules below, one concept each.
 
 pub mod admin;
+pub mod app;
+pub mod caches;
 pub mod config;
+pub mod context;
+pub mod engine;
+pub mod leader;
 pub mod metrics;
+pub mod namespace;
+pub mod project_settings;
 pub mod session;
 pub mod telemetry;

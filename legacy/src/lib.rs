@@ -1,1 +1,15 @@
-//! Raw-watch engine (`--legacy-watch`): events handled inline, in arrival order.
+//! Raw-watch engine (`--legacy-watch`): one list/watch loop per kind, events handed to the
+//! caller's handler inline, in arrival order, with no queue. Knows nothing about what it watches.
+//!
+//! * [`WatchLoop`]: the state machine (list, watch from the list's resourceVersion, resume from
+//!   the last seen one after a disconnect, relist on 410 Gone synthesising what changed while
+//!   away, back off on errors, stop on cancellation).
+//! * [`Change`]: what the handler receives.
+//! * [`RetryDelays`]: the exponential policy (the `backoff` crate, kept behind this type).
+#![warn(missing_docs)]
+
+mod retry;
+mod watch;
+
+pub use crate::retry::RetryDelays;
+pub use crate::watch::{Change, LegacyError, WatchLoop, WatchState};

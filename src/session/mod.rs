@@ -1,8 +1,582 @@
-//! The AgenticSession handler: observe, plan (pure), execute.
+//! The AgenticSession handler: observe (from the caches), plan (pure, [`phases`]), execute
+//! (this file). Both engines call [`reconcile`]; it is level-triggered and idempotent.
+//!
+//! Status is written once per reconcile, with the resourceVersion that was read, so a decision
+//! made from a stale view fails with a conflict and is retried instead of overwriting newer state.
 
 pub mod children;
+mod identity;
 pub mod phases;
 pub mod runner_env;
 
 #[cfg(test)]
 pub(crate) mod fixtures;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agentic_crds::{AgenticSession, Phase, ProjectSettings, keys, names};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+
+use crate::caches::Slim;
+use crate::context::{Context, FIELD_MANAGER};
+use phases::{Effect, Observation, Observed, Plan};
+
+/// Why a session reconcile failed (it is retried with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// An API call failed.
+    #[error("{action} {kind} {namespace}/{name}: {source}")]
+    Api {
+        /// What was attempted (create, delete, ...).
+        action: &'static str,
+        /// The kind of object.
+        kind: &'static str,
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The session changed after it was read; the reconcile is retried from fresh state.
+    #[error("session {namespace}/{name} changed while being reconciled")]
+    Conflict {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
+    /// The API server answered a TokenRequest without a token.
+    #[error("TokenRequest for {namespace}/{service_account} returned no token")]
+    EmptyToken {
+        /// Namespace.
+        namespace: String,
+        /// ServiceAccount.
+        service_account: String,
+    },
+}
+
+impl SessionError {
+    /// Value of the `error_type` label of `ambient_session_errors_total`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            SessionError::Api { kind, .. } => match *kind {
+                "Job" => "job",
+                "Pod" => "pod",
+                "ServiceAccount" | "Role" | "RoleBinding" | "Secret" | "TokenRequest" => "identity",
+                "PersistentVolumeClaim" => "workspace",
+                _ => "api",
+            },
+            SessionError::Conflict { .. } => "conflict",
+            SessionError::EmptyToken { .. } => "identity",
+        }
+    }
+}
+
+/// A closure that wraps a kube error with what was being done.
+fn api_error<'a>(
+    action: &'static str,
+    kind: &'static str,
+    namespace: &'a str,
+    name: &'a str,
+) -> impl FnOnce(kube::Error) -> SessionError + 'a {
+    move |source| SessionError::Api {
+        action,
+        kind,
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        source,
+    }
+}
+
+/// Whether an API error is the given HTTP status.
+fn is_status(error: &kube::Error, code: u16) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == code)
+}
+
+/// Reconciles one session; returns when to look at it again (`None`: on the next event only).
+pub async fn reconcile(
+    session: Arc<AgenticSession>,
+    ctx: &Context,
+) -> Result<Option<Duration>, SessionError> {
+    let namespace = session.namespace().unwrap_or_default();
+    if !ctx.caches.is_managed(&namespace) || session.meta().deletion_timestamp.is_some() {
+        return Ok(None);
+    }
+    let phase = session.status.as_ref().map(|s| s.phase).unwrap_or_default();
+    let started = Instant::now();
+    let result = reconcile_session(&session, &namespace, phase, ctx).await;
+    let families = ctx.metrics.families();
+    families.record_reconcile(phase.as_str(), result.is_ok(), started.elapsed());
+    if let Err(error) = &result {
+        families
+            .session_errors
+            .with_label_values(&[&namespace, phase.as_str(), error.metric_label()])
+            .inc();
+    }
+    result
+}
+
+async fn reconcile_session(
+    session: &AgenticSession,
+    namespace: &str,
+    phase: Phase,
+    ctx: &Context,
+) -> Result<Option<Duration>, SessionError> {
+    let name = session.name_any();
+    let job_name = names::job_name(&name);
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut job = ctx.caches.job(namespace, &job_name);
+    if job.is_none() && matches!(phase, Phase::Creating | Phase::Running) {
+        // Before concluding the Job was deleted behind our back, make sure the cache is not
+        // merely behind a Job created moments ago.
+        job = jobs
+            .get_opt(&job_name)
+            .await
+            .map_err(api_error("get", "Job", namespace, &job_name))?
+            .map(|mut fresh| {
+                fresh.slim();
+                Arc::new(fresh)
+            });
+    }
+    let mut pods = ctx.caches.pods_of(namespace, &name);
+    if job.as_deref().is_some_and(job_failed) && !pods.iter().any(|p| runner_terminated(p)) {
+        // The Job's verdict can overtake the pod's in the caches; the pod says why it failed.
+        let api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+        let selector = format!("{}={name}", keys::SESSION_LABEL);
+        pods = api
+            .list(&kube::api::ListParams::default().labels(&selector))
+            .await
+            .map_err(api_error("list pods of", "Pod", namespace, &name))?
+            .items
+            .into_iter()
+            .map(|mut pod| {
+                pod.slim();
+                Arc::new(pod)
+            })
+            .collect();
+    }
+    let token_refreshed_at = ctx
+        .caches
+        .secret(namespace, &names::token_secret_name(&name))
+        .and_then(|secret| {
+            secret
+                .annotations()
+                .get(keys::TOKEN_REFRESHED_AT_ANNOTATION)
+                .and_then(|at| at.parse::<Timestamp>().ok())
+                .or(Some(Timestamp::UNIX_EPOCH))
+        });
+    let project_settings = ctx.caches.project_settings_of(namespace);
+    let observed = Observed {
+        session,
+        job: job.as_deref(),
+        pods: pods.iter().map(Arc::as_ref).collect(),
+        token_refreshed_at,
+        now: Timestamp::now(),
+        inactivity_timeout: inactivity_timeout(
+            session,
+            project_settings.as_deref(),
+            ctx.config.args.default_inactivity_timeout,
+        ),
+        start_timeout: ctx.config.args.start_timeout,
+        token_refresh_after: ctx.config.args.token_refresh_after,
+        invalid_spec: agentic_crds::validate(&session.spec)
+            .err()
+            .map(|e| e.to_string()),
+    };
+    let plan = phases::plan(&observed);
+    execute(session, namespace, phase, plan, ctx).await
+}
+
+fn job_failed(job: &Job) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| (c.type_ == "Failed" || c.type_ == "FailureTarget") && c.status == "True")
+        })
+}
+
+fn runner_terminated(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .is_some_and(|statuses| {
+            statuses
+                .iter()
+                .any(|c| c.state.as_ref().is_some_and(|s| s.terminated.is_some()))
+        })
+}
+
+/// The inactivity timeout in force: the session's, else its ProjectSettings', else the
+/// operator default; `None` when it is 0 (disabled).
+pub fn inactivity_timeout(
+    session: &AgenticSession,
+    project_settings: Option<&ProjectSettings>,
+    default_seconds: u64,
+) -> Option<Duration> {
+    let seconds = session
+        .spec
+        .inactivity_timeout
+        .or(project_settings.map(|p| p.spec.inactivity_timeout_seconds))
+        .map_or(default_seconds, |s| u64::try_from(s).unwrap_or(0));
+    (seconds > 0).then(|| Duration::from_secs(seconds))
+}
+
+async fn execute(
+    session: &AgenticSession,
+    namespace: &str,
+    phase: Phase,
+    plan: Plan,
+    ctx: &Context,
+) -> Result<Option<Duration>, SessionError> {
+    let (before, after): (Vec<&Effect>, Vec<&Effect>) =
+        plan.effects.iter().partition(|e| !e.runs_after_status());
+    for effect in before {
+        apply_effect(session, namespace, effect, ctx).await?;
+    }
+    let first_write = session.status.is_none();
+    if session.status.as_ref() != Some(&plan.status) {
+        write_status(session, namespace, &plan, ctx).await?;
+    }
+    for effect in after {
+        apply_effect(session, namespace, effect, ctx).await?;
+    }
+
+    let families = ctx.metrics.families();
+    if first_write {
+        families
+            .sessions_total
+            .with_label_values(&[namespace])
+            .inc();
+    }
+    if plan.status.phase != phase {
+        families.record_transition(
+            namespace,
+            phase.as_str(),
+            plan.status.phase.as_str(),
+            plan.status.phase.is_terminal(),
+        );
+    }
+    for observation in &plan.observations {
+        match observation {
+            Observation::Startup(took) => families
+                .session_startup_duration
+                .with_label_values(&[namespace])
+                .observe(took.as_secs_f64()),
+            Observation::PodCreation(took) => families
+                .pod_creation_duration
+                .with_label_values(&[namespace])
+                .observe(took.as_secs_f64()),
+        }
+    }
+    for note in &plan.notes {
+        let event = Event {
+            type_: if note.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: note.reason.clone(),
+            note: Some(note.message.clone()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(error) = ctx.recorder.publish(&event, &session.object_ref(&())).await {
+            tracing::warn!(%error, session = %session.name_any(), "could not publish an Event");
+        }
+    }
+    if plan.status.phase != phase {
+        tracing::info!(
+            namespace,
+            session = %session.name_any(),
+            from = %phase,
+            to = %plan.status.phase,
+            message = plan.status.message.as_deref().unwrap_or_default(),
+            "phase transition"
+        );
+    }
+    Ok(plan.requeue_after)
+}
+
+async fn write_status(
+    session: &AgenticSession,
+    namespace: &str,
+    plan: &Plan,
+    ctx: &Context,
+) -> Result<(), SessionError> {
+    let name = session.name_any();
+    let api: Api<AgenticSession> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut update = AgenticSession::new(&name, session.spec.clone());
+    update.metadata = ObjectMeta {
+        name: Some(name.clone()),
+        namespace: Some(namespace.to_string()),
+        resource_version: session.resource_version(),
+        ..Default::default()
+    };
+    update.status = Some(plan.status.clone());
+    let params = PostParams {
+        dry_run: false,
+        field_manager: Some(FIELD_MANAGER.into()),
+    };
+    match api.replace_status(&name, &params, &update).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_status(&e, 409) => Err(SessionError::Conflict {
+            namespace: namespace.to_string(),
+            name,
+        }),
+        // Deleted meanwhile: nothing left to record.
+        Err(e) if is_status(&e, 404) => Ok(()),
+        Err(e) => Err(api_error(
+            "update status of",
+            "AgenticSession",
+            namespace,
+            &name,
+        )(e)),
+    }
+}
+
+async fn apply_effect(
+    session: &AgenticSession,
+    namespace: &str,
+    effect: &Effect,
+    ctx: &Context,
+) -> Result<(), SessionError> {
+    let name = session.name_any();
+    let client = ctx.client.clone();
+    match effect {
+        Effect::EnsureWorkspace => {
+            if let Some(pvc) = children::build_workspace_pvc(session, &ctx.runner) {
+                let api: Api<PersistentVolumeClaim> = Api::namespaced(client, namespace);
+                create_if_missing(&api, &pvc, namespace, "PersistentVolumeClaim").await?;
+            }
+        }
+        Effect::EnsureIdentity => identity::ensure(session, namespace, ctx).await?,
+        Effect::RefreshToken => identity::refresh(session, namespace, ctx).await?,
+        Effect::RecordIdentity => identity::record(session, namespace, ctx).await?,
+        Effect::CreateJob { is_resume } => {
+            let job = children::build_job(session, &ctx.runner, *is_resume);
+            let api: Api<Job> = Api::namespaced(client, namespace);
+            create_if_missing(&api, &job, namespace, "Job").await?;
+        }
+        Effect::DeleteJob => {
+            let api: Api<Job> = Api::namespaced(client, namespace);
+            let job_name = names::job_name(&name);
+            delete_if_present(
+                &api,
+                &job_name,
+                &DeleteParams::background(),
+                namespace,
+                "Job",
+            )
+            .await?;
+        }
+        Effect::DeletePods(pods) | Effect::ForceDeletePods(pods) => {
+            let api: Api<Pod> = Api::namespaced(client, namespace);
+            let params = match effect {
+                Effect::ForceDeletePods(_) => DeleteParams {
+                    grace_period_seconds: Some(0),
+                    ..DeleteParams::background()
+                },
+                _ => DeleteParams::background(),
+            };
+            for pod in pods {
+                delete_if_present(&api, pod, &params, namespace, "Pod").await?;
+            }
+        }
+        Effect::RequestInactivityStop => {
+            let patch = serde_json::json!({"metadata": {"annotations": {
+                keys::DESIRED_PHASE_ANNOTATION: keys::DESIRED_PHASE_STOPPED,
+                keys::STOP_REASON_ANNOTATION: agentic_crds::StoppedReason::Inactivity.as_str(),
+                keys::STOP_REQUESTED_AT_ANNOTATION: Timestamp::now().to_string(),
+            }}});
+            patch_session(session, namespace, &Patch::Merge(&patch), ctx).await?;
+        }
+        Effect::ClearStopAnnotations => {
+            clear_annotations(
+                session,
+                namespace,
+                keys::DESIRED_PHASE_STOPPED,
+                &[
+                    keys::DESIRED_PHASE_ANNOTATION,
+                    keys::STOP_REQUESTED_AT_ANNOTATION,
+                    keys::STOP_REASON_ANNOTATION,
+                ],
+                ctx,
+            )
+            .await?;
+        }
+        Effect::ClearStartRequest => {
+            clear_annotations(
+                session,
+                namespace,
+                keys::DESIRED_PHASE_RUNNING,
+                &[keys::DESIRED_PHASE_ANNOTATION],
+                ctx,
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes `keys` from the session's annotations, but only while `desired-phase` still says
+/// `expected`: a request made after the one being honoured is never erased.
+async fn clear_annotations(
+    session: &AgenticSession,
+    namespace: &str,
+    expected: &str,
+    keys_to_remove: &[&str],
+    ctx: &Context,
+) -> Result<(), SessionError> {
+    let annotations = session.annotations();
+    let present: Vec<&&str> = keys_to_remove
+        .iter()
+        .filter(|k| annotations.contains_key(**k))
+        .collect();
+    if present.is_empty() {
+        return Ok(());
+    }
+    let pointer = |key: &str| {
+        format!(
+            "/metadata/annotations/{}",
+            key.replace('~', "~0").replace('/', "~1")
+        )
+    };
+    let mut operations = vec![serde_json::json!({
+        "op": "test",
+        "path": pointer(keys::DESIRED_PHASE_ANNOTATION),
+        "value": expected,
+    })];
+    if !annotations.contains_key(keys::DESIRED_PHASE_ANNOTATION) {
+        operations.clear();
+    }
+    for key in present {
+        operations.push(serde_json::json!({"op": "remove", "path": pointer(key)}));
+    }
+    let patch: json_patch::Patch = serde_json::from_value(serde_json::Value::Array(operations))
+        .expect("operations built above are valid JSON patch");
+    match patch_session(session, namespace, &Patch::Json::<()>(patch), ctx).await {
+        // The test failed: the request changed meanwhile; the next reconcile sees the new one.
+        Err(SessionError::Api { source, .. }) if is_status(&source, 422) => Ok(()),
+        other => other,
+    }
+}
+
+async fn patch_session<P: serde::Serialize + std::fmt::Debug>(
+    session: &AgenticSession,
+    namespace: &str,
+    patch: &Patch<P>,
+    ctx: &Context,
+) -> Result<(), SessionError> {
+    let name = session.name_any();
+    let api: Api<AgenticSession> = Api::namespaced(ctx.client.clone(), namespace);
+    match api.patch(&name, &PatchParams::default(), patch).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_status(&e, 404) => Ok(()),
+        Err(e) => Err(api_error("annotate", "AgenticSession", namespace, &name)(e)),
+    }
+}
+
+/// Creates `object`; an object that already exists under that name counts as success.
+pub(crate) async fn create_if_missing<K>(
+    api: &Api<K>,
+    object: &K,
+    namespace: &str,
+    kind: &'static str,
+) -> Result<(), SessionError>
+where
+    K: Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let params = PostParams {
+        dry_run: false,
+        field_manager: Some(FIELD_MANAGER.into()),
+    };
+    match api.create(&params, object).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_status(&e, 409) => Ok(()),
+        Err(e) => Err(api_error("create", kind, namespace, &object.name_any())(e)),
+    }
+}
+
+/// Deletes `name`; an object already gone counts as success.
+async fn delete_if_present<K>(
+    api: &Api<K>,
+    name: &str,
+    params: &DeleteParams,
+    namespace: &str,
+    kind: &'static str,
+) -> Result<(), SessionError>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, params).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_status(&e, 404) => Ok(()),
+        Err(e) => Err(api_error("delete", kind, namespace, name)(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::fixtures::session;
+    use agentic_crds::ProjectSettingsSpec;
+
+    fn project_settings(seconds: i64) -> ProjectSettings {
+        let mut spec = ProjectSettingsSpec::empty();
+        spec.inactivity_timeout_seconds = seconds;
+        ProjectSettings::new("projectsettings", spec)
+    }
+
+    #[test]
+    fn inactivity_timeout_prefers_session_then_project_then_default() {
+        let mut s = session("demo");
+        assert_eq!(
+            inactivity_timeout(&s, None, 100),
+            Some(Duration::from_secs(100))
+        );
+        assert_eq!(
+            inactivity_timeout(&s, Some(&project_settings(50)), 100),
+            Some(Duration::from_secs(50))
+        );
+        s.spec.inactivity_timeout = Some(10);
+        assert_eq!(
+            inactivity_timeout(&s, Some(&project_settings(50)), 100),
+            Some(Duration::from_secs(10))
+        );
+    }
+
+    #[test]
+    fn zero_disables_inactivity_at_any_level() {
+        let mut s = session("demo");
+        assert_eq!(inactivity_timeout(&s, None, 0), None);
+        assert_eq!(
+            inactivity_timeout(&s, Some(&project_settings(0)), 100),
+            None
+        );
+        s.spec.inactivity_timeout = Some(0);
+        assert_eq!(
+            inactivity_timeout(&s, Some(&project_settings(50)), 100),
+            None
+        );
+    }
+
+    #[test]
+    fn errors_are_labelled_by_what_failed() {
+        let conflict = SessionError::Conflict {
+            namespace: "a".into(),
+            name: "b".into(),
+        };
+        assert_eq!(conflict.metric_label(), "conflict");
+    }
+}

@@ -82,6 +82,8 @@ pub enum Effect {
     ClearStopAnnotations,
     /// After: remove `desired-phase` (a start request that has been honoured).
     ClearStartRequest,
+    /// After: annotate the session with its token Secret and ServiceAccount names (if missing).
+    RecordIdentity,
 }
 
 impl Effect {
@@ -205,6 +207,7 @@ fn pending(b: &mut PlanBuilder<'_, '_>) {
     b.effect(Effect::CreateJob {
         is_resume: b.runner_started_before(),
     });
+    b.effect(Effect::RecordIdentity);
     if b.desired() == Some(keys::DESIRED_PHASE_RUNNING) {
         b.effect(Effect::ClearStartRequest);
     }
@@ -851,7 +854,8 @@ mod tests {
             vec![
                 Effect::EnsureWorkspace,
                 Effect::EnsureIdentity,
-                Effect::CreateJob { is_resume: false }
+                Effect::CreateJob { is_resume: false },
+                Effect::RecordIdentity,
             ]
         );
         assert_eq!(plan.status.phase, Phase::Creating);

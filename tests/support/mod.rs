@@ -4,6 +4,9 @@
 //! (`make test` sets it). No cluster means a failing test with instructions, never a skip.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod operator;
+pub mod scenarios;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,207 @@
+//! Wires the operator together: client, metrics, admin servers, leader election, the chosen
+//! engine, and signal-driven shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentic_crds::keys;
+use kube::Client;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, Readiness};
+use crate::caches::new_caches;
+use crate::config::{BindAddress, Config};
+use crate::context::Context;
+use crate::engine::queued;
+use crate::leader::{LeaderElector, LeaseTiming};
+use crate::metrics::Metrics;
+
+/// Why the operator could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// No usable cluster configuration.
+    #[error("cannot configure the Kubernetes client: {0}")]
+    ClientConfig(String),
+    /// Metrics could not be set up.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
+    /// An admin endpoint could not be bound.
+    #[error(transparent)]
+    Admin(#[from] admin::AdminError),
+    /// The engine could not start.
+    #[error(transparent)]
+    Engine(#[from] queued::EngineError),
+    /// The legacy engine failed.
+    #[error(transparent)]
+    Legacy(#[from] crate::engine::legacy::LegacyError),
+    /// Leadership was lost; the process exits so it restarts as a standby.
+    #[error("lost the leader Lease")]
+    LostLeadership,
+}
+
+/// Builds the API client from `--kubeconfig`, or in-cluster / default kubeconfig discovery.
+pub async fn client(config: &Config) -> Result<Client, AppError> {
+    let kube_config = match &config.args.kubeconfig {
+        Some(path) => {
+            let file = Kubeconfig::read_from(path)
+                .map_err(|e| AppError::ClientConfig(format!("{}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| AppError::ClientConfig(format!("{}: {e}", path.display())))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| AppError::ClientConfig(e.to_string()))?,
+    };
+    Client::try_from(kube_config).map_err(|e| AppError::ClientConfig(e.to_string()))
+}
+
+/// Runs the operator until a shutdown signal (or lost leadership).
+pub async fn run(config: Config) -> Result<(), AppError> {
+    let client = client(&config).await?;
+    let metrics = Metrics::new()?;
+    let readiness = Readiness::default();
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone());
+
+    if let BindAddress::Listen(address) = config.args.metrics_bind_address {
+        let bound = admin::serve_metrics(address, metrics.clone(), shutdown.clone()).await?;
+        tracing::info!(%bound, "serving /metrics");
+    }
+    if let BindAddress::Listen(address) = config.args.health_probe_bind_address {
+        let bound = admin::serve_probes(address, readiness.clone(), shutdown.clone()).await?;
+        tracing::info!(%bound, "serving /healthz and /readyz");
+    }
+
+    let (caches, writers) = new_caches();
+    let ctx = Context::new(client.clone(), config.clone(), metrics, caches);
+    let leading = Arc::new(Notify::new());
+    let lost_leadership = CancellationToken::new();
+    let elector = if config.args.leader_elect {
+        Some(spawn_election(
+            &config,
+            client,
+            Arc::clone(&leading),
+            shutdown.clone(),
+            lost_leadership.clone(),
+        ))
+    } else {
+        leading.notify_one();
+        None
+    };
+
+    if config.args.legacy_watch {
+        crate::engine::legacy::run(ctx, writers, readiness, leading, shutdown.clone()).await?;
+    } else {
+        let report = queued::run(ctx, writers, readiness, leading, shutdown.clone()).await?;
+        tracing::info!(
+            completed = report.completed,
+            dropped = report.dropped.len(),
+            "work queue drained"
+        );
+    }
+    shutdown.cancel();
+    if let Some(elector) = elector {
+        let _ = elector.await;
+    }
+    if lost_leadership.is_cancelled() {
+        return Err(AppError::LostLeadership);
+    }
+    Ok(())
+}
+
+/// First SIGTERM/SIGINT: graceful shutdown. Second: exit at once.
+fn spawn_signal_handler(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(error) => {
+                    tracing::error!(%error, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
+        for round in 0..2 {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            if round == 0 {
+                tracing::info!("shutdown requested: finishing in-flight work");
+                shutdown.cancel();
+            } else {
+                tracing::warn!("second signal: exiting now");
+                std::process::exit(130);
+            }
+        }
+    });
+}
+
+/// Campaigns for the Lease; notifies `leading` once held, keeps renewing, and on loss cancels
+/// `shutdown` (reconciling stops at once). On clean shutdown it releases the Lease.
+fn spawn_election(
+    config: &Config,
+    client: Client,
+    leading: Arc<Notify>,
+    shutdown: CancellationToken,
+    lost: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let identity = config
+        .args
+        .pod_name
+        .clone()
+        .unwrap_or_else(default_identity);
+    let timing = LeaseTiming {
+        lease_duration: config.args.leader_elect_lease_duration,
+        renew_deadline: config.args.leader_elect_renew_deadline,
+        retry_period: config.args.leader_elect_retry_period,
+    };
+    let mut elector = LeaderElector::new(
+        client,
+        &config.args.namespace,
+        keys::LEADER_LEASE_NAME,
+        identity,
+        timing,
+    );
+    tokio::spawn(async move {
+        tracing::info!(identity = elector.identity(), "waiting to become leader");
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            () = elector.acquire() => {}
+        }
+        tracing::info!(identity = elector.identity(), "became leader");
+        leading.notify_one();
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                match tokio::time::timeout(Duration::from_secs(5), elector.release()).await {
+                    Ok(Ok(())) => tracing::info!("released the leader Lease"),
+                    Ok(Err(error)) => tracing::warn!(%error, "could not release the leader Lease"),
+                    Err(_) => tracing::warn!("timed out releasing the leader Lease"),
+                }
+            }
+            () = elector.hold() => {
+                tracing::error!("lost the leader Lease: stopping");
+                lost.cancel();
+                shutdown.cancel();
+            }
+        }
+    })
+}
+
+/// `<hostname>-<random>` when no `POD_NAME` is given.
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "agentic-operator".into());
+    let mut suffix = [0u8; 4];
+    let _ = getrandom::fill(&mut suffix);
+    format!(
+        "{host}-{}",
+        suffix
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    )
+}

@@ -1,0 +1,305 @@
+//! In-memory views of the cluster that handlers read instead of the API server.
+//!
+//! Both engines fill the same [`Caches`] through [`CacheWriters`]: kube's reflector stores, fed by
+//! whichever watch loop the engine runs, plus a pod-by-session index. What is cached is kept
+//! small on purpose (SPEC: RSS ≤ 100 MiB at 10 000 sessions): only the operator's own Jobs, Pods
+//! and Secrets (label `app=ambient-code-runner`), only managed Namespaces, no managedFields, and
+//! of Jobs, Pods and Secrets only what decisions read (metadata and status; no specs, no data).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use agentic_crds::{AgenticSession, ProjectSettings, keys};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use kube::ResourceExt;
+use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
+use kube::runtime::watcher::Event;
+use parking_lot::RwLock;
+
+/// Label selector of every child the operator caches.
+pub fn child_selector() -> String {
+    format!("{}={}", keys::APP_LABEL, keys::RUNNER_APP)
+}
+
+/// Label selector of managed namespaces.
+pub fn managed_namespace_selector() -> String {
+    format!(
+        "{}={}",
+        keys::MANAGED_NAMESPACE_LABEL,
+        keys::MANAGED_NAMESPACE_VALUE
+    )
+}
+
+/// Read side of the caches; cheap to clone.
+#[derive(Clone)]
+pub struct Caches {
+    /// AgenticSessions in every namespace (filtered by namespace at reconcile time).
+    pub sessions: Store<AgenticSession>,
+    /// Jobs labelled `app=ambient-code-runner`, without spec.
+    pub jobs: Store<Job>,
+    /// Pods labelled `app=ambient-code-runner`, without spec.
+    pub pods: Store<Pod>,
+    /// Runner token Secrets, metadata only.
+    pub secrets: Store<Secret>,
+    /// Namespaces labelled `ambient-code.io/managed=true`.
+    pub namespaces: Store<Namespace>,
+    /// ProjectSettings in every namespace.
+    pub project_settings: Store<ProjectSettings>,
+    /// Pod names by `(namespace, session)`.
+    pub pods_by_session: PodIndex,
+}
+
+/// Write side of the caches, owned by the engine that feeds them.
+pub struct CacheWriters {
+    /// Feeds [`Caches::sessions`].
+    pub sessions: Writer<AgenticSession>,
+    /// Feeds [`Caches::jobs`].
+    pub jobs: Writer<Job>,
+    /// Feeds [`Caches::pods`] (and, through [`PodIndex::apply`], the index).
+    pub pods: Writer<Pod>,
+    /// Feeds [`Caches::secrets`].
+    pub secrets: Writer<Secret>,
+    /// Feeds [`Caches::namespaces`].
+    pub namespaces: Writer<Namespace>,
+    /// Feeds [`Caches::project_settings`].
+    pub project_settings: Writer<ProjectSettings>,
+}
+
+/// Makes an empty set of caches and the writers that fill them.
+pub fn new_caches() -> (Caches, CacheWriters) {
+    let sessions = Writer::default();
+    let jobs = Writer::default();
+    let pods = Writer::default();
+    let secrets = Writer::default();
+    let namespaces = Writer::default();
+    let project_settings = Writer::default();
+    let caches = Caches {
+        sessions: sessions.as_reader(),
+        jobs: jobs.as_reader(),
+        pods: pods.as_reader(),
+        secrets: secrets.as_reader(),
+        namespaces: namespaces.as_reader(),
+        project_settings: project_settings.as_reader(),
+        pods_by_session: PodIndex::default(),
+    };
+    let writers = CacheWriters {
+        sessions,
+        jobs,
+        pods,
+        secrets,
+        namespaces,
+        project_settings,
+    };
+    (caches, writers)
+}
+
+impl Caches {
+    /// Whether `namespace` carries the managed label.
+    pub fn is_managed(&self, namespace: &str) -> bool {
+        self.namespaces.get(&ObjectRef::new(namespace)).is_some()
+    }
+
+    /// The cached Job `name` in `namespace`.
+    pub fn job(&self, namespace: &str, name: &str) -> Option<Arc<Job>> {
+        self.jobs.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// The cached pods of a session.
+    pub fn pods_of(&self, namespace: &str, session: &str) -> Vec<Arc<Pod>> {
+        self.pods_by_session
+            .names(namespace, session)
+            .into_iter()
+            .filter_map(|name| self.pods.get(&ObjectRef::new(&name).within(namespace)))
+            .collect()
+    }
+
+    /// The cached Secret `name` in `namespace`.
+    pub fn secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
+        self.secrets.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// The namespace's ProjectSettings singleton.
+    pub fn project_settings_of(&self, namespace: &str) -> Option<Arc<ProjectSettings>> {
+        self.project_settings
+            .get(&ObjectRef::new(keys::PROJECT_SETTINGS_NAME).within(namespace))
+    }
+}
+
+/// Strips what the operator never reads before an object enters a cache.
+pub trait Slim {
+    /// Drops bulky fields.
+    fn slim(&mut self);
+}
+
+impl Slim for AgenticSession {
+    fn slim(&mut self) {
+        self.managed_fields_mut().clear();
+    }
+}
+
+impl Slim for Job {
+    fn slim(&mut self) {
+        self.managed_fields_mut().clear();
+        self.spec = None;
+    }
+}
+
+impl Slim for Pod {
+    fn slim(&mut self) {
+        self.managed_fields_mut().clear();
+        self.spec = None;
+    }
+}
+
+impl Slim for Secret {
+    fn slim(&mut self) {
+        self.managed_fields_mut().clear();
+        self.data = None;
+        self.string_data = None;
+    }
+}
+
+impl Slim for Namespace {
+    fn slim(&mut self) {
+        self.managed_fields_mut().clear();
+    }
+}
+
+impl Slim for ProjectSettings {
+    fn slim(&mut self) {
+        self.managed_fields_mut().clear();
+    }
+}
+
+type SessionKey = (String, String);
+
+/// Pod names by `(namespace, agentic-session label)`, kept in step with the pod cache.
+#[derive(Clone, Default)]
+pub struct PodIndex {
+    inner: Arc<RwLock<IndexState>>,
+}
+
+#[derive(Default)]
+struct IndexState {
+    live: HashMap<SessionKey, BTreeSet<String>>,
+    /// Built during a relist, swapped in when it completes (as the reflector store does).
+    relisting: Option<HashMap<SessionKey, BTreeSet<String>>>,
+}
+
+fn session_key_of(pod: &Pod) -> Option<(SessionKey, String)> {
+    let session = pod.labels().get(keys::SESSION_LABEL)?.clone();
+    Some(((pod.namespace()?, session), pod.name_any()))
+}
+
+impl PodIndex {
+    /// Applies one watcher event.
+    pub fn apply(&self, event: &Event<Pod>) {
+        let mut state = self.inner.write();
+        match event {
+            Event::Apply(pod) => {
+                if let Some((key, name)) = session_key_of(pod) {
+                    state.live.entry(key).or_default().insert(name);
+                }
+            }
+            Event::Delete(pod) => {
+                if let Some((key, name)) = session_key_of(pod) {
+                    remove(&mut state.live, &key, &name);
+                }
+            }
+            Event::Init => state.relisting = Some(HashMap::new()),
+            Event::InitApply(pod) => {
+                if let (Some((key, name)), Some(building)) =
+                    (session_key_of(pod), state.relisting.as_mut())
+                {
+                    building.entry(key).or_default().insert(name);
+                }
+            }
+            Event::InitDone => {
+                if let Some(built) = state.relisting.take() {
+                    state.live = built;
+                }
+            }
+        }
+    }
+
+    /// Names of the pods of `session` in `namespace`.
+    pub fn names(&self, namespace: &str, session: &str) -> Vec<String> {
+        let state = self.inner.read();
+        state
+            .live
+            .get(&(namespace.to_string(), session.to_string()))
+            .map(|names| names.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+fn remove(map: &mut HashMap<SessionKey, BTreeSet<String>>, key: &SessionKey, name: &str) {
+    if let Some(names) = map.get_mut(key) {
+        names.remove(name);
+        if names.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn pod(name: &str, session: &str) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("team".into()),
+                labels: Some([(keys::SESSION_LABEL.to_string(), session.to_string())].into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn index_follows_applies_and_deletes() {
+        let index = PodIndex::default();
+        index.apply(&Event::Apply(pod("a-job-1", "a")));
+        index.apply(&Event::Apply(pod("a-job-2", "a")));
+        index.apply(&Event::Apply(pod("b-job-1", "b")));
+        assert_eq!(index.names("team", "a"), vec!["a-job-1", "a-job-2"]);
+        index.apply(&Event::Delete(pod("a-job-1", "a")));
+        assert_eq!(index.names("team", "a"), vec!["a-job-2"]);
+        assert!(index.names("other", "a").is_empty());
+    }
+
+    #[test]
+    fn relist_replaces_the_index_only_when_complete() {
+        let index = PodIndex::default();
+        index.apply(&Event::Apply(pod("gone", "a")));
+        index.apply(&Event::Init);
+        index.apply(&Event::InitApply(pod("kept", "a")));
+        assert_eq!(
+            index.names("team", "a"),
+            vec!["gone"],
+            "old view until InitDone"
+        );
+        index.apply(&Event::InitDone);
+        assert_eq!(index.names("team", "a"), vec!["kept"]);
+    }
+
+    #[test]
+    fn slimming_drops_specs_and_secret_data() {
+        let mut secret = Secret {
+            data: Some(Default::default()),
+            ..Default::default()
+        };
+        secret.slim();
+        assert!(secret.data.is_none());
+        let mut job = Job {
+            spec: Some(Default::default()),
+            ..Default::default()
+        };
+        job.slim();
+        assert!(job.spec.is_none());
+    }
+}

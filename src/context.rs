@@ -1,0 +1,73 @@
+//! Everything a handler needs, passed explicitly (no globals).
+
+use std::sync::Arc;
+
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+
+use crate::caches::Caches;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::session::children::RunnerSettings;
+
+/// Name under which the operator reports Kubernetes Events and writes with server-side apply.
+pub const FIELD_MANAGER: &str = "ambient-code-operator";
+
+/// Shared state of the handlers; cheap to clone.
+#[derive(Clone)]
+pub struct Context {
+    inner: Arc<ContextInner>,
+}
+
+/// The parts of a [`Context`].
+pub struct ContextInner {
+    /// API client.
+    pub client: Client,
+    /// Validated configuration.
+    pub config: Config,
+    /// Metric families.
+    pub metrics: Metrics,
+    /// Publishes Kubernetes Events about sessions.
+    pub recorder: Recorder,
+    /// Cluster state as last seen by the engine.
+    pub caches: Caches,
+    /// Runner shape derived from the configuration.
+    pub runner: RunnerSettings,
+}
+
+impl Context {
+    /// Assembles the context.
+    pub fn new(client: Client, config: Config, metrics: Metrics, caches: Caches) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: config.args.pod_name.clone(),
+        };
+        let runner = RunnerSettings {
+            image: config.args.runner_image.clone(),
+            backend_api_url: config.backend_api_url(),
+            cpu_request: config.args.runner_cpu_request.clone(),
+            cpu_limit: config.args.runner_cpu_limit.clone(),
+            memory_request: config.args.runner_memory_request.clone(),
+            memory_limit: config.args.runner_memory_limit.clone(),
+            workspace_size: config.args.workspace_size.clone(),
+            workspace_storage_class: config.args.workspace_storage_class.clone(),
+        };
+        Context {
+            inner: Arc::new(ContextInner {
+                recorder: Recorder::new(client.clone(), reporter),
+                client,
+                config,
+                metrics,
+                caches,
+                runner,
+            }),
+        }
+    }
+}
+
+impl std::ops::Deref for Context {
+    type Target = ContextInner;
+    fn deref(&self) -> &ContextInner {
+        &self.inner
+    }
+}

@@ -1,0 +1,302 @@
+//! The legacy engine (`--legacy-watch`): one raw watch loop per kind ([`agentic_legacy`]), each
+//! event applied to the caches and handled inline, in arrival order, by the same
+//! [`super::handle`] the work-queue engine calls. No queue: a failing handler is retried inline
+//! a few times, and a periodic recheck of every unfinished session makes timers (start timeout,
+//! inactivity, token refresh) fire and failed keys converge. Slow, but never wrong.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use agentic_crds::{AgenticSession, ProjectSettings, keys};
+use agentic_legacy::{Change, RetryDelays, WatchLoop};
+use dashmap::{DashMap, DashSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::watcher::Event;
+use kube::{Api, Resource, ResourceExt};
+use tokio::sync::{Mutex, Notify};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{ObjectKey, handle};
+use crate::admin::Readiness;
+use crate::caches::{CacheWriters, Slim, child_selector, managed_namespace_selector};
+use crate::context::Context;
+
+/// How often every unfinished session is reconciled again.
+pub const RECHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// Inline attempts of a failing handler before it is left to the periodic recheck.
+const INLINE_ATTEMPTS: u32 = 4;
+const KINDS: usize = 6;
+
+/// The legacy engine cannot fail once started; this type exists for symmetry of the app's errors.
+#[derive(Debug, thiserror::Error)]
+pub enum LegacyError {}
+
+/// Shared by the loops of every kind.
+#[derive(Clone)]
+struct Shared {
+    ctx: Context,
+    /// Serialises handling of one key across the loops and the recheck.
+    locks: Arc<DashMap<ObjectKey, Arc<Mutex<()>>>>,
+    /// Keys whose last handling failed; retried by the recheck.
+    failed: Arc<DashSet<ObjectKey>>,
+    /// Set once every kind has listed and this replica leads: events are then handled.
+    active: CancellationToken,
+    listed: Arc<AtomicUsize>,
+    readiness: Readiness,
+    all_listed: Arc<Notify>,
+}
+
+/// Runs the loops until `shutdown`.
+pub async fn run(
+    ctx: Context,
+    writers: CacheWriters,
+    readiness: Readiness,
+    leading: Arc<Notify>,
+    shutdown: CancellationToken,
+) -> Result<(), LegacyError> {
+    let shared = Shared {
+        ctx: ctx.clone(),
+        locks: Arc::default(),
+        failed: Arc::default(),
+        active: CancellationToken::new(),
+        listed: Arc::new(AtomicUsize::new(0)),
+        readiness,
+        all_listed: Arc::new(Notify::new()),
+    };
+    let client = ctx.client.clone();
+    let mut loops = tokio::task::JoinSet::new();
+    let children = Some(child_selector());
+    loops.spawn(shared.clone().watch(
+        WatchLoop::new(Api::<AgenticSession>::all(client.clone()), None).with_modifier(Slim::slim),
+        writers.sessions,
+        |session: &AgenticSession| session_key(session).into_iter().collect(),
+        |_, _| {},
+        shutdown.clone(),
+    ));
+    loops.spawn(shared.clone().watch(
+        WatchLoop::new(Api::<Job>::all(client.clone()), children.clone()).with_modifier(Slim::slim),
+        writers.jobs,
+        |job: &Job| ObjectKey::owning_session(job).into_iter().collect(),
+        |_, _| {},
+        shutdown.clone(),
+    ));
+    loops.spawn(shared.clone().watch(
+        WatchLoop::new(Api::<Pod>::all(client.clone()), children.clone()).with_modifier(Slim::slim),
+        writers.pods,
+        |pod: &Pod| ObjectKey::owning_session(pod).into_iter().collect(),
+        |ctx, event| ctx.caches.pods_by_session.apply(event),
+        shutdown.clone(),
+    ));
+    loops.spawn(shared.clone().watch(
+        WatchLoop::new(Api::<Secret>::all(client.clone()), children).with_modifier(Slim::slim),
+        writers.secrets,
+        |secret: &Secret| ObjectKey::owning_session(secret).into_iter().collect(),
+        |_, _| {},
+        shutdown.clone(),
+    ));
+    loops.spawn(
+        shared.clone().watch(
+            WatchLoop::new(
+                Api::<Namespace>::all(client.clone()),
+                Some(managed_namespace_selector()),
+            )
+            .with_modifier(Slim::slim),
+            writers.namespaces,
+            |namespace: &Namespace| vec![ObjectKey::Namespace(namespace.name_any())],
+            |_, _| {},
+            shutdown.clone(),
+        ),
+    );
+    loops.spawn(shared.clone().watch(
+        WatchLoop::new(Api::<ProjectSettings>::all(client), None).with_modifier(Slim::slim),
+        writers.project_settings,
+        |settings: &ProjectSettings| {
+            settings
+                .namespace()
+                .map(|ns| {
+                    vec![
+                        ObjectKey::ProjectSettings(ns.clone()),
+                        ObjectKey::Namespace(ns),
+                    ]
+                })
+                .unwrap_or_default()
+        },
+        |_, _| {},
+        shutdown.clone(),
+    ));
+
+    // Handle events only once every cache is complete and this replica leads.
+    loop {
+        let notified = shared.all_listed.notified();
+        if shared.listed.load(Ordering::Acquire) >= KINDS {
+            break;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            () = notified => {}
+        }
+    }
+    tracing::info!("caches synced");
+    tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        () = leading.notified() => {}
+    }
+    tracing::info!("legacy engine handling events inline");
+    shared.active.cancel();
+    shared.recheck_everything().await;
+    let mut tick = tokio::time::interval(RECHECK_INTERVAL);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => shared.recheck_unfinished().await,
+        }
+    }
+    while loops.join_next().await.is_some() {}
+    Ok(())
+}
+
+impl Shared {
+    /// One kind's loop: apply each change to the cache, then handle the keys it affects.
+    async fn watch<K, F>(
+        self,
+        watch: WatchLoop<K>,
+        mut writer: Writer<K>,
+        keys_of: F,
+        after_apply: fn(&Context, &Event<K>),
+        shutdown: CancellationToken,
+    ) where
+        K: Resource<DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned
+            + Send
+            + Sync
+            + 'static,
+        F: Fn(&K) -> Vec<ObjectKey>,
+    {
+        watch
+            .run(
+                |change| {
+                    let keys = match &change {
+                        Change::Applied(object) | Change::Deleted(object) => keys_of(object),
+                        Change::Listed { .. } => Vec::new(),
+                    };
+                    let event = match change {
+                        Change::Applied(object) => Some(Event::Apply(object)),
+                        Change::Deleted(object) => Some(Event::Delete(object)),
+                        Change::Listed { first } => {
+                            if first {
+                                writer.apply_watcher_event(&Event::InitDone);
+                                if self.listed.fetch_add(1, Ordering::AcqRel) + 1 == KINDS {
+                                    self.readiness.set(true);
+                                    self.all_listed.notify_waiters();
+                                }
+                            }
+                            None
+                        }
+                    };
+                    if let Some(event) = &event {
+                        writer.apply_watcher_event(event);
+                        after_apply(&self.ctx, event);
+                    }
+                    let this = self.clone();
+                    async move {
+                        if this.active.is_cancelled() {
+                            for key in keys {
+                                this.handle_inline(key).await;
+                            }
+                        }
+                    }
+                },
+                shutdown,
+            )
+            .await;
+    }
+
+    /// Handles `key` now, retrying a few times; a key still failing is left to the recheck.
+    async fn handle_inline(&self, key: ObjectKey) {
+        let lock = self.locks.entry(key.clone()).or_default().clone();
+        let _held = lock.lock().await;
+        let mut delays = RetryDelays::new(Duration::from_millis(50), Duration::from_secs(2));
+        for attempt in 1..=INLINE_ATTEMPTS {
+            let result = handle(key.clone(), self.ctx.clone())
+                .instrument(key.span())
+                .await;
+            match result {
+                Ok(_) => {
+                    self.failed.remove(&key);
+                    return;
+                }
+                Err(error) if attempt == INLINE_ATTEMPTS => {
+                    tracing::warn!(?key, %error, "handler failed; left to the periodic recheck");
+                    self.failed.insert(key.clone());
+                }
+                Err(error) => {
+                    tracing::debug!(?key, %error, attempt, "handler failed; retrying inline");
+                    tokio::time::sleep(delays.next_delay()).await;
+                }
+            }
+        }
+    }
+
+    /// Reconciles every cached object once (after start-up or a leadership change).
+    async fn recheck_everything(&self) {
+        let caches = &self.ctx.caches;
+        let mut keys: BTreeSet<ObjectKey> = caches
+            .namespaces
+            .state()
+            .iter()
+            .map(|ns| ObjectKey::Namespace(ns.name_any()))
+            .collect();
+        keys.extend(
+            caches
+                .project_settings
+                .state()
+                .iter()
+                .filter_map(|ps| ps.namespace().map(ObjectKey::ProjectSettings)),
+        );
+        keys.extend(
+            caches
+                .sessions
+                .state()
+                .iter()
+                .filter_map(|s| session_key(s)),
+        );
+        for key in keys {
+            self.handle_inline(key).await;
+        }
+    }
+
+    /// Reconciles every session not in a final phase, plus keys whose last handling failed.
+    async fn recheck_unfinished(&self) {
+        let mut keys: BTreeSet<ObjectKey> = self
+            .ctx
+            .caches
+            .sessions
+            .state()
+            .iter()
+            .filter(|s| {
+                let terminal = s.status.as_ref().is_some_and(|st| st.phase.is_terminal());
+                !terminal || s.annotations().contains_key(keys::DESIRED_PHASE_ANNOTATION)
+            })
+            .filter_map(|s| session_key(s))
+            .collect();
+        keys.extend(self.failed.iter().map(|k| k.clone()));
+        for key in keys {
+            self.handle_inline(key).await;
+        }
+    }
+}
+
+fn session_key(session: &AgenticSession) -> Option<ObjectKey> {
+    Some(ObjectKey::Session {
+        namespace: session.namespace()?,
+        name: session.name_any(),
+    })
+}

@@ -1,0 +1,118 @@
+//! Engines deliver work to the handlers. Both call [`handle`] with an [`ObjectKey`]; they differ
+//! only in how events become calls: [`queued`] (default) goes through the project's work queue,
+//! `--legacy-watch` handles raw watch events inline.
+
+pub mod legacy;
+pub mod queued;
+
+use std::time::Duration;
+
+use agentic_crds::keys;
+use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
+
+use crate::context::Context;
+use crate::{namespace, project_settings, session};
+
+/// What a handler is asked to reconcile. One variant per kind the operator reconciles.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ObjectKey {
+    /// An AgenticSession.
+    Session {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
+    /// A Namespace (by name).
+    Namespace(String),
+    /// The ProjectSettings singleton of a namespace.
+    ProjectSettings(String),
+}
+
+impl ObjectKey {
+    /// The namespace the key belongs to (the fairness tenant).
+    pub fn namespace(&self) -> &str {
+        match self {
+            ObjectKey::Session { namespace, .. } => namespace,
+            ObjectKey::Namespace(name) | ObjectKey::ProjectSettings(name) => name,
+        }
+    }
+
+    /// A span that puts the key on every log line of its reconcile.
+    pub fn span(&self) -> tracing::Span {
+        match self {
+            ObjectKey::Session { namespace, name } => {
+                tracing::info_span!(
+                    "reconcile",
+                    kind = "AgenticSession",
+                    namespace,
+                    session = name
+                )
+            }
+            ObjectKey::Namespace(name) => {
+                tracing::info_span!("reconcile", kind = "Namespace", namespace = name)
+            }
+            ObjectKey::ProjectSettings(namespace) => {
+                tracing::info_span!("reconcile", kind = "ProjectSettings", namespace)
+            }
+        }
+    }
+
+    /// The session owning a child object, from its `agentic-session` label.
+    pub fn owning_session<K: kube::Resource>(child: &K) -> Option<ObjectKey> {
+        Some(ObjectKey::Session {
+            namespace: child.namespace()?,
+            name: child.labels().get(keys::SESSION_LABEL)?.clone(),
+        })
+    }
+}
+
+/// A handler failure, with the label it is counted under.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// A session reconcile failed.
+    #[error(transparent)]
+    Session(#[from] session::SessionError),
+    /// A namespace reconcile failed.
+    #[error(transparent)]
+    Namespace(#[from] namespace::NamespaceError),
+    /// A ProjectSettings reconcile failed.
+    #[error(transparent)]
+    ProjectSettings(#[from] project_settings::ProjectSettingsError),
+}
+
+/// Reconciles whatever `key` names, reading the object from the caches; returns when to look
+/// again. An object no longer in the cache was deleted: garbage collection removes its children.
+pub async fn handle(key: ObjectKey, ctx: Context) -> Result<Option<Duration>, HandlerError> {
+    match &key {
+        ObjectKey::Session { namespace, name } => {
+            let found = ctx
+                .caches
+                .sessions
+                .get(&ObjectRef::new(name).within(namespace));
+            match found {
+                Some(session) => Ok(session::reconcile(session, &ctx).await?),
+                None => Ok(None),
+            }
+        }
+        ObjectKey::Namespace(name) => Ok(namespace::reconcile(name, &ctx).await?),
+        ObjectKey::ProjectSettings(namespace) => {
+            Ok(project_settings::reconcile(namespace, &ctx).await?)
+        }
+    }
+}
+
+/// Keys of every cached session in `namespace`.
+pub fn sessions_in(ctx: &Context, namespace: &str) -> Vec<ObjectKey> {
+    ctx.caches
+        .sessions
+        .state()
+        .iter()
+        .filter(|s| s.namespace().as_deref() == Some(namespace))
+        .map(|s| ObjectKey::Session {
+            namespace: namespace.to_string(),
+            name: s.name_any(),
+        })
+        .collect()
+}

@@ -1,0 +1,475 @@
+//! The work-queue engine (default): kube watchers keep the caches, their events become keys in
+//! the project's [`agentic_queue::WorkQueue`], and `--max-concurrent-reconciles` workers call
+//! [`super::handle`].
+//!
+//! - Keys from an initial list go in the queue's low-priority lane, fresh events in the high one,
+//!   so new sessions are not stuck behind a start-up backlog.
+//! - Events that cannot change an outcome are dropped: session updates that touch only status
+//!   (the operator's own writes among them), and Secret updates.
+//! - Workers start only once every cache has synced (readiness turns true at the same moment),
+//!   so no decision is made from a half-filled cache.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use agentic_crds::{AgenticSession, ProjectSettings};
+use agentic_queue::{
+    BucketConfig, DrainReport, Priority, QueueConfig, QueueMetrics, Requeue, WorkQueue, WorkerPool,
+};
+use dashmap::{DashMap, DashSet};
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::{WatchStreamExt, reflector::store::Writer};
+use kube::{Api, Resource, ResourceExt};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{ObjectKey, handle, sessions_in};
+use crate::admin::Readiness;
+use crate::caches::{CacheWriters, Slim, child_selector, managed_namespace_selector};
+use crate::config::Config;
+use crate::context::Context;
+use crate::metrics::Metrics;
+
+/// The `name` label of the `workqueue_*` metrics (the controller's name, as in controller-runtime).
+pub const QUEUE_NAME: &str = "agenticsession";
+/// Number of watch streams whose initial list must complete before workers start.
+const WATCHES: usize = 6;
+
+/// Failure to start the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The queue configuration derived from the flags was refused.
+    #[error("work queue configuration: {0}")]
+    Queue(#[from] agentic_queue::ConfigError),
+}
+
+/// Queue settings from the operator's flags.
+pub fn queue_config(config: &Config) -> QueueConfig {
+    QueueConfig {
+        backoff_base: config.args.retry_base_delay,
+        backoff_cap: config.args.retry_max_delay,
+        bucket: Some(BucketConfig {
+            qps: f64::from(config.args.retry_qps),
+            burst: config.args.retry_burst,
+        }),
+        max_delay: config.args.retry_max_delay,
+        ..QueueConfig::default()
+    }
+}
+
+fn tenant(key: &ObjectKey) -> Option<&str> {
+    Some(key.namespace())
+}
+
+/// Runs watches and workers until `shutdown` fires, then drains in-flight work within
+/// `--shutdown-grace-period`. `leading` gates the workers: they start once it is notified
+/// (immediately when leader election is off) and the caches have synced.
+pub async fn run(
+    ctx: Context,
+    writers: CacheWriters,
+    readiness: Readiness,
+    leading: Arc<Notify>,
+    shutdown: CancellationToken,
+) -> Result<DrainReport<ObjectKey>, EngineError> {
+    let metrics = Arc::new(WorkqueueMetrics::new(&ctx.metrics));
+    let queue = WorkQueue::with_tenant(queue_config(&ctx.config), metrics, tenant)?;
+    let synced = Arc::new(SyncTracker::new(WATCHES, readiness));
+    let watches = Watches {
+        ctx: ctx.clone(),
+        queue: queue.clone(),
+        synced: Arc::clone(&synced),
+        shutdown: shutdown.clone(),
+    };
+    watches.spawn_all(writers);
+
+    tokio::select! {
+        _ = shutdown.cancelled() => return Ok(queue.shutdown_with_drain(Duration::ZERO).await),
+        () = synced.wait() => {}
+    }
+    tracing::info!("caches synced");
+    tokio::select! {
+        _ = shutdown.cancelled() => return Ok(queue.shutdown_with_drain(Duration::ZERO).await),
+        () = leading.notified() => {}
+    }
+    tracing::info!(
+        workers = ctx.config.args.max_concurrent_reconciles,
+        queued = queue.len(),
+        "starting workers"
+    );
+    let pool = WorkerPool::new(
+        queue,
+        usize::from(ctx.config.args.max_concurrent_reconciles),
+    )
+    .drain_grace(ctx.config.args.shutdown_grace_period);
+    let worker_ctx = ctx.clone();
+    let report = pool
+        .run(
+            move |key: ObjectKey| {
+                let ctx = worker_ctx.clone();
+                let span = key.span();
+                async move {
+                    match handle(key, ctx).await {
+                        Ok(Some(after)) => Ok(Requeue::After(after)),
+                        Ok(None) => Ok(Requeue::Never),
+                        Err(error) => Err(error),
+                    }
+                }
+                .instrument(span)
+            },
+            shutdown,
+        )
+        .await;
+    Ok(report)
+}
+
+/// Counts watches whose initial list completed; marks the operator ready when all have.
+struct SyncTracker {
+    remaining: AtomicUsize,
+    readiness: Readiness,
+    done: Notify,
+}
+
+impl SyncTracker {
+    fn new(watches: usize, readiness: Readiness) -> Self {
+        SyncTracker {
+            remaining: AtomicUsize::new(watches),
+            readiness,
+            done: Notify::new(),
+        }
+    }
+
+    /// Called on every InitDone; only the first per watch counts (`first` tells).
+    fn mark(&self, first: bool) {
+        if first && self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.readiness.set(true);
+            self.done.notify_waiters();
+        }
+    }
+
+    async fn wait(&self) {
+        loop {
+            let notified = self.done.notified();
+            if self.remaining.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// The watch tasks and what they share.
+#[derive(Clone)]
+struct Watches {
+    ctx: Context,
+    queue: WorkQueue<ObjectKey>,
+    synced: Arc<SyncTracker>,
+    shutdown: CancellationToken,
+}
+
+impl Watches {
+    fn spawn_all(&self, writers: CacheWriters) {
+        let client = self.ctx.client.clone();
+        let children = watcher::Config::default()
+            .labels(&child_selector())
+            .page_size(500);
+        let all = watcher::Config::default().page_size(500);
+
+        let fingerprints: Arc<DashMap<ObjectKey, u64>> = Arc::default();
+        let this = self.clone();
+        self.spawn(
+            "sessions",
+            Api::<AgenticSession>::all(client.clone()),
+            all.clone(),
+            writers.sessions,
+            move |event| this.on_session(event, &fingerprints),
+        );
+
+        let this = self.clone();
+        self.spawn(
+            "jobs",
+            Api::<Job>::all(client.clone()),
+            children.clone(),
+            writers.jobs,
+            move |event| this.on_child(event),
+        );
+
+        let this = self.clone();
+        self.spawn(
+            "pods",
+            Api::<Pod>::all(client.clone()),
+            children.clone(),
+            writers.pods,
+            move |event: &Event<Pod>| {
+                this.ctx.caches.pods_by_session.apply(event);
+                this.on_child(event);
+            },
+        );
+
+        let this = self.clone();
+        self.spawn(
+            "secrets",
+            Api::<Secret>::all(client.clone()),
+            children,
+            writers.secrets,
+            move |event: &Event<Secret>| {
+                // A token Secret deleted behind our back is provisioned again.
+                if let Event::Delete(secret) = event
+                    && let Some(key) = ObjectKey::owning_session(secret)
+                {
+                    this.queue.add(&key);
+                }
+            },
+        );
+
+        let managed: Arc<DashSet<String>> = Arc::default();
+        let this = self.clone();
+        self.spawn(
+            "namespaces",
+            Api::<Namespace>::all(client.clone()),
+            watcher::Config::default().labels(&managed_namespace_selector()),
+            writers.namespaces,
+            move |event| this.on_namespace(event, &managed),
+        );
+
+        let generations: Arc<DashMap<String, i64>> = Arc::default();
+        let this = self.clone();
+        self.spawn(
+            "projectsettings",
+            Api::<ProjectSettings>::all(client),
+            all,
+            writers.project_settings,
+            move |event| this.on_project_settings(event, &generations),
+        );
+    }
+
+    /// Runs one watch (with kube's default backoff on errors) into its cache, calling
+    /// `on_event` for every event after the cache has applied it.
+    fn spawn<K, F>(
+        &self,
+        what: &'static str,
+        api: Api<K>,
+        config: watcher::Config,
+        writer: Writer<K>,
+        on_event: F,
+    ) where
+        K: Resource<DynamicType = ()>
+            + Slim
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned
+            + Send
+            + Sync
+            + 'static,
+        F: Fn(&Event<K>) + Send + 'static,
+    {
+        let synced = Arc::clone(&self.synced);
+        let shutdown = self.shutdown.clone();
+        let stream = watcher::watcher(api, config)
+            .default_backoff()
+            .modify(Slim::slim)
+            .reflect(writer);
+        tokio::spawn(async move {
+            let mut first_sync = true;
+            let mut stream = std::pin::pin!(stream);
+            loop {
+                let next = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    next = stream.next() => next,
+                };
+                match next {
+                    Some(Ok(event)) => {
+                        if matches!(event, Event::InitDone) {
+                            synced.mark(first_sync);
+                            first_sync = false;
+                        }
+                        on_event(&event);
+                    }
+                    Some(Err(error)) => {
+                        tracing::warn!(watch = what, %error, "watch error; retrying")
+                    }
+                    None => break,
+                }
+            }
+        });
+    }
+
+    fn on_session(&self, event: &Event<AgenticSession>, fingerprints: &DashMap<ObjectKey, u64>) {
+        match event {
+            Event::InitApply(session) | Event::Apply(session) => {
+                let Some(key) = session_key(session) else {
+                    return;
+                };
+                let print = fingerprint(session);
+                let unchanged = fingerprints.insert(key.clone(), print) == Some(print);
+                if matches!(event, Event::InitApply(_)) {
+                    self.queue.add_with(&key, Priority::Low);
+                } else if !unchanged {
+                    self.queue.add(&key);
+                }
+            }
+            Event::Delete(session) => {
+                if let Some(key) = session_key(session) {
+                    fingerprints.remove(&key);
+                }
+            }
+            Event::Init | Event::InitDone => {}
+        }
+    }
+
+    fn on_child<K: Resource>(&self, event: &Event<K>) {
+        match event {
+            Event::InitApply(child) => {
+                if let Some(key) = ObjectKey::owning_session(child) {
+                    self.queue.add_with(&key, Priority::Low);
+                }
+            }
+            Event::Apply(child) | Event::Delete(child) => {
+                if let Some(key) = ObjectKey::owning_session(child) {
+                    self.queue.add(&key);
+                }
+            }
+            Event::Init | Event::InitDone => {}
+        }
+    }
+
+    fn on_namespace(&self, event: &Event<Namespace>, managed: &DashSet<String>) {
+        match event {
+            Event::InitApply(namespace) => {
+                managed.insert(namespace.name_any());
+                self.queue
+                    .add_with(&ObjectKey::Namespace(namespace.name_any()), Priority::Low);
+            }
+            Event::Apply(namespace) => {
+                let name = namespace.name_any();
+                self.queue.add(&ObjectKey::Namespace(name.clone()));
+                if managed.insert(name.clone()) {
+                    // Newly managed: its sessions were ignored until now.
+                    for key in sessions_in(&self.ctx, &name) {
+                        self.queue.add_with(&key, Priority::Low);
+                    }
+                }
+            }
+            Event::Delete(namespace) => {
+                managed.remove(&namespace.name_any());
+            }
+            Event::Init | Event::InitDone => {}
+        }
+    }
+
+    fn on_project_settings(
+        &self,
+        event: &Event<ProjectSettings>,
+        generations: &DashMap<String, i64>,
+    ) {
+        match event {
+            Event::InitApply(settings) | Event::Apply(settings) => {
+                let Some(namespace) = settings.namespace() else {
+                    return;
+                };
+                let key = ObjectKey::ProjectSettings(namespace.clone());
+                let generation = settings.meta().generation.unwrap_or_default();
+                let previous = generations.insert(namespace.clone(), generation);
+                if matches!(event, Event::InitApply(_)) {
+                    self.queue.add_with(&key, Priority::Low);
+                    return;
+                }
+                if previous == Some(generation) {
+                    return; // status-only update (our own write)
+                }
+                self.queue.add(&key);
+                if previous.is_some() {
+                    // The inactivity timeout may have changed for every session here.
+                    for session in sessions_in(&self.ctx, &namespace) {
+                        self.queue.add_with(&session, Priority::Low);
+                    }
+                }
+            }
+            Event::Delete(settings) => {
+                if let Some(namespace) = settings.namespace() {
+                    generations.remove(&namespace);
+                    // A managed namespace always has its ProjectSettings: recreate it.
+                    self.queue.add(&ObjectKey::Namespace(namespace));
+                }
+            }
+            Event::Init | Event::InitDone => {}
+        }
+    }
+}
+
+fn session_key(session: &AgenticSession) -> Option<ObjectKey> {
+    Some(ObjectKey::Session {
+        namespace: session.namespace()?,
+        name: session.name_any(),
+    })
+}
+
+/// What, in a session, can change a reconcile's outcome besides status: spec (generation),
+/// annotations (stop/start requests) and deletion.
+fn fingerprint(session: &AgenticSession) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    session.meta().generation.hash(&mut hasher);
+    session.annotations().hash(&mut hasher);
+    session
+        .meta()
+        .deletion_timestamp
+        .is_some()
+        .hash(&mut hasher);
+    session.status.is_none().hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Feeds the queue's hooks into the `workqueue_*` families under [`QUEUE_NAME`].
+struct WorkqueueMetrics {
+    depth: prometheus::IntGauge,
+    adds: prometheus::IntCounter,
+    queue_duration: prometheus::Histogram,
+    work_duration: prometheus::Histogram,
+    unfinished: prometheus::Gauge,
+    longest: prometheus::Gauge,
+    retries: prometheus::IntCounter,
+}
+
+impl WorkqueueMetrics {
+    fn new(metrics: &Metrics) -> Self {
+        let w = &metrics.families().workqueue;
+        let name = [QUEUE_NAME];
+        WorkqueueMetrics {
+            depth: w.depth.with_label_values(&name),
+            adds: w.adds.with_label_values(&name),
+            queue_duration: w.queue_duration.with_label_values(&name),
+            work_duration: w.work_duration.with_label_values(&name),
+            unfinished: w.unfinished_work.with_label_values(&name),
+            longest: w.longest_running_processor.with_label_values(&name),
+            retries: w.retries.with_label_values(&name),
+        }
+    }
+}
+
+impl QueueMetrics for WorkqueueMetrics {
+    fn add(&self) {
+        self.adds.inc();
+    }
+    fn depth(&self, depth: usize) {
+        self.depth.set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+    fn queue_latency(&self, latency: Duration) {
+        self.queue_duration.observe(latency.as_secs_f64());
+    }
+    fn work_duration(&self, duration: Duration) {
+        self.work_duration.observe(duration.as_secs_f64());
+    }
+    fn retry(&self) {
+        self.retries.inc();
+    }
+    fn unfinished_work(&self, unfinished: Duration, longest_running: Duration) {
+        self.unfinished.set(unfinished.as_secs_f64());
+        self.longest.set(longest_running.as_secs_f64());
+    }
+}

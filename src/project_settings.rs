@@ -1,0 +1,275 @@
+//! ProjectSettings reconcile (SPEC §2.6): one RoleBinding `<groupName>-<role>` per `groupAccess`
+//! entry, bound to ClusterRole `ambient-project-<role>`; bindings this operator made that are no
+//! longer listed are pruned (the original never pruned: stale access); LimitRange
+//! `ambient-default-limits`; status fields and conditions.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use agentic_crds::condition::{reasons, types};
+use agentic_crds::{Condition, ConditionStatus, ProjectSettings, keys, names, set_condition};
+use k8s_openapi::api::core::v1::{LimitRange, LimitRangeItem, LimitRangeSpec};
+use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Api, Resource, ResourceExt};
+
+use crate::context::{Context, FIELD_MANAGER};
+
+/// Why a ProjectSettings reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectSettingsError {
+    /// An API call failed.
+    #[error("{action} in namespace {namespace}: {source}")]
+    Api {
+        /// What was attempted.
+        action: String,
+        /// The namespace.
+        namespace: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+fn managed_labels() -> BTreeMap<String, String> {
+    BTreeMap::from([(
+        keys::MANAGED_BY_LABEL.to_string(),
+        keys::MANAGED_BY_VALUE.to_string(),
+    )])
+}
+
+/// The RoleBindings the settings ask for, by name.
+pub fn desired_role_bindings(settings: &ProjectSettings) -> BTreeMap<String, RoleBinding> {
+    let namespace = settings.namespace();
+    settings
+        .spec
+        .group_access
+        .iter()
+        .map(|access| {
+            let role = access.role.as_str();
+            let name = names::group_role_binding_name(&access.group_name, role);
+            let binding = RoleBinding {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: namespace.clone(),
+                    labels: Some(managed_labels()),
+                    owner_references: settings.controller_owner_ref(&()).map(|o| vec![o]),
+                    ..Default::default()
+                },
+                role_ref: RoleRef {
+                    api_group: Some("rbac.authorization.k8s.io".into()),
+                    kind: "ClusterRole".into(),
+                    name: names::project_cluster_role_name(role),
+                },
+                subjects: Some(vec![Subject {
+                    kind: "Group".into(),
+                    name: access.group_name.clone(),
+                    api_group: Some("rbac.authorization.k8s.io".into()),
+                    namespace: None,
+                }]),
+            };
+            (name, binding)
+        })
+        .collect()
+}
+
+/// The namespace's default container limits.
+pub fn default_limit_range(settings: &ProjectSettings) -> LimitRange {
+    let quantities = |cpu: &str, memory: &str| {
+        BTreeMap::from([
+            ("cpu".to_string(), Quantity(cpu.into())),
+            ("memory".to_string(), Quantity(memory.into())),
+        ])
+    };
+    LimitRange {
+        metadata: ObjectMeta {
+            name: Some(keys::LIMIT_RANGE_NAME.into()),
+            namespace: settings.namespace(),
+            labels: Some(managed_labels()),
+            owner_references: settings.controller_owner_ref(&()).map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: Some(LimitRangeSpec {
+            limits: vec![LimitRangeItem {
+                type_: "Container".into(),
+                default_request: Some(quantities("250m", "256Mi")),
+                default: Some(quantities("2", "4Gi")),
+                ..Default::default()
+            }],
+        }),
+    }
+}
+
+/// Brings RoleBindings, LimitRange and status in line with the namespace's ProjectSettings.
+pub async fn reconcile(
+    namespace: &str,
+    ctx: &Context,
+) -> Result<Option<Duration>, ProjectSettingsError> {
+    if !ctx.caches.is_managed(namespace) {
+        return Ok(None);
+    }
+    let Some(settings) = ctx.caches.project_settings_of(namespace) else {
+        return Ok(None);
+    };
+    let fail = |action: String| {
+        move |source| ProjectSettingsError::Api {
+            action,
+            namespace: namespace.to_string(),
+            source,
+        }
+    };
+    let apply = PatchParams::apply(FIELD_MANAGER).force();
+
+    let bindings: Api<RoleBinding> = Api::namespaced(ctx.client.clone(), namespace);
+    let desired = desired_role_bindings(&settings);
+    for (name, binding) in &desired {
+        bindings
+            .patch(name, &apply, &Patch::Apply(binding))
+            .await
+            .map_err(fail(format!("apply RoleBinding {name}")))?;
+    }
+    let selector = format!("{}={}", keys::MANAGED_BY_LABEL, keys::MANAGED_BY_VALUE);
+    let existing = bindings
+        .list_metadata(&ListParams::default().labels(&selector))
+        .await
+        .map_err(fail("list RoleBindings".into()))?;
+    let keep: BTreeSet<&String> = desired.keys().collect();
+    for stale in existing.items.iter().map(|b| b.name_any()) {
+        if !keep.contains(&stale) {
+            match bindings.delete(&stale, &DeleteParams::default()).await {
+                Ok(_) => tracing::info!(
+                    namespace,
+                    binding = stale,
+                    "pruned a stale group RoleBinding"
+                ),
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(fail(format!("delete RoleBinding {stale}"))(e)),
+            }
+        }
+    }
+
+    let limits: Api<LimitRange> = Api::namespaced(ctx.client.clone(), namespace);
+    limits
+        .patch(
+            keys::LIMIT_RANGE_NAME,
+            &apply,
+            &Patch::Apply(&default_limit_range(&settings)),
+        )
+        .await
+        .map_err(fail("apply LimitRange".into()))?;
+
+    let mut status = settings.status.clone().unwrap_or_default();
+    let before = status.clone();
+    let now = Time(Timestamp::now());
+    let generation = settings.meta().generation;
+    status.group_bindings_created = Some(i64::try_from(desired.len()).unwrap_or(i64::MAX));
+    status.limit_range_ready = Some(true);
+    set_condition(
+        &mut status.conditions,
+        Condition::new(
+            types::GROUP_BINDINGS_READY,
+            ConditionStatus::True,
+            reasons::PROVISIONED,
+            format!("{} group RoleBindings in place", desired.len()),
+        )
+        .with_observed_generation(generation),
+        &now,
+    );
+    set_condition(
+        &mut status.conditions,
+        Condition::new(
+            types::LIMIT_RANGE_READY,
+            ConditionStatus::True,
+            reasons::PROVISIONED,
+            format!("LimitRange {} in place", keys::LIMIT_RANGE_NAME),
+        )
+        .with_observed_generation(generation),
+        &now,
+    );
+    status.observed_generation = generation;
+    if status != before {
+        let api: Api<ProjectSettings> = Api::namespaced(ctx.client.clone(), namespace);
+        let patch = serde_json::json!({ "status": {
+            "groupBindingsCreated": status.group_bindings_created,
+            "limitRangeReady": status.limit_range_ready,
+            "observedGeneration": status.observed_generation,
+            "conditions": status.conditions,
+        }});
+        match api
+            .patch_status(
+                keys::PROJECT_SETTINGS_NAME,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(fail("update ProjectSettings status".into())(e)),
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agentic_crds::{GroupAccess, GroupRole, ProjectSettingsSpec};
+
+    fn settings(access: &[(&str, GroupRole)]) -> ProjectSettings {
+        let mut spec = ProjectSettingsSpec::empty();
+        spec.group_access = access
+            .iter()
+            .map(|(group, role)| GroupAccess {
+                group_name: group.to_string(),
+                role: *role,
+            })
+            .collect();
+        let mut settings = ProjectSettings::new("projectsettings", spec);
+        settings.metadata.namespace = Some("team".into());
+        settings.metadata.uid = Some("uid-ps".into());
+        settings
+    }
+
+    #[test]
+    fn one_binding_per_group_access_entry_to_the_project_cluster_role() {
+        let bindings = desired_role_bindings(&settings(&[
+            ("devs", GroupRole::Edit),
+            ("leads", GroupRole::Admin),
+        ]));
+        assert_eq!(
+            bindings.keys().collect::<Vec<_>>(),
+            vec!["devs-edit", "leads-admin"]
+        );
+        let devs = &bindings["devs-edit"];
+        assert_eq!(devs.role_ref.kind, "ClusterRole");
+        assert_eq!(devs.role_ref.name, "ambient-project-edit");
+        let subject = &devs.subjects.as_ref().unwrap()[0];
+        assert_eq!(
+            (subject.kind.as_str(), subject.name.as_str()),
+            ("Group", "devs")
+        );
+        assert_eq!(
+            devs.metadata.labels.as_ref().unwrap()[keys::MANAGED_BY_LABEL],
+            keys::MANAGED_BY_VALUE,
+            "marked so that pruning finds only what the operator made"
+        );
+        assert!(devs.metadata.owner_references.is_some());
+    }
+
+    #[test]
+    fn limit_range_has_the_contract_defaults() {
+        let range = default_limit_range(&settings(&[]));
+        let item = &range.spec.unwrap().limits[0];
+        assert_eq!(item.type_, "Container");
+        let request = item.default_request.as_ref().unwrap();
+        assert_eq!(request["cpu"].0, "250m");
+        assert_eq!(request["memory"].0, "256Mi");
+        let limit = item.default.as_ref().unwrap();
+        assert_eq!(limit["cpu"].0, "2");
+        assert_eq!(limit["memory"].0, "4Gi");
+    }
+}

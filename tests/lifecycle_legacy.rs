@@ -1,0 +1,7 @@
+//! The same lifecycle scenarios under `--legacy-watch`: both engines must reach the same state.
+
+mod support;
+
+use support::operator::Engine;
+
+lifecycle_tests!(Engine::Legacy);

@@ -1,0 +1,242 @@
+//! The operator under test, run in-process (its own runtime on its own thread, so it lives as
+//! long as the test binary and dies with it), plus helpers to drive and observe sessions.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use agentic_crds::{AgenticSession, AgenticSessionSpec, Phase};
+use agentic_operator::config::{Args, Config};
+use clap::Parser;
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+
+use super::ClusterInfo;
+
+/// Which engine the operator runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// The default work-queue engine.
+    Queue,
+    /// `--legacy-watch`.
+    Legacy,
+}
+
+/// A running in-process operator.
+pub struct Operator {
+    /// Where `/metrics` is served.
+    pub metrics_address: String,
+    /// Where `/healthz` and `/readyz` are served.
+    pub probe_address: String,
+}
+
+static OPERATOR: OnceLock<Operator> = OnceLock::new();
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Installs the CRDs (idempotent) and starts the operator once per test binary with `engine`
+/// and `extra_args`; waits until it reports ready.
+pub fn operator(cluster: &ClusterInfo, engine: Engine, extra_args: &[&str]) -> &'static Operator {
+    OPERATOR.get_or_init(|| {
+        install_crds(cluster);
+        let metrics_address = format!("127.0.0.1:{}", free_port());
+        let probe_address = format!("127.0.0.1:{}", free_port());
+        let kubeconfig = cluster.kubeconfig.display().to_string();
+        let mut argv = vec![
+            "agentic-operator",
+            "--kubeconfig",
+            &kubeconfig,
+            "--metrics-bind-address",
+            &metrics_address,
+            "--health-probe-bind-address",
+            &probe_address,
+            "--namespace",
+            "default",
+            "--shutdown-grace-period",
+            "2s",
+        ];
+        if engine == Engine::Legacy {
+            argv.push("--legacy-watch");
+        }
+        argv.extend_from_slice(extra_args);
+        let args = Args::try_parse_from(argv).expect("valid operator arguments");
+        let config = Config::from_args(args).expect("consistent operator arguments");
+        std::thread::Builder::new()
+            .name("operator".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("operator runtime");
+                if let Err(error) = runtime.block_on(agentic_operator::app::run(config)) {
+                    panic!("the operator stopped: {error}");
+                }
+            })
+            .expect("spawning the operator thread");
+        let operator = Operator {
+            metrics_address,
+            probe_address,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while operator.get("/readyz", true).0 != 200 {
+            assert!(Instant::now() < deadline, "operator not ready after 60s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        operator
+    })
+}
+
+impl Operator {
+    /// `GET path` on the probe (`probes = true`) or metrics address: (status, body).
+    pub fn get(&self, path: &str, probes: bool) -> (u16, String) {
+        let address = if probes {
+            &self.probe_address
+        } else {
+            &self.metrics_address
+        };
+        let Ok(mut stream) = TcpStream::connect(address) else {
+            return (0, String::new());
+        };
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+        if stream.write_all(request.as_bytes()).is_err() {
+            return (0, String::new());
+        }
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+}
+
+/// Applies the generated CRDs with the cluster's kubectl and waits until they are served.
+pub fn install_crds(cluster: &ClusterInfo) {
+    let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/crds");
+    let kubectl = cluster.bin_dir.join("kubectl");
+    let output = Command::new(&kubectl)
+        .arg("--kubeconfig")
+        .arg(&cluster.kubeconfig)
+        .args(["apply", "--server-side", "--force-conflicts", "-f", crds])
+        .output()
+        .expect("running kubectl");
+    assert!(
+        output.status.success(),
+        "applying the CRDs failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = Command::new(&kubectl)
+        .arg("--kubeconfig")
+        .arg(&cluster.kubeconfig)
+        .args([
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/agenticsessions.vteam.ambient-code",
+            "crd/projectsettings.vteam.ambient-code",
+        ])
+        .output()
+        .expect("running kubectl");
+    assert!(output.status.success(), "CRDs not established");
+}
+
+/// A session named `name` whose runner gets `env` (e.g. `SIM_OUTCOME=hang`).
+pub fn session(name: &str, env: &[(&str, &str)]) -> AgenticSession {
+    let mut spec = AgenticSessionSpec {
+        initial_prompt: Some("test prompt".into()),
+        ..Default::default()
+    };
+    spec.environment_variables = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut session = AgenticSession::new(name, spec);
+    session.metadata = ObjectMeta {
+        name: Some(name.into()),
+        ..Default::default()
+    };
+    session
+}
+
+/// Creates `session` in `namespace`.
+pub async fn create(client: &Client, namespace: &str, session: &AgenticSession) {
+    Api::<AgenticSession>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), session)
+        .await
+        .unwrap_or_else(|e| panic!("creating session {:?}: {e}", session.metadata.name));
+}
+
+/// Waits until the session reaches `phase`; fails early if it ends in another final phase
+/// while a final phase is expected, and on timeout reports the last status seen.
+pub async fn wait_for_phase(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    phase: Phase,
+    limit: Duration,
+) -> AgenticSession {
+    let api = Api::<AgenticSession>::namespaced(client.clone(), namespace);
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut last = None;
+    loop {
+        if let Ok(session) = api.get(name).await {
+            let current = session.status.as_ref().map(|s| s.phase).unwrap_or_default();
+            if current == phase {
+                return session;
+            }
+            if current.is_terminal() && phase.is_terminal() {
+                panic!(
+                    "session {name} ended {current}, expected {phase}: {:?}",
+                    session.status
+                );
+            }
+            last = session.status;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("session {name} not {phase} after {limit:?}; last status: {last:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sets (or with `None` removes) an annotation on the session.
+pub async fn annotate(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    key: &str,
+    value: Option<&str>,
+) {
+    let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
+    Api::<AgenticSession>::namespaced(client.clone(), namespace)
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap_or_else(|e| panic!("annotating session {name}: {e}"));
+}
+
+/// The Ready condition's reason.
+pub fn ready_reason(session: &AgenticSession) -> Option<String> {
+    session
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")?
+        .reason
+        .clone()
+}
