@@ -1,0 +1,174 @@
+//! Rows of SPEC §2.1 that need an operator with short timers or a cluster with no room:
+//! unschedulable runner → PodScheduled=False then StartTimeout; stop while Creating; token
+//! refresh while Running. Cordoning nodes affects every test here, so they run one at a time.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use agentic_crds::{Phase, StoppedReason, keys};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use support::operator::{
+    Engine, annotate, create, operator, ready_reason, session, wait_for_phase,
+};
+use support::{ClusterInfo, TestNamespace, wait_until};
+use tokio::sync::Mutex;
+
+const START_TIMEOUT: &str = "8s";
+const REFRESH_AFTER: &str = "3s";
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// One test at a time: cordoning is cluster-wide.
+static SERIAL: Mutex<()> = Mutex::const_new(());
+
+fn start(cluster: &ClusterInfo) {
+    operator(
+        cluster,
+        Engine::Queue,
+        &[
+            "--start-timeout",
+            START_TIMEOUT,
+            "--token-refresh-after",
+            REFRESH_AFTER,
+        ],
+    );
+}
+
+/// Marks every node unschedulable until dropped.
+struct Cordoned<'a>(&'a ClusterInfo);
+
+impl<'a> Cordoned<'a> {
+    fn all_nodes(cluster: &'a ClusterInfo) -> Self {
+        kubectl(cluster, &["cordon", "-l", "type=kwok"]);
+        Cordoned(cluster)
+    }
+}
+
+impl Drop for Cordoned<'_> {
+    fn drop(&mut self) {
+        kubectl(self.0, &["uncordon", "-l", "type=kwok"]);
+    }
+}
+
+fn kubectl(cluster: &ClusterInfo, args: &[&str]) {
+    let output = Command::new(cluster.bin_dir.join("kubectl"))
+        .arg("--kubeconfig")
+        .arg(&cluster.kubeconfig)
+        .args(args)
+        .output()
+        .expect("running kubectl");
+    assert!(
+        output.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn unschedulable_runner_is_reported_then_fails_with_start_timeout() {
+    let _serial = SERIAL.lock().await;
+    let cluster = ClusterInfo::from_env();
+    start(&cluster);
+    let ns = TestNamespace::create(&cluster, "unschedulable").await;
+    let _cordoned = Cordoned::all_nodes(&cluster);
+    create(&ns.client, &ns.name, &session("stuck", &[])).await;
+    let api = ns.api::<agentic_crds::AgenticSession>();
+    let scheduled = wait_until("PodScheduled=False", LIMIT, || async {
+        let status = api.get("stuck").await.ok()?.status?;
+        status
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "PodScheduled" && c.status == agentic_crds::ConditionStatus::False)
+    })
+    .await;
+    assert_eq!(scheduled.reason.as_deref(), Some("Unschedulable"));
+    let message = scheduled.message.unwrap_or_default();
+    assert!(
+        message.contains("unschedulable"),
+        "the scheduler's message: {message}"
+    );
+
+    let failed = wait_for_phase(&ns.client, &ns.name, "stuck", Phase::Failed, LIMIT).await;
+    assert_eq!(ready_reason(&failed).as_deref(), Some("StartTimeout"));
+    wait_until("the Job to be deleted", LIMIT, || async {
+        ns.api::<Job>()
+            .get_opt("stuck-job")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn stop_while_creating_stops_the_session() {
+    let _serial = SERIAL.lock().await;
+    let cluster = ClusterInfo::from_env();
+    start(&cluster);
+    let ns = TestNamespace::create(&cluster, "stop-creating").await;
+    let _cordoned = Cordoned::all_nodes(&cluster);
+    create(&ns.client, &ns.name, &session("early", &[])).await;
+    wait_for_phase(&ns.client, &ns.name, "early", Phase::Creating, LIMIT).await;
+    annotate(
+        &ns.client,
+        &ns.name,
+        "early",
+        keys::DESIRED_PHASE_ANNOTATION,
+        Some("Stopped"),
+    )
+    .await;
+    let stopped = wait_for_phase(&ns.client, &ns.name, "early", Phase::Stopped, LIMIT).await;
+    assert_eq!(
+        stopped.status.and_then(|s| s.stopped_reason),
+        Some(StoppedReason::User)
+    );
+    assert!(
+        ns.api::<Job>()
+            .get_opt("early-job")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn runner_token_is_refreshed_while_running() {
+    let _serial = SERIAL.lock().await;
+    let cluster = ClusterInfo::from_env();
+    start(&cluster);
+    let ns = TestNamespace::create(&cluster, "refresh").await;
+    let mut s = session("long", &[("SIM_OUTCOME", "hang")]);
+    s.spec.inactivity_timeout = Some(0);
+    create(&ns.client, &ns.name, &s).await;
+    wait_for_phase(&ns.client, &ns.name, "long", Phase::Running, LIMIT).await;
+    let secrets: Api<Secret> = ns.api();
+    let refreshed_at = |secret: &Secret| {
+        secret
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(keys::TOKEN_REFRESHED_AT_ANNOTATION).cloned())
+    };
+    let first = secrets
+        .get("ambient-runner-token-long")
+        .await
+        .expect("token Secret");
+    let first_time = refreshed_at(&first).expect("refresh time recorded");
+    let first_token = first.data.clone().unwrap_or_default()["k8s-token"].clone();
+    let refreshed = wait_until("the token to be refreshed", LIMIT, || async {
+        let secret = secrets.get("ambient-runner-token-long").await.ok()?;
+        (refreshed_at(&secret)? != first_time).then_some(secret)
+    })
+    .await;
+    let data = refreshed.data.unwrap_or_default();
+    assert_ne!(data["k8s-token"], first_token, "a new token was issued");
+    assert_eq!(
+        data["agui-token"],
+        first.data.unwrap_or_default()["agui-token"],
+        "the AG-UI token is kept"
+    );
+}
