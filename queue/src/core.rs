@@ -44,7 +44,10 @@ const RATE_LIMITED: u8 = 64;
 struct Slot<K> {
     key: Option<K>,
     deadline: u64,
-    requeues: u32,
+    /// Retries that fired (saturating; the backoff is capped long before 65 535).
+    requeues: u16,
+    /// Bumped on every reuse of the slot, so timers of a previous key never match.
+    generation: u16,
     flags: u8,
     /// Stale entries of this slot still in the low lane (left by promotions). They are always
     /// older than a live entry, so the next `stale_low` low-lane pops of this slot are skipped.
@@ -64,8 +67,9 @@ struct Timer {
     /// Insertion order: equal deadlines fire first-in first-out.
     seq: u32,
     idx: u32,
-    /// For rate-limited timers: how long the key may then wait for a bucket token.
-    slack: u64,
+    /// For rate-limited timers: how long (ms, saturating) the key may then wait for a token.
+    slack_ms: u32,
+    generation: u16,
 }
 
 /// Who must be woken after an operation (done by the caller, outside the lock).
@@ -204,6 +208,7 @@ impl<K: Clone + Eq + Hash> Core<K> {
                 s.key = Some(key.clone());
                 s.deadline = 0;
                 s.requeues = 0;
+                s.generation = s.generation.wrapping_add(1);
                 s.flags = 0;
                 i
             }
@@ -213,6 +218,7 @@ impl<K: Clone + Eq + Hash> Core<K> {
                     key: Some(key.clone()),
                     deadline: 0,
                     requeues: 0,
+                    generation: 0,
                     flags: 0,
                     stale_low: 0,
                 });
@@ -269,9 +275,9 @@ impl<K: Clone + Eq + Hash> Core<K> {
     /// Counts a key becoming dirty, client-go style.
     fn note_add(&mut self, idx: u32) {
         self.depth += 1;
-        self.metrics.add();
-        self.metrics.depth(self.depth);
         if self.track_times {
+            self.metrics.add();
+            self.metrics.depth(self.depth);
             let now = self.now();
             let t = &mut self.times[idx as usize];
             if t.added == 0 {
@@ -338,7 +344,9 @@ impl<K: Clone + Eq + Hash> Core<K> {
             self.rejected += 1;
             return Wake::default();
         }
-        self.metrics.retry();
+        if self.track_times {
+            self.metrics.retry();
+        }
         if delay.is_zero() && slack.is_none() {
             return self.add(key, Priority::High);
         }
@@ -359,14 +367,17 @@ impl<K: Clone + Eq + Hash> Core<K> {
             s.flags |= RATE_LIMITED;
         }
         s.deadline = at;
+        let generation = s.generation;
         let earliest = self.timers.peek().is_none_or(|Reverse(t)| at < t.at);
         self.timer_seq = self.timer_seq.wrapping_add(1);
         let seq = self.timer_seq;
+        let slack_ms = u32::try_from(slack.unwrap_or(0) / 1_000_000).unwrap_or(u32::MAX);
         self.timers.push(Reverse(Timer {
             at,
             seq,
             idx,
-            slack: slack.unwrap_or(0),
+            slack_ms,
+            generation,
         }));
         Wake {
             timekeeper: earliest,
@@ -383,7 +394,7 @@ impl<K: Clone + Eq + Hash> Core<K> {
     pub(crate) fn add_rate_limited(&mut self, key: &K) -> Wake {
         let retries = self
             .find(key)
-            .map_or(0, |i| self.slots[i as usize].requeues);
+            .map_or(0, |i| u32::from(self.slots[i as usize].requeues));
         let per_key = nanos(self.policy.delay(retries)).min(self.max_delay);
         let slack = self.max_delay - per_key;
         self.schedule(key, Duration::from_nanos(per_key), Some(slack))
@@ -398,7 +409,7 @@ impl<K: Clone + Eq + Hash> Core<K> {
 
     pub(crate) fn num_requeues(&self, key: &K) -> u32 {
         self.find(key)
-            .map_or(0, |i| self.slots[i as usize].requeues)
+            .map_or(0, |i| u32::from(self.slots[i as usize].requeues))
     }
 
     /// A due retry: counts it if rate-limited, then makes the key ready (or dirty).
@@ -423,13 +434,15 @@ impl<K: Clone + Eq + Hash> Core<K> {
                 break;
             };
             let s = &mut self.slots[t.idx as usize];
-            if s.flags & DELAYED == 0 || s.deadline != t.at {
+            if s.flags & DELAYED == 0 || s.deadline != t.at || s.generation != t.generation {
                 continue;
             }
             if s.flags & RATE_LIMITED != 0 && self.bucket.is_some() {
                 s.flags = (s.flags & !DELAYED) | THROTTLED;
-                self.throttled
-                    .push(Reverse((t.at.saturating_add(t.slack), t.idx)));
+                self.throttled.push(Reverse((
+                    t.at.saturating_add(u64::from(t.slack_ms) * 1_000_000),
+                    t.idx,
+                )));
             } else {
                 ready += usize::from(self.fire(t.idx));
             }
@@ -527,8 +540,8 @@ impl<K: Clone + Eq + Hash> Core<K> {
         let key = s.key.clone();
         self.processing += 1;
         self.depth -= 1;
-        self.metrics.depth(self.depth);
         if self.track_times {
+            self.metrics.depth(self.depth);
             let now = self.now();
             let t = &mut self.times[idx as usize];
             if t.added != 0 {

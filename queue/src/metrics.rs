@@ -14,8 +14,8 @@ use std::time::Duration;
 /// Receives queue events. All methods default to no-ops; they are called with the queue's lock
 /// held, so they must be cheap and must not call back into the queue.
 pub trait QueueMetrics: Send + Sync + 'static {
-    /// Whether timestamps should be taken at all; `false` skips the clock reads behind the
-    /// latency hooks (and those hooks are then never called).
+    /// Whether the queue should report at all; `false` (the [`NoopMetrics`] answer) skips every
+    /// hook and the clock reads behind the latency hooks.
     fn enabled(&self) -> bool {
         true
     }

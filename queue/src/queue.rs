@@ -855,4 +855,252 @@ mod tests {
             assert!(runs.load(Ordering::Relaxed) >= 500 - report.dropped.len() as u64);
         });
     }
+
+    mod model {
+        //! Model-based test: random operation sequences applied to the queue and to an
+        //! obviously-correct model (plain collections, linear scans), which must agree on every
+        //! `get`, `len` and `num_requeues`.
+        use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Add(u8),
+            AddLow(u8),
+            AddAfter(u8, u16),
+            AddRateLimited(u8),
+            Get,
+            Done(u8),
+            Forget(u8),
+            Advance(u16),
+            Shutdown,
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            let k = 0u8..5;
+            prop_oneof![
+                4 => k.clone().prop_map(Op::Add),
+                2 => k.clone().prop_map(Op::AddLow),
+                3 => (k.clone(), 0u16..40).prop_map(|(k, d)| Op::AddAfter(k, d)),
+                3 => k.clone().prop_map(Op::AddRateLimited),
+                5 => Just(Op::Get),
+                4 => any::<u8>().prop_map(Op::Done),
+                1 => k.prop_map(Op::Forget),
+                3 => (0u16..50).prop_map(Op::Advance),
+                1 => Just(Op::Shutdown),
+            ]
+        }
+
+        const LOW_EVERY: u32 = 3;
+
+        #[derive(Default)]
+        struct Model {
+            now: u64,
+            high: VecDeque<u8>,
+            low: VecDeque<u8>,
+            streak: u32,
+            processing: BTreeSet<u8>,
+            /// Processing keys added meanwhile, with the lane they want (true = low).
+            dirty: BTreeMap<u8, bool>,
+            /// key -> (deadline ms, insertion seq, rate-limited)
+            timers: BTreeMap<u8, (u64, u64, bool)>,
+            seq: u64,
+            requeues: HashMap<u8, u32>,
+            shutting_down: bool,
+        }
+
+        impl Model {
+            fn queued(&self, k: u8) -> bool {
+                self.high.contains(&k) || self.low.contains(&k)
+            }
+
+            fn make_ready(&mut self, k: u8, low: bool) {
+                if self.processing.contains(&k) {
+                    self.dirty.entry(k).or_insert(low);
+                } else if low {
+                    self.low.push_back(k);
+                } else {
+                    self.high.push_back(k);
+                }
+            }
+
+            fn add(&mut self, k: u8, low: bool) {
+                if self.shutting_down {
+                    return;
+                }
+                if self.queued(k) {
+                    if !low && let Some(pos) = self.low.iter().position(|&x| x == k) {
+                        self.low.remove(pos);
+                        self.high.push_back(k);
+                    }
+                    return;
+                }
+                if let Some(l) = self.dirty.get_mut(&k) {
+                    if !low {
+                        *l = false;
+                    }
+                    return;
+                }
+                self.timers.remove(&k);
+                self.make_ready(k, low);
+            }
+
+            fn schedule(&mut self, k: u8, delay: u64, rl: bool) {
+                if self.shutting_down {
+                    return;
+                }
+                if delay == 0 && !rl {
+                    return self.add(k, false);
+                }
+                if self.queued(k) || self.dirty.contains_key(&k) {
+                    return;
+                }
+                let at = self.now + delay;
+                if let Some(&(old, _, old_rl)) = self.timers.get(&k) {
+                    if old <= at {
+                        return;
+                    }
+                    self.seq += 1;
+                    self.timers.insert(k, (at, self.seq, old_rl || rl));
+                } else {
+                    self.seq += 1;
+                    self.timers.insert(k, (at, self.seq, rl));
+                }
+            }
+
+            fn add_rate_limited(&mut self, k: u8) {
+                let n = self.requeues.get(&k).copied().unwrap_or(0);
+                let delay = 5u64.saturating_mul(1u64 << n.min(40)).min(300_000);
+                self.schedule(k, delay, true);
+            }
+
+            fn get(&mut self) -> Option<u8> {
+                let mut due: Vec<(u64, u64, u8, bool)> = self
+                    .timers
+                    .iter()
+                    .filter(|(_, t)| t.0 <= self.now)
+                    .map(|(&k, &(at, seq, rl))| (at, seq, k, rl))
+                    .collect();
+                due.sort();
+                for (_, _, k, rl) in due {
+                    self.timers.remove(&k);
+                    if rl {
+                        *self.requeues.entry(k).or_default() += 1;
+                    }
+                    self.make_ready(k, false);
+                }
+                if self.low.is_empty() && self.high.is_empty() {
+                    return None;
+                }
+                let use_low =
+                    !self.low.is_empty() && (self.high.is_empty() || self.streak + 1 >= LOW_EVERY);
+                let k = if use_low {
+                    self.streak = 0;
+                    self.low.pop_front()?
+                } else {
+                    self.streak += 1;
+                    self.high.pop_front()?
+                };
+                self.processing.insert(k);
+                Some(k)
+            }
+
+            fn done(&mut self, k: u8) {
+                if self.processing.remove(&k)
+                    && let Some(low) = self.dirty.remove(&k)
+                {
+                    if low {
+                        self.low.push_back(k);
+                    } else {
+                        self.high.push_back(k);
+                    }
+                }
+            }
+        }
+
+        fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let cfg = QueueConfig {
+                    bucket: None,
+                    low_priority_every: LOW_EVERY,
+                    ..QueueConfig::default()
+                };
+                let q: WorkQueue<u8> = WorkQueue::new(cfg).expect("valid");
+                let mut m = Model::default();
+                for op in ops {
+                    match op {
+                        Op::Add(k) => {
+                            q.add(&k);
+                            m.add(k, false);
+                        }
+                        Op::AddLow(k) => {
+                            q.add_with(&k, Priority::Low);
+                            m.add(k, true);
+                        }
+                        Op::AddAfter(k, d) => {
+                            q.add_after(&k, Duration::from_millis(u64::from(d)));
+                            m.schedule(k, u64::from(d), false);
+                        }
+                        Op::AddRateLimited(k) => {
+                            q.add_rate_limited(&k);
+                            m.add_rate_limited(k);
+                        }
+                        Op::Get => {
+                            let expected = m.get();
+                            prop_assert_eq!(try_get(&q), expected);
+                        }
+                        Op::Done(i) => {
+                            if !m.processing.is_empty() {
+                                let k = *m
+                                    .processing
+                                    .iter()
+                                    .nth(usize::from(i) % m.processing.len())
+                                    .expect("some");
+                                q.done(&k);
+                                m.done(k);
+                            }
+                        }
+                        Op::Forget(k) => {
+                            q.forget(&k);
+                            m.requeues.remove(&k);
+                        }
+                        Op::Advance(ms) => {
+                            tokio::time::advance(Duration::from_millis(u64::from(ms))).await;
+                            m.now += u64::from(ms);
+                        }
+                        Op::Shutdown => {
+                            q.shutdown();
+                            m.shutting_down = true;
+                            m.timers.clear();
+                        }
+                    }
+                    prop_assert_eq!(q.len(), m.high.len() + m.low.len());
+                    for k in 0..5u8 {
+                        prop_assert_eq!(
+                            q.num_requeues(&k),
+                            m.requeues.get(&k).copied().unwrap_or(0)
+                        );
+                    }
+                }
+                Ok(())
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            #[test]
+            fn queue_agrees_with_the_model(ops in proptest::collection::vec(op(), 1..80)) {
+                run(ops)?;
+            }
+        }
+    }
 }

@@ -204,7 +204,10 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(5 + 10 + 20 + 1)).await;
         assert_eq!(q.num_requeues(&1), 3, "retries after 5, 10 and 20 ms");
         tokio::time::sleep(Duration::from_secs(10)).await;
-        assert!(calls.load(Ordering::SeqCst) >= 6, "2 first runs, 3 retries, 1 requeue");
+        assert!(
+            calls.load(Ordering::SeqCst) >= 6,
+            "2 first runs, 3 retries, 1 requeue"
+        );
         cancel.cancel();
         let report = run.await.expect("pool");
         assert!(
