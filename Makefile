@@ -2,10 +2,13 @@
 SHELL := bash
 CLUSTER_DIR := $(CURDIR)/.cluster
 
-.PHONY: help cluster-build cluster-up cluster-down test test-unit lint bench-queue
+.PHONY: help dev cluster-build cluster-up cluster-down test test-unit lint bench-queue
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+dev: ## local cluster + operator + a sample session, phases shown live; Ctrl-C to stop
+	@cluster/dev.sh
 
 cluster-build: ## build (or reuse cached) control-plane binaries from Go modules
 	@cluster/build.sh

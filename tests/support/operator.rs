@@ -48,7 +48,10 @@ pub fn operator(cluster: &ClusterInfo, engine: Engine, extra_args: &[&str]) -> &
         install_crds(cluster);
         let metrics_address = format!("127.0.0.1:{}", free_port());
         let probe_address = format!("127.0.0.1:{}", free_port());
-        let kubeconfig = cluster.kubeconfig.display().to_string();
+        // As its own ServiceAccount under the shipped RBAC (deploy/), not as admin.
+        let kubeconfig = super::rbac::operator_kubeconfig(cluster)
+            .display()
+            .to_string();
         let mut argv = vec![
             "agentic-operator",
             "--kubeconfig",
@@ -132,7 +135,9 @@ pub fn install_crds(cluster: &ClusterInfo) {
     let output = Command::new(&kubectl)
         .arg("--kubeconfig")
         .arg(&cluster.kubeconfig)
-        .args(["apply", "--server-side", "--force-conflicts", "-f", crds])
+        .args(["apply", "--server-side", "--force-conflicts"])
+        .args(["-f", &format!("{crds}/agenticsessions.vteam.ambient-code.yaml")])
+        .args(["-f", &format!("{crds}/projectsettings.vteam.ambient-code.yaml")])
         .output()
         .expect("running kubectl");
     assert!(
