@@ -33,9 +33,6 @@ pub enum AppError {
     /// The engine could not start.
     #[error(transparent)]
     Engine(#[from] queued::EngineError),
-    /// The legacy engine failed.
-    #[error(transparent)]
-    Legacy(#[from] crate::engine::legacy::LegacyError),
     /// Leadership was lost; the process exits so it restarts as a standby.
     #[error("lost the leader Lease")]
     LostLeadership,
@@ -79,30 +76,46 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let ctx = Context::new(client.clone(), config.clone(), metrics, caches);
     let leading = Arc::new(Notify::new());
     let lost_leadership = CancellationToken::new();
+    let resign = CancellationToken::new();
     let elector = if config.args.leader_elect {
         Some(spawn_election(
             &config,
             client,
             Arc::clone(&leading),
-            shutdown.clone(),
-            lost_leadership.clone(),
+            Election {
+                shutdown: shutdown.clone(),
+                resign: resign.clone(),
+                lost: lost_leadership.clone(),
+            },
         ))
     } else {
         leading.notify_one();
         None
     };
 
-    if config.args.legacy_watch {
-        crate::engine::legacy::run(ctx, writers, readiness, leading, shutdown.clone()).await?;
-    } else {
-        let report = queued::run(ctx, writers, readiness, leading, shutdown.clone()).await?;
-        tracing::info!(
-            completed = report.completed,
-            dropped = report.dropped.len(),
-            "work queue drained"
-        );
+    let engine = async {
+        if config.args.legacy_watch {
+            crate::engine::legacy::run(ctx, writers, readiness, leading, shutdown.clone()).await;
+        } else {
+            let report = queued::run(ctx, writers, readiness, leading, shutdown.clone()).await?;
+            tracing::info!(
+                completed = report.completed,
+                dropped = report.dropped.len(),
+                "work queue drained"
+            );
+        }
+        Ok::<_, AppError>(())
+    };
+    // A replica that lost the Lease must not finish its queue: another one is reconciling now.
+    // Dropping the engine aborts its workers at their next await.
+    tokio::select! {
+        result = engine => result?,
+        _ = lost_leadership.cancelled() => {}
     }
     shutdown.cancel();
+    // The Lease is given up only now that the engine has drained, so the next leader never
+    // reconciles alongside this one.
+    resign.cancel();
     if let Some(elector) = elector {
         let _ = elector.await;
     }
@@ -139,14 +152,24 @@ fn spawn_signal_handler(shutdown: CancellationToken) {
     });
 }
 
-/// Campaigns for the Lease; notifies `leading` once held, keeps renewing, and on loss cancels
-/// `shutdown` (reconciling stops at once). On clean shutdown it releases the Lease.
+/// How the election task and the rest of the operator signal each other.
+struct Election {
+    /// Shutdown requested: stop campaigning (a replica that never led has nothing to release).
+    shutdown: CancellationToken,
+    /// The engine has drained: release the Lease. Until then a leader keeps renewing it, even
+    /// while shutting down, so no other replica reconciles during the drain.
+    resign: CancellationToken,
+    /// Set by the election task when the Lease was lost (it also cancels `shutdown`).
+    lost: CancellationToken,
+}
+
+/// Campaigns for the Lease; notifies `leading` once held and keeps renewing it until told to
+/// resign (then releases it) or until it is lost (then cancels `lost` and `shutdown`).
 fn spawn_election(
     config: &Config,
     client: Client,
     leading: Arc<Notify>,
-    shutdown: CancellationToken,
-    lost: CancellationToken,
+    election: Election,
 ) -> tokio::task::JoinHandle<()> {
     let identity = config
         .args
@@ -168,13 +191,13 @@ fn spawn_election(
     tokio::spawn(async move {
         tracing::info!(identity = elector.identity(), "waiting to become leader");
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = election.shutdown.cancelled() => return,
             () = elector.acquire() => {}
         }
         tracing::info!(identity = elector.identity(), "became leader");
         leading.notify_one();
         tokio::select! {
-            _ = shutdown.cancelled() => {
+            _ = election.resign.cancelled() => {
                 match tokio::time::timeout(Duration::from_secs(5), elector.release()).await {
                     Ok(Ok(())) => tracing::info!("released the leader Lease"),
                     Ok(Err(error)) => tracing::warn!(%error, "could not release the leader Lease"),
@@ -183,8 +206,8 @@ fn spawn_election(
             }
             () = elector.hold() => {
                 tracing::error!("lost the leader Lease: stopping");
-                lost.cancel();
-                shutdown.cancel();
+                election.lost.cancel();
+                election.shutdown.cancel();
             }
         }
     })

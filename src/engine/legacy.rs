@@ -32,10 +32,6 @@ pub const RECHECK_INTERVAL: Duration = Duration::from_secs(5);
 const INLINE_ATTEMPTS: u32 = 4;
 const KINDS: usize = 6;
 
-/// The legacy engine cannot fail once started; this type exists for symmetry of the app's errors.
-#[derive(Debug, thiserror::Error)]
-pub enum LegacyError {}
-
 /// Shared by the loops of every kind.
 #[derive(Clone)]
 struct Shared {
@@ -58,7 +54,7 @@ pub async fn run(
     readiness: Readiness,
     leading: Arc<Notify>,
     shutdown: CancellationToken,
-) -> Result<(), LegacyError> {
+) {
     let shared = Shared {
         ctx: ctx.clone(),
         locks: Arc::default(),
@@ -137,13 +133,13 @@ pub async fn run(
             break;
         }
         tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
+            _ = shutdown.cancelled() => return,
             () = notified => {}
         }
     }
     tracing::info!("caches synced");
     tokio::select! {
-        _ = shutdown.cancelled() => return Ok(()),
+        _ = shutdown.cancelled() => return,
         () = leading.notified() => {}
     }
     tracing::info!("legacy engine handling events inline");
@@ -158,7 +154,6 @@ pub async fn run(
         }
     }
     while loops.join_next().await.is_some() {}
-    Ok(())
 }
 
 impl Shared {

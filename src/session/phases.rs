@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use agentic_crds::condition::{find_condition, is_condition_true, reasons, types};
+use agentic_crds::condition::{is_condition_true, reasons, types};
 use agentic_crds::{
     AgenticSession, AgenticSessionStatus, Condition, ConditionStatus, Phase, StoppedReason, keys,
     set_condition,
@@ -790,18 +790,13 @@ fn until(from: Timestamp, to: Timestamp) -> Duration {
     Duration::try_from(to.duration_since(from)).unwrap_or(Duration::ZERO)
 }
 
-/// Whether a condition of `type_` is present in the session's status.
-pub fn has_condition(status: &AgenticSessionStatus, type_: &str) -> bool {
-    find_condition(&status.conditions, type_).is_some()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::session::fixtures::{
         at, job, running_pod, session, terminated_pod, unschedulable_pod,
     };
-    use agentic_crds::condition::types;
+    use agentic_crds::condition::{find_condition, types};
 
     const START_TIMEOUT: Duration = Duration::from_secs(600);
     const REFRESH: Duration = Duration::from_secs(45 * 60);
