@@ -136,8 +136,14 @@ pub fn install_crds(cluster: &ClusterInfo) {
         .arg("--kubeconfig")
         .arg(&cluster.kubeconfig)
         .args(["apply", "--server-side", "--force-conflicts"])
-        .args(["-f", &format!("{crds}/agenticsessions.vteam.ambient-code.yaml")])
-        .args(["-f", &format!("{crds}/projectsettings.vteam.ambient-code.yaml")])
+        .args([
+            "-f",
+            &format!("{crds}/agenticsessions.vteam.ambient-code.yaml"),
+        ])
+        .args([
+            "-f",
+            &format!("{crds}/projectsettings.vteam.ambient-code.yaml"),
+        ])
         .output()
         .expect("running kubectl");
     assert!(
