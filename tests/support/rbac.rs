@@ -1,0 +1,477 @@
+//! The operator under its shipped RBAC: the ServiceAccount, ClusterRoles and bindings of
+//! `deploy/` applied to the test cluster, a kubeconfig authenticating as that ServiceAccount
+//! (TokenRequest-issued token), and the audit-log analysis that proves the RBAC is minimal.
+//!
+//! `cluster/up.sh` audits every request of the operator's ServiceAccount (Metadata level,
+//! plus request bodies of writes) into `<state>/logs/audit.log`. [`required_permissions`] turns
+//! that log into what the operator needed: each (group, resource, verb) it was allowed to use,
+//! plus what RBAC and admission checked without a request of their own (the rules of each Role
+//! it created, `bind` on the ClusterRole of each RoleBinding, `update` on the finalizers of each
+//! owner it referenced with `blockOwnerDeletion`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize as _;
+use serde_json::Value;
+
+use super::ClusterInfo;
+
+/// The operator's namespace in `deploy/`.
+pub const NAMESPACE: &str = "ambient-code";
+/// The operator's ServiceAccount in `deploy/`.
+pub const SERVICE_ACCOUNT: &str = "agentic-operator";
+/// The user name the API server gives that ServiceAccount.
+pub const USER: &str = "system:serviceaccount:ambient-code:agentic-operator";
+/// Kinds of `deploy/base` that make up the operator's identity and permissions.
+pub const RBAC_KINDS: [&str; 6] = [
+    "Namespace",
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+];
+
+/// `deploy/` in this repository.
+pub fn deploy_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy")
+}
+
+/// Runs the cluster's kubectl as admin with `args` (and `stdin`); panics on failure.
+pub fn kubectl(cluster: &ClusterInfo, args: &[&str], stdin: Option<&str>) -> String {
+    let mut child = Command::new(cluster.bin_dir.join("kubectl"))
+        .arg("--kubeconfig")
+        .arg(&cluster.kubeconfig)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running kubectl");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("kubectl's stdin")
+            .write_all(input.as_bytes())
+            .expect("writing to kubectl");
+    }
+    let output = child.wait_with_output().expect("waiting for kubectl");
+    assert!(
+        output.status.success(),
+        "kubectl {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("kubectl prints UTF-8")
+}
+
+/// The documents `kubectl kustomize <dir>` renders, as JSON values.
+pub fn render(cluster: &ClusterInfo, dir: &Path) -> Vec<Value> {
+    let yaml = kubectl(cluster, &["kustomize", &dir.display().to_string()], None);
+    serde_yaml::Deserializer::from_str(&yaml)
+        .map(|doc| {
+            let value = serde_yaml::Value::deserialize(doc).expect("kustomize renders YAML");
+            serde_json::to_value(value).expect("rendered YAML is JSON-compatible")
+        })
+        .filter(|v: &Value| !v.is_null())
+        .collect()
+}
+
+/// The RBAC objects of `deploy/base` (namespace, ServiceAccount, roles, bindings).
+pub fn rbac_objects(cluster: &ClusterInfo) -> Vec<Value> {
+    render(cluster, &deploy_dir().join("base"))
+        .into_iter()
+        .filter(|o| RBAC_KINDS.contains(&o["kind"].as_str().unwrap_or_default()))
+        .collect()
+}
+
+/// Applies the shipped RBAC objects (server-side, idempotent) and waits until the authorizer
+/// honours them, so the operator's first requests are not denied by a lagging cache.
+pub fn apply_rbac(cluster: &ClusterInfo) {
+    let objects = rbac_objects(cluster);
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": objects});
+    kubectl(
+        cluster,
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=agentic-tests",
+            "-f",
+            "-",
+        ],
+        Some(&list.to_string()),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for check in [
+        ["list", "agenticsessions.vteam.ambient-code", "-A"],
+        ["create", "leases.coordination.k8s.io", "-n=ambient-code"],
+    ] {
+        loop {
+            let answer = Command::new(cluster.bin_dir.join("kubectl"))
+                .arg("--kubeconfig")
+                .arg(&cluster.kubeconfig)
+                .args(["auth", "can-i", check[0], check[1], check[2]])
+                .arg(format!("--as={USER}"))
+                .output()
+                .expect("running kubectl auth can-i");
+            if String::from_utf8_lossy(&answer.stdout).trim() == "yes" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the operator's RBAC is not in force after 30s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Applies the shipped RBAC once per test binary and returns a kubeconfig, in the cluster's
+/// state directory, that authenticates as the operator's ServiceAccount with a token from a
+/// TokenRequest (`kubectl create token`).
+pub fn operator_kubeconfig(cluster: &ClusterInfo) -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        apply_rbac(cluster);
+        let token = kubectl(
+            cluster,
+            &[
+                "create",
+                "token",
+                SERVICE_ACCOUNT,
+                "--namespace",
+                NAMESPACE,
+                "--duration=6h",
+            ],
+            None,
+        );
+        let admin: serde_yaml::Value = serde_yaml::from_str(
+            &std::fs::read_to_string(&cluster.kubeconfig).expect("reading the admin kubeconfig"),
+        )
+        .expect("the admin kubeconfig is YAML");
+        let server = &admin["clusters"][0]["cluster"]["server"];
+        let ca = &admin["clusters"][0]["cluster"]["certificate-authority-data"];
+        let kubeconfig = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "local", "cluster": {
+                "server": server.as_str().expect("admin kubeconfig has a server"),
+                "certificate-authority-data": ca.as_str().expect("admin kubeconfig has a CA"),
+            }}],
+            "users": [{"name": SERVICE_ACCOUNT, "user": {"token": token.trim()}}],
+            "contexts": [{"name": "operator", "context": {"cluster": "local", "user": SERVICE_ACCOUNT}}],
+            "current-context": "operator",
+        });
+        let path = cluster.state_dir.join("operator-sa.kubeconfig");
+        let staging = cluster
+            .state_dir
+            .join(format!("operator-sa.kubeconfig.{}", std::process::id()));
+        std::fs::write(&staging, kubeconfig.to_string())
+            .unwrap_or_else(|e| panic!("writing {}: {e}", staging.display()));
+        std::fs::rename(&staging, &path)
+            .unwrap_or_else(|e| panic!("renaming to {}: {e}", path.display()));
+        path
+    })
+    .clone()
+}
+
+/// One permission: API group, resource (with `/subresource`), verb.
+pub type Permission = (String, String, String);
+
+/// Where a permission applies: cluster-wide (a ClusterRole) or in one namespace (a Role).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scope {
+    /// Every namespace and cluster-scoped objects.
+    Cluster,
+    /// One namespace.
+    Namespace(String),
+}
+
+/// What the shipped roles bound to the operator grant, by scope. `resourceNames` are ignored:
+/// the comparison is per (group, resource, verb).
+pub fn granted_permissions(objects: &[Value]) -> BTreeMap<Scope, BTreeSet<Permission>> {
+    let bound: BTreeSet<(String, String, Scope)> = objects
+        .iter()
+        .filter(|o| {
+            matches!(
+                o["kind"].as_str(),
+                Some("ClusterRoleBinding" | "RoleBinding")
+            )
+        })
+        .filter(|o| {
+            o["subjects"].as_array().is_some_and(|subjects| {
+                subjects.iter().any(|s| {
+                    s["kind"] == "ServiceAccount"
+                        && s["name"] == SERVICE_ACCOUNT
+                        && s["namespace"] == NAMESPACE
+                })
+            })
+        })
+        .map(|o| {
+            let scope = match o["metadata"]["namespace"].as_str() {
+                Some(ns) if o["kind"] == "RoleBinding" => Scope::Namespace(ns.to_string()),
+                _ => Scope::Cluster,
+            };
+            let role_ref = &o["roleRef"];
+            (
+                role_ref["kind"].as_str().unwrap_or_default().to_string(),
+                role_ref["name"].as_str().unwrap_or_default().to_string(),
+                scope,
+            )
+        })
+        .collect();
+    let mut granted: BTreeMap<Scope, BTreeSet<Permission>> = BTreeMap::new();
+    for (kind, name, scope) in bound {
+        let role = objects
+            .iter()
+            .find(|o| o["kind"] == kind.as_str() && o["metadata"]["name"] == name.as_str())
+            .unwrap_or_else(|| panic!("{kind} {name} is bound to the operator but not shipped"));
+        granted
+            .entry(scope)
+            .or_default()
+            .extend(expand_rules(&role["rules"]));
+    }
+    granted
+}
+
+/// Every (group, resource, verb) a list of PolicyRules names.
+fn expand_rules(rules: &Value) -> Vec<Permission> {
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    for rule in rules.as_array().into_iter().flatten() {
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                for verb in strings(&rule["verbs"]) {
+                    out.push((group.clone(), resource.clone(), verb));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What the audit log shows the operator needed, and what it was refused.
+#[derive(Debug, Default)]
+pub struct Usage {
+    /// Permissions needed, by scope (a namespaced request is attributed to its namespace).
+    pub needed: BTreeSet<(Permission, Option<String>)>,
+    /// Why each permission was needed: one example request.
+    pub example: BTreeMap<Permission, String>,
+    /// Requests the authorizer (or the ownerReference admission check) refused.
+    pub denied: Vec<String>,
+    /// How many of the operator's requests were read.
+    pub requests: usize,
+}
+
+/// Reads the audit log, keeping requests received at or after `since` (RFC 3339, optional).
+pub fn required_permissions(audit_log: &Path, since: Option<&str>, plurals: &Plurals) -> Usage {
+    let since = since.map(|s| {
+        s.parse::<k8s_openapi::jiff::Timestamp>()
+            .unwrap_or_else(|e| panic!("AGENTIC_AUDIT_SINCE={s} is not a timestamp: {e}"))
+    });
+    let text = std::fs::read_to_string(audit_log)
+        .unwrap_or_else(|e| panic!("reading the audit log {}: {e}", audit_log.display()));
+    // One entry per request: its last stage wins (ResponseComplete over ResponseStarted).
+    let mut events: BTreeMap<String, Value> = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let Ok(event) = serde_json::from_str::<Value>(line) else {
+            continue; // a line being written as we read
+        };
+        if event["user"]["username"] != USER {
+            continue;
+        }
+        if let (Some(since), Some(at)) = (since, event["requestReceivedTimestamp"].as_str())
+            && at
+                .parse::<k8s_openapi::jiff::Timestamp>()
+                .is_ok_and(|at| at < since)
+        {
+            continue;
+        }
+        let id = event["auditID"].as_str().unwrap_or_default().to_string();
+        let keep = events
+            .get(&id)
+            .is_none_or(|old| old["stage"] != "ResponseComplete");
+        if keep {
+            events.insert(id, event);
+        }
+    }
+    let mut usage = Usage {
+        requests: events.len(),
+        ..Default::default()
+    };
+    for event in events.values() {
+        let object = &event["objectRef"];
+        let verb = event["verb"].as_str().unwrap_or_default();
+        let code = event["responseStatus"]["code"].as_u64().unwrap_or(0);
+        let uri = event["requestURI"].as_str().unwrap_or_default();
+        let namespace = object["namespace"].as_str().map(str::to_string);
+        let group = object["apiGroup"].as_str().unwrap_or_default().to_string();
+        let mut resource = object["resource"].as_str().unwrap_or_default().to_string();
+        if let Some(sub) = object["subresource"].as_str() {
+            resource = format!("{resource}/{sub}");
+        }
+        let decision = event["annotations"]["authorization.k8s.io/decision"]
+            .as_str()
+            .unwrap_or_default();
+        let message = event["responseStatus"]["message"]
+            .as_str()
+            .unwrap_or_default();
+        if decision == "forbid" || (code == 403 && message.contains("blockOwnerDeletion")) {
+            usage
+                .denied
+                .push(format!("{verb} {uri} ({code}): {message}"));
+            continue;
+        }
+        if decision != "allow" {
+            continue;
+        }
+        let mut need = |group: &str, resource: &str, verb: &str, why: String| {
+            let permission = (group.to_string(), resource.to_string(), verb.to_string());
+            usage.example.entry(permission.clone()).or_insert(why);
+            usage.needed.insert((permission, namespace.clone()));
+        };
+        need(&group, &resource, verb, format!("{verb} {uri}"));
+        // Server-side apply that creates the object is authorized as create too.
+        if verb == "patch" && code == 201 {
+            need(
+                &group,
+                &resource,
+                "create",
+                format!("apply (created) {uri}"),
+            );
+        }
+        let body = &event["requestObject"];
+        if !(200..300).contains(&code) || body.is_null() {
+            continue;
+        }
+        // Creating a Role: RBAC lets nobody grant what it does not hold.
+        if group == "rbac.authorization.k8s.io" && resource == "roles" {
+            for (g, r, v) in expand_rules(&body["rules"]) {
+                need(&g, &r, &v, format!("granted by the Role created at {uri}"));
+            }
+        }
+        // Binding a ClusterRole: `bind` on it.
+        if group == "rbac.authorization.k8s.io"
+            && resource == "rolebindings"
+            && body["roleRef"]["kind"] == "ClusterRole"
+        {
+            let role = body["roleRef"]["name"].as_str().unwrap_or_default();
+            need(
+                "rbac.authorization.k8s.io",
+                "clusterroles",
+                "bind",
+                format!("RoleBinding to ClusterRole {role} at {uri}"),
+            );
+        }
+        // blockOwnerDeletion: update on the owner's finalizers (OwnerReferencesPermissionEnforcement).
+        for owner in body["metadata"]["ownerReferences"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            if owner["blockOwnerDeletion"] != true {
+                continue;
+            }
+            let api_version = owner["apiVersion"].as_str().unwrap_or_default();
+            let owner_group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+            let kind = owner["kind"].as_str().unwrap_or_default();
+            let plural = plurals
+                .get(&(owner_group.to_string(), kind.to_string()))
+                .unwrap_or_else(|| panic!("no plural known for owner kind {kind}"));
+            need(
+                owner_group,
+                &format!("{plural}/finalizers"),
+                "update",
+                format!("{kind} owner with blockOwnerDeletion at {uri}"),
+            );
+        }
+    }
+    usage
+}
+
+/// Resource plural by (group, kind), for the kinds the operator's objects are owned by.
+pub type Plurals = BTreeMap<(String, String), String>;
+
+/// Plurals of the project's CRDs (from `deploy/crds`).
+pub fn crd_plurals(cluster: &ClusterInfo) -> Plurals {
+    render(cluster, &deploy_dir().join("crds"))
+        .iter()
+        .map(|crd| {
+            let spec = &crd["spec"];
+            (
+                (
+                    spec["group"].as_str().unwrap_or_default().to_string(),
+                    spec["names"]["kind"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                ),
+                spec["names"]["plural"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Compares grants with needs; returns the human-readable problems (empty: exact match).
+pub fn compare(granted: &BTreeMap<Scope, BTreeSet<Permission>>, usage: &Usage) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (scope, permissions) in granted {
+        for permission in permissions {
+            let used = usage.needed.iter().any(|(p, ns)| {
+                p == permission
+                    && match scope {
+                        Scope::Cluster => true,
+                        Scope::Namespace(granted_ns) => ns.as_deref() == Some(granted_ns),
+                    }
+            });
+            if !used {
+                let (g, r, v) = permission;
+                let group = if g.is_empty() { "core" } else { g };
+                problems.push(format!(
+                    "granted but never needed during the suite: {v} {group}/{r} ({scope:?})"
+                ));
+            }
+        }
+    }
+    let all_granted: BTreeSet<&Permission> = granted.values().flatten().collect();
+    for (permission, _) in &usage.needed {
+        if !all_granted.contains(permission) {
+            let (g, r, v) = permission;
+            problems.push(format!(
+                "needed but not granted: {v} {g}/{r} (e.g. {})",
+                usage.example.get(permission).map_or("", String::as_str)
+            ));
+        }
+    }
+    problems.extend(
+        usage
+            .denied
+            .iter()
+            .map(|d| format!("denied to the operator: {d}")),
+    );
+    problems.sort();
+    problems.dedup();
+    problems
+}
