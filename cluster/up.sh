@@ -97,6 +97,24 @@ start etcd "$bin/etcd" --name local --data-dir "$state/etcd-data" \
 wait_for etcd 30 curl -fsS "http://127.0.0.1:$etcd_port/health"
 
 log "kube-apiserver on $server"
+# Audit log of the operator's deployed ServiceAccount only: tests/deploy.rs compares what it
+# used during the suite with the RBAC in deploy/. Bodies (Request level) for writes, which show
+# the Roles, roleRefs and ownerReferences RBAC and admission check; never Secret bodies.
+cat > "$state/audit-policy.yaml" <<'POLICY'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  users: ["system:serviceaccount:ambient-code:agentic-operator"]
+  resources: [{group: "", resources: [secrets]}]
+- level: Request
+  users: ["system:serviceaccount:ambient-code:agentic-operator"]
+  verbs: [create, update, patch]
+- level: Metadata
+  users: ["system:serviceaccount:ambient-code:agentic-operator"]
+- level: None
+POLICY
 # Watch cache off for PodTemplates only: the one kind nothing here uses, so tests can observe
 # etcd compaction answered with 410 Gone straight from etcd.
 start kube-apiserver "$bin/kube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" \
@@ -106,7 +124,10 @@ start kube-apiserver "$bin/kube-apiserver" --etcd-servers "http://127.0.0.1:$etc
   --service-account-issuer https://kubernetes.default.svc.cluster.local \
   --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
   --service-cluster-ip-range 10.0.0.0/24 --authorization-mode Node,RBAC --allow-privileged=true \
-  --watch-cache-sizes podtemplates#0 --max-requests-inflight 800 --max-mutating-requests-inflight 400
+  --watch-cache-sizes podtemplates#0 --max-requests-inflight 800 --max-mutating-requests-inflight 400 \
+  --enable-admission-plugins OwnerReferencesPermissionEnforcement \
+  --audit-policy-file "$state/audit-policy.yaml" --audit-log-path "$state/logs/audit.log" \
+  --audit-log-format json --audit-log-mode blocking
 wait_for kube-apiserver 90 curl_api /readyz
 
 log "kube-controller-manager, kube-scheduler"

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite against the cluster in AGENTIC_CLUSTER_DIR (see cluster/with-cluster.sh),
+# then the RBAC minimality check over the API server's audit log of that run: every verb that
+# deploy/base/rbac.yaml grants the operator must have been needed, and nothing denied
+# (tests/deploy.rs, shipped_rbac_grants_exactly_what_the_suite_needed).
+# Usage: tests/suite.sh [cargo test args...]
+set -euo pipefail
+: "${AGENTIC_CLUSTER_DIR:?run through cluster/with-cluster.sh}"
+since=$(date -u +%Y-%m-%dT%H:%M:%S.%6NZ)
+cargo test --workspace "$@"
+AGENTIC_AUDIT_SINCE=$since cargo test --test deploy -- --ignored --exact \
+  shipped_rbac_grants_exactly_what_the_suite_needed
