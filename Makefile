@@ -32,10 +32,10 @@ lint: ## formatting and clippy, warnings are errors
 test-unit: ## unit tests only (no cluster)
 	cargo test --workspace --lib --bins
 
-test: lint ## the whole suite: lint, unit tests, integration tests on a real control plane
+test: lint ## the whole suite: lint, unit tests, integration tests on a real control plane, RBAC check
 	cluster/build.sh >/dev/null
 	cargo test --workspace --no-run
-	cluster/with-cluster.sh cargo test --workspace
+	cluster/with-cluster.sh tests/suite.sh
 
 bench-queue: ## queue benchmarks, ours vs client-go vs kube-runtime; report in target/bench-report/
 	bash benches/run-queue-bench.sh
