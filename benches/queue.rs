@@ -324,8 +324,8 @@ fn bytes_per_key(f: impl FnOnce() -> Box<dyn std::any::Any>, n: usize) -> f64 {
     let kept = f();
     let stats = region.change();
     drop(kept);
-    (stats.bytes_allocated as f64 - stats.bytes_deallocated as f64 + stats.bytes_reallocated as f64)
-        / n as f64
+    // stats_alloc already folds realloc growth into bytes_allocated / bytes_deallocated.
+    (stats.bytes_allocated as f64 - stats.bytes_deallocated as f64) / n as f64
 }
 
 fn percentile(mut v: Vec<f64>, p: usize) -> f64 {

@@ -33,7 +33,8 @@ micro = {"serial_add_get_done": "ns/item", "serial_add_get_done_fair": "ns/item"
          "dedup_hit": "ns/op", "add_after": "ns/op"}
 for scen, unit in micro.items():
     for who in ("ours", "kube_runtime"):
-        est = crit / scen / who / "new/estimates.json"
+        # criterion names the directory "<function>_<parameter>" ("/" flattened)
+        est = crit / f"{scen}_{who}" / "new/estimates.json"
         if est.exists():
             put(scen, who, json.loads(est.read_text())["mean"]["point_estimate"], unit, "lower")
 
