@@ -172,3 +172,53 @@ async fn runner_token_is_refreshed_while_running() {
         "the AG-UI token is kept"
     );
 }
+
+#[tokio::test]
+async fn pod_stuck_terminating_is_force_deleted_after_its_grace_period_and_30s() {
+    let _serial = SERIAL.lock().await;
+    let cluster = ClusterInfo::from_env();
+    start(&cluster);
+    let ns = TestNamespace::create(&cluster, "stuck-pod").await;
+    let env = [("SIM_OUTCOME", "hang"), ("SIM_IGNORE_DELETE", "true")];
+    create(&ns.client, &ns.name, &session("sticky", &env)).await;
+    wait_for_phase(&ns.client, &ns.name, "sticky", Phase::Running, LIMIT).await;
+    annotate(
+        &ns.client,
+        &ns.name,
+        "sticky",
+        keys::DESIRED_PHASE_ANNOTATION,
+        Some("Stopped"),
+    )
+    .await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = ns.api();
+    wait_until("the pod to be terminating", LIMIT, || async {
+        let list = pods.list(&kube::api::ListParams::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|p| p.metadata.deletion_timestamp.is_some())
+            .then_some(())
+    })
+    .await;
+    // kwok never finishes this pod's termination: only the operator's force delete (30 s grace
+    // period + 30 s) lets the session reach Stopped.
+    wait_for_phase(
+        &ns.client,
+        &ns.name,
+        "sticky",
+        Phase::Stopped,
+        Duration::from_secs(120),
+    )
+    .await;
+    let left = pods
+        .list(&kube::api::ListParams::default())
+        .await
+        .expect("listing pods");
+    assert!(
+        left.items.is_empty(),
+        "{:?}",
+        left.items
+            .iter()
+            .map(|p| &p.metadata.name)
+            .collect::<Vec<_>>()
+    );
+}

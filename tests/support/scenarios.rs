@@ -40,6 +40,7 @@ macro_rules! lifecycle_tests {
             group_access_changes_create_and_prune_role_bindings,
             spec_the_schema_cannot_check_fails_as_invalid_spec,
             garbage_desired_phase_is_ignored,
+            stop_requested_before_the_start_ends_stopped_without_a_job,
         );
     };
     (@tests $engine:expr; $($name:ident),* $(,)?) => {
@@ -104,6 +105,23 @@ pub async fn session_completes_and_its_job_is_deleted(cluster: &ClusterInfo) {
     assert_eq!(status.job_name.as_deref(), Some("ok-job"));
     assert_eq!(ready_reason_of(&status), Some("Completed".into()));
     gone(&ns.api::<Job>(), "ok-job").await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
+    wait_until("an Event per transition", LIMIT, || async {
+        let reasons: Vec<String> = events
+            .list(&kube::api::ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("ok"))
+            .filter_map(|e| e.reason)
+            .collect();
+        ["Creating", "Running", "Completed"]
+            .iter()
+            .all(|r| reasons.iter().any(|x| x == r))
+            .then_some(())
+    })
+    .await;
 }
 
 fn ready_reason_of(status: &agentic_crds::AgenticSessionStatus) -> Option<String> {
@@ -572,4 +590,30 @@ pub async fn garbage_desired_phase_is_ignored(cluster: &ClusterInfo) {
     );
     create(&ns.client, &ns.name, &s).await;
     wait_for_phase(&ns.client, &ns.name, "odd", Phase::Completed, LIMIT).await;
+}
+
+/// A session created with a stop request never gets a Job and ends Stopped (user).
+pub async fn stop_requested_before_the_start_ends_stopped_without_a_job(cluster: &ClusterInfo) {
+    let ns = TestNamespace::create(cluster, "stop-pending").await;
+    let mut s = session("never", &[]);
+    s.metadata.annotations = Some(
+        [(
+            keys::DESIRED_PHASE_ANNOTATION.to_string(),
+            "Stopped".to_string(),
+        )]
+        .into(),
+    );
+    create(&ns.client, &ns.name, &s).await;
+    let stopped = wait_for_phase(&ns.client, &ns.name, "never", Phase::Stopped, LIMIT).await;
+    assert_eq!(
+        stopped.status.and_then(|s| s.stopped_reason),
+        Some(StoppedReason::User)
+    );
+    assert!(
+        ns.api::<Job>()
+            .get_opt("never-job")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
