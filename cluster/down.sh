@@ -15,6 +15,15 @@ if $check; then
   exit 0
 fi
 
+# Operators that tests ran as child processes (tests/support/process.rs) and left behind; the
+# cmdline check guards against a recycled PID.
+for f in "$state"/pids/operator-*.pid; do
+  [ -f "$f" ] || continue
+  pid=$(cat "$f")
+  grep -qa agentic-operator "/proc/$pid/cmdline" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+  rm -f "$f"
+done
+
 for p in "${order[@]}"; do
   f=$state/pids/$p.pid
   [ -f "$f" ] || continue
