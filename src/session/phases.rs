@@ -91,7 +91,7 @@ impl Effect {
     pub fn runs_after_status(&self) -> bool {
         matches!(
             self,
-            Effect::ClearStopAnnotations | Effect::ClearStartRequest
+            Effect::ClearStopAnnotations | Effect::ClearStartRequest | Effect::RecordIdentity
         )
     }
 }
@@ -188,6 +188,11 @@ fn pending(b: &mut PlanBuilder<'_, '_>) {
         return;
     }
     match b.job_state() {
+        // Finished, but made by this very run: an earlier attempt created it and its status
+        // write was lost (a crash, a lost Lease, a conflict). No startTime means no run was
+        // ever recorded, so no earlier run could have made it: adopt it below (Creating then
+        // records its outcome) instead of running the session a second time.
+        Some(JobState::Succeeded | JobState::Failed { .. }) if b.status.start_time.is_none() => {}
         // A finished or dying Job from an earlier run must be gone before a new one is made
         // under the same name.
         Some(JobState::Succeeded | JobState::Failed { .. }) => {
@@ -859,6 +864,36 @@ mod tests {
         assert_eq!(plan.status.observed_generation, Some(1));
         assert_eq!(plan.requeue_after, Some(START_TIMEOUT));
         assert_eq!(plan.notes.len(), 1, "the transition is announced");
+    }
+
+    #[test]
+    fn pending_first_run_adopts_its_own_finished_job_instead_of_running_again() {
+        let s = session("demo"); // no status: no run was ever recorded
+        let done = job(1, Some(("Complete", "Completed")));
+        let plan = plan(&observe(&s, Some(&done), vec![], 5));
+        assert!(
+            !plan.effects.contains(&Effect::DeleteJob),
+            "{:?}",
+            plan.effects
+        );
+        assert_eq!(plan.status.phase, Phase::Creating);
+    }
+
+    #[test]
+    fn pending_restart_replaces_the_finished_job_of_the_earlier_run() {
+        let s = in_phase(Phase::Pending, None); // startTime set by the restart
+        let done = job(1, Some(("Complete", "Completed")));
+        let plan = plan(&observe(&s, Some(&done), vec![], 5));
+        assert_eq!(plan.effects, vec![Effect::DeleteJob]);
+        assert_eq!(plan.status.phase, Phase::Pending);
+    }
+
+    #[test]
+    fn identity_is_recorded_on_the_session_after_the_status_write() {
+        // Patching the session first would change its resourceVersion and void the guarded
+        // status write (a conflict on every session's first reconcile).
+        assert!(Effect::RecordIdentity.runs_after_status());
+        assert!(!Effect::CreateJob { is_resume: false }.runs_after_status());
     }
 
     #[test]
