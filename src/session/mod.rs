@@ -145,6 +145,12 @@ async fn reconcile_session(
                 fresh.slim();
                 Arc::new(fresh)
             });
+        if job.is_none() && session_is_stale(session, namespace, ctx).await? {
+            // The Job may be gone because this session finished (the Job is deleted before the
+            // Completed status is written) and the cache has not seen that write yet:
+            // recreating it now would run the session twice. Look again once the cache caught up.
+            return Ok(Some(CACHE_CATCH_UP));
+        }
     }
     let mut pods = ctx.caches.pods_of(namespace, &name);
     if job.as_deref().is_some_and(job_failed) && !pods.iter().any(|p| runner_terminated(p)) {
@@ -193,6 +199,24 @@ async fn reconcile_session(
     };
     let plan = phases::plan(&observed);
     execute(session, namespace, phase, plan, ctx).await
+}
+
+/// How soon to look again at a session whose cached copy is behind the API server.
+const CACHE_CATCH_UP: Duration = Duration::from_millis(100);
+
+/// Whether the API server holds a newer version of `session` than the cache handed us.
+async fn session_is_stale(
+    session: &AgenticSession,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<bool, SessionError> {
+    let name = session.name_any();
+    let api: Api<AgenticSession> = Api::namespaced(ctx.client.clone(), namespace);
+    let fresh =
+        api.get_opt(&name)
+            .await
+            .map_err(api_error("get", "AgenticSession", namespace, &name))?;
+    Ok(fresh.is_some_and(|fresh| fresh.resource_version() != session.resource_version()))
 }
 
 fn job_failed(job: &Job) -> bool {
@@ -301,7 +325,7 @@ async fn execute(
             session = %session.name_any(),
             from = %phase,
             to = %plan.status.phase,
-            message = plan.status.message.as_deref().unwrap_or_default(),
+            detail = plan.status.message.as_deref().unwrap_or_default(),
             "phase transition"
         );
     }
