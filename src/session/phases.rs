@@ -246,14 +246,8 @@ fn creating(b: &mut PlanBuilder<'_, '_>) {
     if b.desired() == Some(keys::DESIRED_PHASE_STOPPED) {
         return b.stop();
     }
-    let Some(job_state) = b.job_state() else {
-        return b.recreate_job();
-    };
-    match job_state {
-        JobState::Succeeded => return b.complete(),
-        JobState::Failed { reason, message } => return b.fail_from_job(&reason, &message),
-        JobState::Deleting => return b.recreate_job(),
-        JobState::Active => {}
+    if b.settled_by_job() {
+        return;
     }
     match b.runner_state() {
         RunnerState::Running => b.runner_started(),
@@ -274,14 +268,8 @@ fn running(b: &mut PlanBuilder<'_, '_>) {
     if b.desired() == Some(keys::DESIRED_PHASE_RUNNING) {
         b.effect(Effect::ClearStartRequest);
     }
-    let Some(job_state) = b.job_state() else {
-        return b.recreate_job();
-    };
-    match job_state {
-        JobState::Succeeded => return b.complete(),
-        JobState::Failed { reason, message } => return b.fail_from_job(&reason, &message),
-        JobState::Deleting => return b.recreate_job(),
-        JobState::Active => {}
+    if b.settled_by_job() {
+        return;
     }
     match b.runner_state() {
         RunnerState::Died { exit_code, detail } => return b.fail_from_runner(exit_code, &detail),
@@ -584,6 +572,18 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
             },
             None => RunnerState::Waiting,
         }
+    }
+
+    /// Acts on the Job's verdict: gone or going → recreate; succeeded → complete; failed →
+    /// fail. Returns false (doing nothing) while the Job is active.
+    fn settled_by_job(&mut self) -> bool {
+        match self.job_state() {
+            None | Some(JobState::Deleting) => self.recreate_job(),
+            Some(JobState::Succeeded) => self.complete(),
+            Some(JobState::Failed { reason, message }) => self.fail_from_job(&reason, &message),
+            Some(JobState::Active) => return false,
+        }
+        true
     }
 
     fn stop(&mut self) {

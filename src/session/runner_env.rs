@@ -156,28 +156,9 @@ mod tests {
     }
 
     #[test]
-    fn every_variable_of_the_contract_is_set() {
+    fn every_reserved_variable_is_set() {
         let env = env_of(&session("demo"), false);
-        for name in [
-            "AGENTIC_SESSION_NAME",
-            "AGENTIC_SESSION_NAMESPACE",
-            "SESSION_ID",
-            "PROJECT_NAME",
-            "WORKSPACE_PATH",
-            "INITIAL_PROMPT",
-            "LLM_MODEL",
-            "LLM_TEMPERATURE",
-            "LLM_MAX_TOKENS",
-            "TIMEOUT",
-            "REPOS_JSON",
-            "USER_ID",
-            "USER_NAME",
-            "IS_RESUME",
-            "PARENT_SESSION_ID",
-            "CUSTOM_MCP_SERVERS",
-            "BACKEND_API_URL",
-            "AGUI_TOKEN",
-        ] {
+        for name in agentic_crds::RESERVED_ENV_NAMES.iter().copied() {
             assert!(env.iter().any(|e| e.name == name), "{name} missing");
         }
         assert_eq!(value(&env, "WORKSPACE_PATH"), Some("/workspace"));
