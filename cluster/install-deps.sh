@@ -11,6 +11,8 @@ need openssl openssl
 need python3 python3
 need setsid util-linux
 need base64 coreutils
+# tests/prometheus.rs runs a real Prometheus (the binary only; the package's service is not used).
+need prometheus prometheus
 if [ ${#missing[@]} -gt 0 ]; then
   echo "[deps] installing Debian packages: ${missing[*]}" >&2
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
