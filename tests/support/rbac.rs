@@ -288,14 +288,13 @@ pub fn required_permissions(audit_log: &Path, since: Option<&str>, plurals: &Plu
         s.parse::<k8s_openapi::jiff::Timestamp>()
             .unwrap_or_else(|e| panic!("AGENTIC_AUDIT_SINCE={s} is not a timestamp: {e}"))
     });
-    let text = std::fs::read_to_string(audit_log)
-        .unwrap_or_else(|e| {
-            panic!(
-                "reading the audit log {}: {e}; a cluster started before cluster/up.sh enabled \
+    let text = std::fs::read_to_string(audit_log).unwrap_or_else(|e| {
+        panic!(
+            "reading the audit log {}: {e}; a cluster started before cluster/up.sh enabled \
                  auditing has none: restart it",
-                audit_log.display()
-            )
-        });
+            audit_log.display()
+        )
+    });
     // One entry per request: its last stage wins (ResponseComplete over ResponseStarted).
     let mut events: BTreeMap<String, Value> = BTreeMap::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
