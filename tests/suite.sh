@@ -3,10 +3,11 @@
 # then the RBAC minimality check over the API server's audit log of that run: every verb that
 # deploy/base/rbac.yaml grants the operator must have been needed, and nothing denied
 # (tests/deploy.rs, shipped_rbac_grants_exactly_what_the_suite_needed).
-# Usage: tests/suite.sh [cargo test args...]
+# Usage: tests/suite.sh [cargo args, e.g. --features ...]
 set -euo pipefail
 : "${AGENTIC_CLUSTER_DIR:?run through cluster/with-cluster.sh}"
 since=$(date -u +%Y-%m-%dT%H:%M:%S.%6NZ)
 cargo test --workspace "$@"
-AGENTIC_AUDIT_SINCE=$since cargo test --test deploy -- --ignored --exact \
+# Same cargo args (e.g. --features), so nothing is rebuilt.
+AGENTIC_AUDIT_SINCE=$since cargo test "$@" --test deploy -- --ignored --exact \
   shipped_rbac_grants_exactly_what_the_suite_needed
