@@ -392,7 +392,7 @@ async fn apply_effect(
             let api: Api<Job> = Api::namespaced(client, namespace);
             create_if_missing(&api, &job, namespace, "Job").await?;
         }
-        Effect::DeleteJob => {
+        Effect::DeleteJob | Effect::RetireJob => {
             let api: Api<Job> = Api::namespaced(client, namespace);
             let job_name = names::job_name(&name);
             delete_if_present(

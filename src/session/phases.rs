@@ -70,6 +70,10 @@ pub enum Effect {
     },
     /// Delete the Job with background propagation (NotFound counts as success).
     DeleteJob,
+    /// After: delete the Job of a run whose outcome the status now records. Never before the
+    /// write: a Job gone while the session still reads Running looks deleted behind our back
+    /// and would be made again (a second run).
+    RetireJob,
     /// Delete these pods (normal grace).
     DeletePods(Vec<String>),
     /// Delete these pods with grace period 0.
@@ -91,7 +95,10 @@ impl Effect {
     pub fn runs_after_status(&self) -> bool {
         matches!(
             self,
-            Effect::ClearStopAnnotations | Effect::ClearStartRequest | Effect::RecordIdentity
+            Effect::ClearStopAnnotations
+                | Effect::ClearStartRequest
+                | Effect::RecordIdentity
+                | Effect::RetireJob
         )
     }
 }
@@ -669,7 +676,6 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
             .unwrap_or(self.observed.now);
         let deadline = created + signed(self.observed.start_timeout);
         if self.observed.now >= deadline {
-            self.effect(Effect::DeleteJob);
             let message = format!(
                 "runner did not start within {}s",
                 self.observed.start_timeout.as_secs()
@@ -721,7 +727,7 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
     }
 
     fn complete(&mut self) {
-        self.effect(Effect::DeleteJob);
+        self.effect(Effect::RetireJob);
         self.status.completion_time = Some(self.now());
         self.condition(
             types::READY,
@@ -739,20 +745,17 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
                 "session exceeded its timeout of {}s",
                 self.observed.session.spec.timeout
             );
-            self.effect(Effect::DeleteJob);
             return self.fail(reasons::TIMEOUT, message);
         }
         // Prefer what the runner itself reported.
         if let RunnerState::Died { exit_code, detail } = self.runner_state() {
             return self.fail_from_runner(exit_code, &detail);
         }
-        self.effect(Effect::DeleteJob);
         let message = format!("runner Job failed: {job_reason}: {job_message}");
         self.fail(reasons::RUNNER_FAILED, message);
     }
 
     fn fail_from_runner(&mut self, exit_code: Option<i32>, detail: &str) {
-        self.effect(Effect::DeleteJob);
         let mut message = match exit_code {
             Some(code) => format!("runner exited with code {code}"),
             None => "runner pod failed".to_string(),
@@ -770,7 +773,7 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
 
     fn fail(&mut self, reason: &str, message: String) {
         if self.observed.job.is_some() {
-            self.effect(Effect::DeleteJob);
+            self.effect(Effect::RetireJob);
         }
         self.status.completion_time = Some(self.now());
         self.condition(types::READY, false, reason, &message);
@@ -889,6 +892,12 @@ mod tests {
     }
 
     #[test]
+    fn a_finished_runs_job_is_deleted_only_after_its_outcome_is_written() {
+        assert!(Effect::RetireJob.runs_after_status());
+        assert!(!Effect::DeleteJob.runs_after_status());
+    }
+
+    #[test]
     fn identity_is_recorded_on_the_session_after_the_status_write() {
         // Patching the session first would change its resourceVersion and void the guarded
         // status write (a conflict on every session's first reconcile).
@@ -961,7 +970,7 @@ mod tests {
             condition(&plan, types::READY).reason.as_deref(),
             Some(reasons::START_TIMEOUT)
         );
-        assert!(plan.effects.contains(&Effect::DeleteJob));
+        assert!(plan.effects.contains(&Effect::RetireJob));
     }
 
     #[test]
@@ -984,7 +993,7 @@ mod tests {
             let plan = plan(&observe(&s, Some(&j), vec![], 5));
             assert_eq!(plan.status.phase, Phase::Completed);
             assert!(plan.status.completion_time.is_some());
-            assert_eq!(plan.effects, vec![Effect::DeleteJob]);
+            assert_eq!(plan.effects, vec![Effect::RetireJob]);
         }
     }
 
@@ -1005,7 +1014,7 @@ mod tests {
                 condition(&plan, types::READY).reason.as_deref(),
                 Some(reason)
             );
-            assert!(plan.effects.contains(&Effect::DeleteJob));
+            assert!(plan.effects.contains(&Effect::RetireJob));
         }
     }
 
