@@ -186,11 +186,17 @@ impl<K: Clone + Eq + Hash> Core<K> {
     }
 
     fn find(&self, key: &K) -> Option<u32> {
+        self.find_hashed(key).1
+    }
+
+    fn find_hashed(&self, key: &K) -> (u64, Option<u32>) {
         let hash = self.hasher.hash_one(key);
         let slots = &self.slots;
-        self.table
+        let idx = self
+            .table
             .find(hash, |&i| slots[i as usize].key.as_ref() == Some(key))
-            .copied()
+            .copied();
+        (hash, idx)
     }
 
     fn find_or_insert(&mut self, key: &K) -> u32 {
@@ -239,15 +245,15 @@ impl<K: Clone + Eq + Hash> Core<K> {
     }
 
     /// Releases the slot of a key the queue no longer needs to remember.
-    fn maybe_free(&mut self, idx: u32) {
+    /// `hash` is the key's hash (the callers just looked it up).
+    fn maybe_free(&mut self, idx: u32, hash: u64) {
         let s = &self.slots[idx as usize];
         if s.flags != 0 || s.requeues != 0 {
             return;
         }
-        let Some(key) = self.slots[idx as usize].key.take() else {
+        if self.slots[idx as usize].key.take().is_none() {
             return;
-        };
-        let hash = self.hasher.hash_one(&key);
+        }
         if let Ok(e) = self.table.find_entry(hash, |&i| i == idx) {
             e.remove();
         }
@@ -401,9 +407,9 @@ impl<K: Clone + Eq + Hash> Core<K> {
     }
 
     pub(crate) fn forget(&mut self, key: &K) {
-        if let Some(idx) = self.find(key) {
+        if let (hash, Some(idx)) = self.find_hashed(key) {
             self.slots[idx as usize].requeues = 0;
-            self.maybe_free(idx);
+            self.maybe_free(idx, hash);
         }
     }
 
@@ -556,7 +562,7 @@ impl<K: Clone + Eq + Hash> Core<K> {
 
     /// A worker finished `key`. Re-queues it if it was added meanwhile.
     pub(crate) fn done(&mut self, key: &K) -> Wake {
-        let Some(idx) = self.find(key) else {
+        let (hash, Some(idx)) = self.find_hashed(key) else {
             return Wake::default();
         };
         let flags = self.slots[idx as usize].flags;
@@ -591,7 +597,7 @@ impl<K: Clone + Eq + Hash> Core<K> {
         } else {
             self.slots[idx as usize].flags = flags & !PROCESSING;
         }
-        self.maybe_free(idx);
+        self.maybe_free(idx, hash);
         wake.all = self.is_drained();
         wake
     }
