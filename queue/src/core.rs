@@ -46,8 +46,10 @@ struct Slot<K> {
     deadline: u64,
     /// Retries that fired (saturating; the backoff is capped long before 65 535).
     requeues: u16,
-    /// Bumped on every reuse of the slot, so timers of a previous key never match.
-    generation: u16,
+    /// Low 16 bits of the sequence number of the slot's live timer: a heap entry fires only if
+    /// its own sequence matches, so entries left by a shortened or cancelled delay (or by a
+    /// previous key of a reused slot) never fire, even with an equal deadline.
+    timer_tag: u16,
     flags: u8,
     /// Stale entries of this slot still in the low lane (left by promotions). They are always
     /// older than a live entry, so the next `stale_low` low-lane pops of this slot are skipped.
@@ -69,7 +71,6 @@ struct Timer {
     idx: u32,
     /// For rate-limited timers: how long (ms, saturating) the key may then wait for a token.
     slack_ms: u32,
-    generation: u16,
 }
 
 /// Who must be woken after an operation (done by the caller, outside the lock).
@@ -214,7 +215,6 @@ impl<K: Clone + Eq + Hash> Core<K> {
                 s.key = Some(key.clone());
                 s.deadline = 0;
                 s.requeues = 0;
-                s.generation = s.generation.wrapping_add(1);
                 s.flags = 0;
                 i
             }
@@ -224,7 +224,7 @@ impl<K: Clone + Eq + Hash> Core<K> {
                     key: Some(key.clone()),
                     deadline: 0,
                     requeues: 0,
-                    generation: 0,
+                    timer_tag: 0,
                     flags: 0,
                     stale_low: 0,
                 });
@@ -373,17 +373,16 @@ impl<K: Clone + Eq + Hash> Core<K> {
             s.flags |= RATE_LIMITED;
         }
         s.deadline = at;
-        let generation = s.generation;
         let earliest = self.timers.peek().is_none_or(|Reverse(t)| at < t.at);
         self.timer_seq = self.timer_seq.wrapping_add(1);
         let seq = self.timer_seq;
+        self.slots[idx as usize].timer_tag = seq as u16;
         let slack_ms = u32::try_from(slack.unwrap_or(0) / 1_000_000).unwrap_or(u32::MAX);
         self.timers.push(Reverse(Timer {
             at,
             seq,
             idx,
             slack_ms,
-            generation,
         }));
         Wake {
             timekeeper: earliest,
@@ -440,7 +439,7 @@ impl<K: Clone + Eq + Hash> Core<K> {
                 break;
             };
             let s = &mut self.slots[t.idx as usize];
-            if s.flags & DELAYED == 0 || s.deadline != t.at || s.generation != t.generation {
+            if s.flags & DELAYED == 0 || s.deadline != t.at || s.timer_tag != t.seq as u16 {
                 continue;
             }
             if s.flags & RATE_LIMITED != 0 && self.bucket.is_some() {
