@@ -8,6 +8,7 @@ set -euo pipefail
 : "${AGENTIC_CLUSTER_DIR:?run through cluster/with-cluster.sh}"
 since=$(date -u +%Y-%m-%dT%H:%M:%S.%6NZ)
 cargo test --workspace "$@"
-# Same cargo args (e.g. --features), so nothing is rebuilt.
-AGENTIC_AUDIT_SINCE=$since cargo test "$@" --test deploy -- --ignored --exact \
+# Same package selection and cargo args (e.g. --features): the same feature resolution, so
+# nothing is rebuilt.
+AGENTIC_AUDIT_SINCE=$since cargo test --workspace "$@" --test deploy -- --ignored --exact \
   shipped_rbac_grants_exactly_what_the_suite_needed
