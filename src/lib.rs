@@ -1,7 +1,8 @@
 //! The Agentic Operator: runs AgenticSession custom resources as Kubernetes Jobs.
 //!
-//! `main.rs` parses [`config::Config`] and hands it to [`run`]; everything else lives in the
+//! `main.rs` parses [`config::Config`] and hands it to [`app::run`]; everything else lives in the
 //! modules below, one concept each.
+#![warn(missing_docs)]
 
 pub mod admin;
 pub mod app;
