@@ -1,11 +1,13 @@
 # The project's stable entry points. `make help` lists them.
 SHELL := bash
 CLUSTER_DIR := $(CURDIR)/.cluster
+# Test-only hooks (tests/faults.rs injects handler panics); never in release builds.
+TEST_FEATURES := agentic-operator/fault-injection
 
-.PHONY: help dev cluster-build cluster-up cluster-down test test-unit lint bench-queue
+.PHONY: help dev cluster-build cluster-up cluster-down test test-unit lint bench-queue bench-e2e test-faults-scale
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
 dev: ## local cluster + operator + a sample session, phases shown live; Ctrl-C to stop
 	@cluster/dev.sh
@@ -34,8 +36,8 @@ test-unit: ## unit tests only (no cluster)
 
 test: lint ## the whole suite: lint, unit tests, integration tests on a real control plane, RBAC check
 	cluster/build.sh >/dev/null
-	cargo test --workspace --no-run
-	cluster/with-cluster.sh tests/suite.sh
+	cargo test --workspace --features $(TEST_FEATURES) --no-run
+	cluster/with-cluster.sh tests/suite.sh --features $(TEST_FEATURES)
 
 bench-queue: ## queue benchmarks, ours vs client-go vs kube-runtime; report in target/bench-report/
 	bash benches/run-queue-bench.sh

@@ -5,6 +5,7 @@
 //! inactivity, token refresh) fire and failed keys converge. Slow, but never wrong.
 
 use std::collections::BTreeSet;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use agentic_crds::{AgenticSession, ProjectSettings, keys};
 use agentic_legacy::{Change, RetryDelays, WatchLoop};
 use dashmap::{DashMap, DashSet};
+use futures::FutureExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::runtime::reflector::store::Writer;
@@ -175,6 +177,13 @@ impl Shared {
             + 'static,
         F: Fn(&K) -> Vec<ObjectKey>,
     {
+        // The first list fills the cache the way kube's watcher does: Init, InitApply per
+        // object, InitDone. InitDone swaps the store's buffer in, so an object of the first list
+        // applied directly instead of buffered would be swapped out and forgotten (every object
+        // that existed before the operator started, managed namespaces included).
+        writer.apply_watcher_event(&Event::Init);
+        after_apply(&self.ctx, &Event::Init);
+        let mut listed = false;
         watch
             .run(
                 |change| {
@@ -183,11 +192,14 @@ impl Shared {
                         Change::Listed { .. } => Vec::new(),
                     };
                     let event = match change {
+                        Change::Applied(object) if !listed => Some(Event::InitApply(object)),
                         Change::Applied(object) => Some(Event::Apply(object)),
                         Change::Deleted(object) => Some(Event::Delete(object)),
                         Change::Listed { first } => {
                             if first {
+                                listed = true;
                                 writer.apply_watcher_event(&Event::InitDone);
+                                after_apply(&self.ctx, &Event::InitDone);
                                 if self.listed.fetch_add(1, Ordering::AcqRel) + 1 == KINDS {
                                     self.readiness.set(true);
                                     self.all_listed.notify_waiters();
@@ -215,14 +227,25 @@ impl Shared {
     }
 
     /// Handles `key` now, retrying a few times; a key still failing is left to the recheck.
+    /// A panicking handler is a failed attempt (SPEC §3): it must not take down the watch loop
+    /// or the recheck that called it.
     async fn handle_inline(&self, key: ObjectKey) {
         let lock = self.locks.entry(key.clone()).or_default().clone();
         let _held = lock.lock().await;
         let mut delays = RetryDelays::new(Duration::from_millis(50), Duration::from_secs(2));
         for attempt in 1..=INLINE_ATTEMPTS {
-            let result = handle(key.clone(), self.ctx.clone())
+            let outcome = AssertUnwindSafe(handle(key.clone(), self.ctx.clone()))
+                .catch_unwind()
                 .instrument(key.span())
                 .await;
+            let result = match outcome {
+                Ok(result) => result.map_err(|error| error.to_string()),
+                Err(panic) => {
+                    let message = panic_message(panic.as_ref());
+                    tracing::error!(?key, panic = message, "handler panicked");
+                    Err(format!("handler panicked: {message}"))
+                }
+            };
             match result {
                 Ok(_) => {
                     self.failed.remove(&key);
@@ -287,6 +310,15 @@ impl Shared {
             self.handle_inline(key).await;
         }
     }
+}
+
+/// The message a panic was raised with.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 fn session_key(session: &AgenticSession) -> Option<ObjectKey> {

@@ -5,6 +5,8 @@
 //! made from a stale view fails with a conflict and is retried instead of overwriting newer state.
 
 pub mod children;
+#[cfg(feature = "fault-injection")]
+pub mod fault_injection;
 mod identity;
 pub mod phases;
 pub mod runner_env;
@@ -110,6 +112,8 @@ pub async fn reconcile(
     if !ctx.caches.is_managed(&namespace) || session.meta().deletion_timestamp.is_some() {
         return Ok(None);
     }
+    #[cfg(feature = "fault-injection")]
+    fault_injection::maybe_panic(&session);
     let phase = session.status.as_ref().map(|s| s.phase).unwrap_or_default();
     let started = Instant::now();
     let result = reconcile_session(&session, &namespace, phase, ctx).await;

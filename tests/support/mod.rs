@@ -4,6 +4,7 @@
 //! (`make test` sets it). No cluster means a failing test with instructions, never a skip.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod faults;
 pub mod operator;
 pub mod process;
 pub mod rbac;
