@@ -41,3 +41,10 @@ test: lint ## the whole suite: lint, unit tests, integration tests on a real con
 
 bench-queue: ## queue benchmarks, ours vs client-go vs kube-runtime; report in target/bench-report/
 	bash benches/run-queue-bench.sh
+
+bench-e2e: ## operator end to end: 1k/5k sessions (E2E_10K=1 adds 10k), both engines vs a bare client, start-up with 10k
+	E2E_SIZES="$${E2E_SIZES:-1000 5000$(if $(E2E_10K), 10000)}" bash benches/run-e2e-bench.sh
+
+test-faults-scale: ## the fault tests (tests/faults.rs) with 1000 sessions each, on a throwaway cluster
+	FAULT_SESSIONS=$${FAULT_SESSIONS:-1000} cluster/with-cluster.sh \
+	  cargo test --release --features $(TEST_FEATURES) --test faults -- --test-threads=1

@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""Turns the load generator's results (benches/run-e2e-bench.sh) into e2e.json, e2e.md and plots.
+
+Usage: report.py RUNS_DIR OUT_DIR
+"""
+import glob
+import json
+import os
+import subprocess
+import sys
+
+runs_dir, out = sys.argv[1], sys.argv[2]
+MODES = ["baseline", "queue", "legacy"]
+TARGET_RATIO = 0.8
+TARGET_RSS_MIB = 100
+
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+results = {}
+for path in sorted(glob.glob(os.path.join(runs_dir, "*.json"))):
+    name = os.path.basename(path)[:-5]
+    mode, _, n = name.rpartition("-")
+    if mode in MODES:
+        results.setdefault(int(n), {})[mode] = load(path)
+
+startup = None
+for path in sorted(glob.glob(os.path.join(runs_dir, "startup-*.json"))):
+    startup = load(path)
+
+
+def fmt(x, digits=1):
+    if x is None:
+        return "–"
+    if isinstance(x, float) and x != x:  # NaN
+        return "–"
+    return f"{x:.{digits}f}"
+
+
+report = {"runs": {}, "startup": None, "targets": {}}
+rows = []
+for n in sorted(results):
+    by_mode = results[n]
+    base = by_mode.get("baseline", {}).get("summary", {}).get("running_per_s")
+    for mode in MODES:
+        r = by_mode.get(mode)
+        if not r:
+            continue
+        s = r["summary"]
+        rate = s.get("running_per_s")
+        ratio = rate / base if (rate and base) else None
+        proc = r.get("process", {})
+        entry = {
+            "sessions": n,
+            "mode": mode,
+            "complete": r.get("complete"),
+            "reached_running": s.get("reached_running"),
+            "all_running_s": s.get("all_running_s"),
+            "running_per_s": rate,
+            "ratio_vs_baseline": ratio,
+            "creates_done_s": r.get("creates_done_s"),
+            "to_creating": s.get("to_creating"),
+            "to_running": s.get("to_running"),
+            "peak_rss_mib": proc.get("peak_rss_mib"),
+            "cpu_seconds": proc.get("cpu_seconds"),
+            "api_requests": r.get("api_requests"),
+            "api_requests_per_session": (r.get("api_requests") or 0) / n if r.get("api_requests") == r.get("api_requests") else None,
+            "operator_ready_s": r.get("operator_ready_s"),
+        }
+        report["runs"][f"{mode}-{n}"] = entry
+        rows.append(entry)
+
+if startup:
+    report["startup"] = {k: v for k, v in startup.items() if k != "process"}
+    report["startup"]["peak_rss_mib"] = startup["process"]["peak_rss_mib"]
+    report["startup"]["cpu_seconds"] = startup["process"]["cpu_seconds"]
+
+# Targets.
+for entry in rows:
+    if entry["mode"] == "queue" and entry["ratio_vs_baseline"] is not None:
+        report["targets"][f"throughput-{entry['sessions']}"] = {
+            "ratio": entry["ratio_vs_baseline"], "target": TARGET_RATIO,
+            "met": entry["ratio_vs_baseline"] >= TARGET_RATIO}
+rss_runs = [e for e in rows if e["mode"] == "queue" and e["peak_rss_mib"]]
+if startup:
+    report["targets"]["memory-startup"] = {
+        "sessions": startup["backlog"], "peak_rss_mib": startup["process"]["peak_rss_mib"],
+        "target_mib": TARGET_RSS_MIB, "met": startup["process"]["peak_rss_mib"] <= TARGET_RSS_MIB}
+for e in rss_runs:
+    report["targets"][f"memory-{e['sessions']}"] = {
+        "peak_rss_mib": e["peak_rss_mib"], "target_mib": TARGET_RSS_MIB,
+        "met": e["peak_rss_mib"] <= TARGET_RSS_MIB}
+
+with open(os.path.join(out, "e2e.json"), "w") as f:
+    json.dump(report, f, indent=2)
+
+# Plots: latency to Creating / Running against creation time, per size, one series per mode.
+plots = []
+for n in sorted(results):
+    data_files = []
+    for mode in MODES:
+        r = results[n].get(mode)
+        if not r:
+            continue
+        path = os.path.join(runs_dir, f"plot-{mode}-{n}.dat")
+        with open(path, "w") as f:
+            for name, created, creating, running, terminal, phase in r["per_session"]:
+                if created is None:
+                    continue
+                c = creating - created if creating is not None else float("nan")
+                ru = running - created if running is not None else float("nan")
+                f.write(f"{created:.3f} {c:.3f} {ru:.3f}\n")
+        data_files.append((mode, path))
+    png = f"e2e-latency-{n}.png"
+    series = []
+    for mode, path in data_files:
+        series.append(f"'{path}' using 1:3 with points pt 7 ps 0.3 title '{mode}: to Running'")
+        series.append(f"'{path}' using 1:2 with points pt 6 ps 0.3 title '{mode}: to Creating'")
+    script = f"""
+set terminal pngcairo size 1000,600
+set output '{os.path.join(out, png)}'
+set title 'Phase latency of {n} sessions created at once'
+set xlabel 'session created at (s since the burst began)'
+set ylabel 'latency (s)'
+set key left top
+set datafile missing 'nan'
+plot {', '.join(series)}
+"""
+    subprocess.run(["gnuplot"], input=script.encode(), check=True)
+    plots.append(png)
+
+    # Operator RSS over time.
+    rss_series = []
+    for mode in ("queue", "legacy"):
+        r = results[n].get(mode)
+        if not r:
+            continue
+        path = os.path.join(runs_dir, f"rss-{mode}-{n}.dat")
+        with open(path, "w") as f:
+            for t, rss, cpu in r["process"]["samples"]:
+                f.write(f"{t:.3f} {rss:.2f} {cpu:.3f}\n")
+        rss_series.append(f"'{path}' using 1:2 with lines title '{mode} RSS (MiB)'")
+    if rss_series:
+        png = f"e2e-rss-{n}.png"
+        script = f"""
+set terminal pngcairo size 1000,400
+set output '{os.path.join(out, png)}'
+set title 'Operator RSS, {n} sessions'
+set xlabel 's'
+set ylabel 'MiB'
+plot {', '.join(rss_series)}
+"""
+        subprocess.run(["gnuplot"], input=script.encode(), check=True)
+        plots.append(png)
+
+# Markdown.
+lines = [
+    "# End-to-end bench (make bench-e2e)",
+    "",
+    "Each row is one run on a fresh local control plane (etcd, kube-apiserver, controller-manager,",
+    "scheduler, kwok with 3 fake nodes) on this machine. N sessions are created at once (32 in",
+    "flight) across 10 managed namespaces; runners hang so Running is observable. The baseline is a",
+    "bare client doing the operator's API writes per session (ServiceAccount, Role, RoleBinding,",
+    "TokenRequest, Secret, Job, status Creating + Event, annotation patch; status Running + Event",
+    "when the pod runs) with 10 concurrent reconciles and no operator. *rate* = sessions that",
+    "reached Running / time from the first create to the last Running; *ratio* = rate / baseline",
+    "rate (target ≥ 0.80). API requests are the API server's own count for the actor's identity",
+    "(FlowSchema dispatch counter); RSS and CPU are the operator process's (for the baseline, the",
+    "load generator process, which includes creating the sessions).",
+    "",
+    "| sessions | engine | all Running (s) | rate (/s) | ratio | p50 / p99 to Running (s) | peak RSS (MiB) | CPU (s) | API requests (per session) |",
+    "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+]
+for e in rows:
+    tr = e["to_running"] or {}
+    reqs = e["api_requests"]
+    per = e["api_requests_per_session"]
+    lines.append(
+        f"| {e['sessions']} | {e['mode']}{'' if e['complete'] else ' (incomplete)'} | {fmt(e['all_running_s'])} | "
+        f"{fmt(e['running_per_s'])} | {fmt(e['ratio_vs_baseline'], 2)} | "
+        f"{fmt(tr.get('p50'))} / {fmt(tr.get('p99'))} | {fmt(e['peak_rss_mib'])} | "
+        f"{fmt(e['cpu_seconds'])} | {fmt(reqs, 0)} ({fmt(per)}) |")
+if startup:
+    lines += [
+        "",
+        f"## Start-up with {startup['backlog']} existing sessions (never reconciled: a real backlog)",
+        "",
+        f"- ready (`/readyz` 200, every cache synced) after **{fmt(startup['ready_s'], 2)} s**",
+        f"- backlog: {startup['backlog_running']}/{startup['backlog']} Running, the last after "
+        f"{fmt(startup['backlog_all_running_s'])} s",
+        f"- peak RSS {fmt(startup['process']['peak_rss_mib'])} MiB, CPU {fmt(startup['process']['cpu_seconds'])} s",
+        "- new sessions created after ready, while the backlog drains (time to Running):",
+    ]
+    for p in startup["probes"]:
+        lines.append(f"  - {p['session']} created at {fmt(p['created_s'])} s: {fmt(p['to_running_s'], 2)} s")
+lines += ["", "## Targets", ""]
+for k, v in report["targets"].items():
+    lines.append(f"- {k}: {'met' if v['met'] else 'MISSED'} ({json.dumps({a: b for a, b in v.items() if a != 'met'})})")
+lines += [""] + [f"![{p}]({p})" for p in plots]
+with open(os.path.join(out, "e2e.md"), "w") as f:
+    f.write("\n".join(lines) + "\n")
+print("\n".join(lines))
