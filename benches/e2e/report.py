@@ -132,6 +132,32 @@ plot {', '.join(series)}
     subprocess.run(["gnuplot"], input=script.encode(), check=True)
     plots.append(png)
 
+    # Sessions Creating / Running over time (the throughput curve).
+    curves = []
+    for mode in MODES:
+        r = results[n].get(mode)
+        if not r:
+            continue
+        for column, phase in ((2, "Creating"), (3, "Running")):
+            times = sorted(row[column] for row in r["per_session"] if row[column] is not None)
+            path = os.path.join(runs_dir, f"curve-{mode}-{n}-{phase}.dat")
+            with open(path, "w") as f:
+                for i, t in enumerate(times, 1):
+                    f.write(f"{t:.3f} {i}\n")
+            curves.append(f"'{path}' using 1:2 with lines title '{mode}: {phase}'")
+    png = f"e2e-progress-{n}.png"
+    script = f"""
+set terminal pngcairo size 1000,600
+set output '{os.path.join(out, png)}'
+set title 'Sessions reaching Creating / Running over time, {n} created at once'
+set xlabel 's since the burst began'
+set ylabel 'sessions'
+set key left top
+plot {', '.join(curves)}
+"""
+    subprocess.run(["gnuplot"], input=script.encode(), check=True)
+    plots.append(png)
+
     # Operator RSS over time.
     rss_series = []
     for mode in ("queue", "legacy"):
