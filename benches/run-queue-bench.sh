@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 out="$root/target/bench-report"
 mkdir -p "$out"
+rm -f "$out/queue-rust.json" "$out/queue.json" "$out/queue.md"  # never report a stale run
 
 echo "== client-go util/workqueue" >&2
 (cd benches/go-workqueue && GOTOOLCHAIN=local GOFLAGS=-mod=readonly \
