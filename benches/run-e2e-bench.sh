@@ -8,6 +8,8 @@
 #        E2E_STARTUP=0 ...                   skip the start-up measurement (E2E_STARTUP=N: N sessions)
 #        E2E_MODES="baseline queue" ...      a subset of the modes
 #        E2E_STARTUP_TIMEOUT=300             how long to follow the start-up backlog (s)
+#        E2E_SETTLE=420 ...                  keep sampling the operator's RSS this long after each run
+#        E2E_RUNS_DIR=dir ...                raw results elsewhere (default target/bench-report/e2e-runs)
 #
 # Writes target/bench-report/e2e.json, e2e.md and e2e-*.png; raw per-run results and operator
 # logs under target/bench-report/e2e-runs/.
@@ -26,7 +28,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 out=$root/target/bench-report
-runs=$out/e2e-runs
+runs=${E2E_RUNS_DIR:-$out/e2e-runs}
 mkdir -p "$runs"
 sizes=${E2E_SIZES:-1000 5000}
 modes=${E2E_MODES:-baseline queue legacy}
@@ -100,6 +102,7 @@ for n in $sizes; do
         engine=(); [ "$mode" = legacy ] && engine=(--legacy-watch)
         "$loadgen" --mode operator --kubeconfig "$KUBECONFIG" --sessions "$n" --namespaces "$namespaces" \
           --flow-schema bench-operator --operator-bin "$operator_bin" --operator-log "$runs/$mode-$n.log" \
+          --settle-secs "${E2E_SETTLE:-0}" \
           --out "$result" -- --kubeconfig "$state/operator.kubeconfig" --namespace default \
           "${runner_flags[@]}" "${engine[@]}" ;;
       *) log "unknown mode $mode"; exit 2 ;;

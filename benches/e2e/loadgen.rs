@@ -104,6 +104,10 @@ struct Args {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 900)]
     timeout_secs: u64,
+    /// Keep sampling the operator this long after the run (RSS once bursts' transient state,
+    /// e.g. kube's 6-minute Event cache, has gone).
+    #[arg(long, default_value_t = 0)]
+    settle_secs: u64,
     /// Baseline: runner CPU request written into Jobs (the operator gets the same by flag).
     #[arg(long, default_value = "1m")]
     runner_cpu_request: String,
@@ -646,6 +650,10 @@ async fn burst(args: &Args, admin: Client) -> serde_json::Value {
         Some(fs) => dispatched(&admin, fs).await,
         None => f64::NAN,
     };
+    if args.settle_secs > 0 {
+        eprintln!("[loadgen] settling for {}s", args.settle_secs);
+        tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
+    }
     let process = sampler.finish();
     drop(operator);
     let snapshot = timelines.lock().clone();

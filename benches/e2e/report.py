@@ -65,6 +65,7 @@ for n in sorted(results):
             "to_creating": s.get("to_creating"),
             "to_running": s.get("to_running"),
             "peak_rss_mib": proc.get("peak_rss_mib"),
+            "final_rss_mib": proc.get("final_rss_mib"),
             "cpu_seconds": proc.get("cpu_seconds"),
             "api_requests": r.get("api_requests"),
             "api_requests_per_session": (r.get("api_requests") or 0) / n if r.get("api_requests") == r.get("api_requests") else None,
