@@ -206,6 +206,8 @@ async fn create_namespaces(args: &Args, admin: &Client) {
 fn bench_session(args: &Args, name: &str) -> AgenticSession {
     let mut spec = AgenticSessionSpec {
         initial_prompt: Some("benchmark".into()),
+        // Hanging runners must outlive the run (the default deadline is 300 s).
+        timeout: 3600,
         ..Default::default()
     };
     spec.environment_variables
