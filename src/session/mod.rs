@@ -157,21 +157,11 @@ async fn reconcile_session(
         }
     }
     let mut pods = ctx.caches.pods_of(namespace, &name);
+    let mut pods_are_fresh = false;
     if job.as_deref().is_some_and(job_failed) && !pods.iter().any(|p| runner_terminated(p)) {
         // The Job's verdict can overtake the pod's in the caches; the pod says why it failed.
-        let api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-        let selector = format!("{}={name}", keys::SESSION_LABEL);
-        pods = api
-            .list(&kube::api::ListParams::default().labels(&selector))
-            .await
-            .map_err(api_error("list pods of", "Pod", namespace, &name))?
-            .items
-            .into_iter()
-            .map(|mut pod| {
-                pod.slim();
-                Arc::new(pod)
-            })
-            .collect();
+        pods = fresh_pods(namespace, &name, ctx).await?;
+        pods_are_fresh = true;
     }
     let token_refreshed_at = ctx
         .caches
@@ -201,8 +191,47 @@ async fn reconcile_session(
             .err()
             .map(|e| e.to_string()),
     };
-    let plan = phases::plan(&observed);
+    let mut plan = phases::plan(&observed);
+    if !pods_are_fresh && gives_up_waiting_for_start(&plan) {
+        // Failing a session for not starting is final: decide it on the pods as the API server
+        // has them, not on a cache that may lag (the legacy engine's does under load).
+        let fresh = fresh_pods(namespace, &name, ctx).await?;
+        plan = phases::plan(&Observed {
+            pods: fresh.iter().map(Arc::as_ref).collect(),
+            ..observed
+        });
+    }
     execute(session, namespace, phase, plan, ctx).await
+}
+
+/// Whether the plan fails the session with StartTimeout.
+fn gives_up_waiting_for_start(plan: &Plan) -> bool {
+    plan.status.phase == Phase::Failed
+        && plan.status.conditions.iter().any(|c| {
+            c.type_ == agentic_crds::condition::types::READY
+                && c.reason.as_deref() == Some(agentic_crds::condition::reasons::START_TIMEOUT)
+        })
+}
+
+/// The session's pods read from the API server (slimmed like the cache's).
+async fn fresh_pods(
+    namespace: &str,
+    name: &str,
+    ctx: &Context,
+) -> Result<Vec<Arc<Pod>>, SessionError> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = format!("{}={name}", keys::SESSION_LABEL);
+    Ok(api
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await
+        .map_err(api_error("list pods of", "Pod", namespace, name))?
+        .items
+        .into_iter()
+        .map(|mut pod| {
+            pod.slim();
+            Arc::new(pod)
+        })
+        .collect())
 }
 
 /// How soon to look again at a session whose cached copy is behind the API server.
