@@ -29,15 +29,15 @@ cluster-down: ## stop the cluster started by cluster-up
 
 lint: ## formatting and clippy, warnings are errors
 	cargo fmt --all -- --check
-	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets --locked -- -D warnings
 
 test-unit: ## unit tests only (no cluster)
-	cargo test --workspace --lib --bins
+	cargo test --workspace --locked --lib --bins
 
 test: lint ## the whole suite: lint, unit tests, integration tests on a real control plane, RBAC check
 	cluster/build.sh >/dev/null
-	cargo test --workspace --features $(TEST_FEATURES) --no-run
-	cluster/with-cluster.sh tests/suite.sh --features $(TEST_FEATURES)
+	cargo test --workspace --locked --features $(TEST_FEATURES) --no-run
+	cluster/with-cluster.sh tests/suite.sh --locked --features $(TEST_FEATURES)
 
 bench-queue: ## queue benchmarks, ours vs client-go vs kube-runtime; report in target/bench-report/
 	bash benches/run-queue-bench.sh
