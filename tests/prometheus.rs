@@ -11,13 +11,9 @@ use std::time::Duration;
 
 use agentic_crds::{AgenticSession, Phase};
 use futures::future::join_all;
-use k8s_openapi::api::core::v1::{ResourceQuota, ResourceQuotaSpec};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use kube::Api;
-use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use support::operator::{create, session, wait_for_phase};
 use support::process::{OperatorProcess, free_port, http_get, metric_sum, url_encode};
-use support::{ClusterInfo, TestNamespace, wait_until};
+use support::{ClusterInfo, JobCreationBlocked, TestNamespace, wait_until};
 
 const LIMIT: Duration = Duration::from_secs(90);
 const SCRAPE_INTERVAL: Duration = Duration::from_secs(1);
@@ -198,26 +194,7 @@ async fn every_promql_example_of_the_readme_returns_data_from_a_real_prometheus(
     prometheus.wait_scrapes(2.0).await;
 
     // Second wave, with Job creation refused by a quota for a while: reconcile errors.
-    let quotas: Api<ResourceQuota> = ns.api();
-    let quota = ResourceQuota {
-        metadata: ObjectMeta {
-            name: Some("no-jobs".into()),
-            ..Default::default()
-        },
-        spec: Some(ResourceQuotaSpec {
-            hard: Some([("count/jobs.batch".to_string(), Quantity("0".into()))].into()),
-            ..Default::default()
-        }),
-        status: None,
-    };
-    quotas
-        .create(&PostParams::default(), &quota)
-        .await
-        .expect("creating the quota");
-    wait_until("the quota to be counted", LIMIT, || async {
-        quotas.get("no-jobs").await.ok()?.status?.hard.map(|_| ())
-    })
-    .await;
+    let blocked = JobCreationBlocked::in_namespace(&ns).await;
     let second = [
         succeed("second-0"),
         succeed("second-1"),
@@ -234,10 +211,7 @@ async fn every_promql_example_of_the_readme_returns_data_from_a_real_prometheus(
     })
     .await;
     prometheus.wait_scrapes(2.0).await;
-    quotas
-        .delete("no-jobs", &DeleteParams::default())
-        .await
-        .expect("deleting the quota");
+    blocked.lift().await;
     join_all(second.iter().map(|(s, phase)| {
         let name = s.metadata.name.as_deref().unwrap_or_default();
         wait_for_phase(client, &ns.name, name, *phase, LIMIT)

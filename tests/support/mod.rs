@@ -273,3 +273,49 @@ async fn etcd_post(endpoint: &str, path: &str, body: &str) -> serde_json::Value 
     );
     serde_json::from_slice(&bytes).expect("etcd answers JSON")
 }
+
+/// A ResourceQuota allowing no Jobs in the namespace: Job creation is refused (403) until
+/// [`JobCreationBlocked::lift`], a real transient error for the operator to retry through.
+pub struct JobCreationBlocked {
+    quotas: Api<k8s_openapi::api::core::v1::ResourceQuota>,
+}
+
+impl JobCreationBlocked {
+    /// Creates the quota and waits until the quota controller has counted it (only then does
+    /// admission enforce it).
+    pub async fn in_namespace(ns: &TestNamespace) -> Self {
+        use k8s_openapi::api::core::v1::{ResourceQuota, ResourceQuotaSpec};
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+        let quotas: Api<ResourceQuota> = ns.api();
+        let quota = ResourceQuota {
+            metadata: ObjectMeta {
+                name: Some("no-jobs".into()),
+                ..Default::default()
+            },
+            spec: Some(ResourceQuotaSpec {
+                hard: Some([("count/jobs.batch".to_string(), Quantity("0".into()))].into()),
+                ..Default::default()
+            }),
+            status: None,
+        };
+        quotas
+            .create(&PostParams::default(), &quota)
+            .await
+            .expect("creating the quota");
+        wait_until(
+            "the quota to be counted",
+            Duration::from_secs(60),
+            || async { quotas.get("no-jobs").await.ok()?.status?.hard.map(|_| ()) },
+        )
+        .await;
+        JobCreationBlocked { quotas }
+    }
+
+    /// Deletes the quota: Job creation works again.
+    pub async fn lift(self) {
+        self.quotas
+            .delete("no-jobs", &kube::api::DeleteParams::default())
+            .await
+            .expect("deleting the quota");
+    }
+}

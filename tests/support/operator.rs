@@ -1,8 +1,7 @@
 //! The operator under test, run in-process (its own runtime on its own thread, so it lives as
 //! long as the test binary and dies with it), plus helpers to drive and observe sessions.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -105,26 +104,7 @@ impl Operator {
         } else {
             &self.metrics_address
         };
-        let Ok(mut stream) = TcpStream::connect(address) else {
-            return (0, String::new());
-        };
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
-        if stream.write_all(request.as_bytes()).is_err() {
-            return (0, String::new());
-        }
-        let mut response = String::new();
-        let _ = stream.read_to_string(&mut response);
-        let status = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (status, body)
+        super::process::http_get(address, path)
     }
 }
 

@@ -6,16 +6,13 @@ use std::time::Duration;
 
 use agentic_crds::{AgenticSession, Phase, ProjectSettings, StoppedReason, keys};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{
-    Namespace, ResourceQuota, ResourceQuotaSpec, Secret, ServiceAccount,
-};
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client};
 
 use super::operator::{annotate, create, ready_reason, session, wait_for_phase};
-use super::{ClusterInfo, TestNamespace, wait_until};
+use super::{ClusterInfo, JobCreationBlocked, TestNamespace, wait_until};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -248,26 +245,7 @@ pub async fn stop_while_running_then_restart_resumes(cluster: &ClusterInfo) {
 /// resume (the original marked it as one).
 pub async fn first_run_after_a_transient_error_is_not_a_resume(cluster: &ClusterInfo) {
     let ns = TestNamespace::create(cluster, "transient").await;
-    let quotas: Api<ResourceQuota> = ns.api();
-    let quota = ResourceQuota {
-        metadata: ObjectMeta {
-            name: Some("no-jobs".into()),
-            ..Default::default()
-        },
-        spec: Some(ResourceQuotaSpec {
-            hard: Some([("count/jobs.batch".to_string(), Quantity("0".into()))].into()),
-            ..Default::default()
-        }),
-        status: None,
-    };
-    quotas
-        .create(&PostParams::default(), &quota)
-        .await
-        .expect("creating the quota");
-    wait_until("the quota to be counted", LIMIT, || async {
-        quotas.get("no-jobs").await.ok()?.status?.hard.map(|_| ())
-    })
-    .await;
+    let blocked = JobCreationBlocked::in_namespace(&ns).await;
     create(
         &ns.client,
         &ns.name,
@@ -283,10 +261,7 @@ pub async fn first_run_after_a_transient_error_is_not_a_resume(cluster: &Cluster
             .is_none()
     );
 
-    quotas
-        .delete("no-jobs", &DeleteParams::default())
-        .await
-        .expect("deleting the quota");
+    blocked.lift().await;
     wait_for_phase(&ns.client, &ns.name, "retried", Phase::Running, LIMIT).await;
     let job = running_job(&ns.client, &ns.name, "retried").await;
     assert_eq!(job_env(&job, "IS_RESUME").as_deref(), Some("false"));
