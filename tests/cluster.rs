@@ -16,7 +16,7 @@ use kube::api::{
 };
 use kube::core::WatchEvent;
 use kube::{Api, Resource, ResourceExt};
-use support::{ClusterInfo, TestNamespace, etcd_compact_now, wait_until};
+use support::{ClusterInfo, TestNamespace, etcd_compact_now, wait_until, wait_until_gone};
 
 /// A one-container Job whose simulated outcome is chosen by `SIM_*` environment variables.
 fn simulated_job(name: &str, env: &[(&str, &str)], deadline_seconds: Option<i64>) -> Job {
@@ -181,19 +181,8 @@ async fn deleting_an_owner_garbage_collects_its_dependents() {
         .delete("owner", &DeleteParams::background())
         .await
         .expect("deleting the owner");
-    wait_until(
-        "the garbage collector to delete the dependent",
-        Duration::from_secs(60),
-        || async {
-            secrets
-                .get_opt("dependent")
-                .await
-                .ok()?
-                .is_none()
-                .then_some(())
-        },
-    )
-    .await;
+    // The garbage collector deletes the dependent.
+    wait_until_gone(&secrets, "dependent").await;
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use kube::Api;
 use support::operator::{
     Engine, annotate, create, operator, ready_reason, session, wait_for_phase,
 };
-use support::{ClusterInfo, TestNamespace, wait_until};
+use support::{ClusterInfo, TestNamespace, wait_until, wait_until_gone};
 use tokio::sync::Mutex;
 
 const START_TIMEOUT: &str = "8s";
@@ -93,15 +93,7 @@ async fn unschedulable_runner_is_reported_then_fails_with_start_timeout() {
 
     let failed = wait_for_phase(&ns.client, &ns.name, "stuck", Phase::Failed, LIMIT).await;
     assert_eq!(ready_reason(&failed).as_deref(), Some("StartTimeout"));
-    wait_until("the Job to be deleted", LIMIT, || async {
-        ns.api::<Job>()
-            .get_opt("stuck-job")
-            .await
-            .ok()?
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    wait_until_gone(&ns.api::<Job>(), "stuck-job").await;
 }
 
 #[tokio::test]

@@ -411,7 +411,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::HashSet;
     use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -420,7 +420,8 @@ mod tests {
     use super::*;
     use crate::config::BucketConfig;
 
-    fn queue() -> WorkQueue<u32> {
+    /// A queue without the global bucket (per-key backoff only), for tests in this crate.
+    pub(crate) fn queue() -> WorkQueue<u32> {
         WorkQueue::new(QueueConfig {
             bucket: None,
             ..QueueConfig::default()

@@ -137,15 +137,7 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use super::*;
-    use crate::config::QueueConfig;
-
-    fn queue() -> WorkQueue<u32> {
-        WorkQueue::new(QueueConfig {
-            bucket: None,
-            ..QueueConfig::default()
-        })
-        .expect("valid config")
-    }
+    use crate::queue::tests::queue;
 
     #[tokio::test(start_paused = true)]
     async fn a_panicking_handler_counts_as_a_failure_and_the_worker_survives() {

@@ -7,7 +7,6 @@
 use std::collections::BTreeSet;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use agentic_crds::{AgenticSession, ProjectSettings, keys};
@@ -23,7 +22,7 @@ use tokio::sync::{Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{ObjectKey, handle};
+use super::{ObjectKey, SyncTracker, handle};
 use crate::admin::Readiness;
 use crate::caches::{CacheWriters, Slim, child_selector, managed_namespace_selector};
 use crate::context::Context;
@@ -44,9 +43,7 @@ struct Shared {
     failed: Arc<DashSet<ObjectKey>>,
     /// Set once every kind has listed and this replica leads: events are then handled.
     active: CancellationToken,
-    listed: Arc<AtomicUsize>,
-    readiness: Readiness,
-    all_listed: Arc<Notify>,
+    synced: Arc<SyncTracker>,
 }
 
 /// Runs the loops until `shutdown`.
@@ -62,9 +59,7 @@ pub async fn run(
         locks: Arc::default(),
         failed: Arc::default(),
         active: CancellationToken::new(),
-        listed: Arc::new(AtomicUsize::new(0)),
-        readiness,
-        all_listed: Arc::new(Notify::new()),
+        synced: Arc::new(SyncTracker::new(KINDS, readiness)),
     };
     let client = ctx.client.clone();
     let mut loops = tokio::task::JoinSet::new();
@@ -129,15 +124,9 @@ pub async fn run(
     ));
 
     // Handle events only once every cache is complete and this replica leads.
-    loop {
-        let notified = shared.all_listed.notified();
-        if shared.listed.load(Ordering::Acquire) >= KINDS {
-            break;
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            () = notified => {}
-        }
+    tokio::select! {
+        _ = shutdown.cancelled() => return,
+        () = shared.synced.wait() => {}
     }
     tracing::info!("caches synced");
     tokio::select! {
@@ -200,10 +189,7 @@ impl Shared {
                                 listed = true;
                                 writer.apply_watcher_event(&Event::InitDone);
                                 after_apply(&self.ctx, &Event::InitDone);
-                                if self.listed.fetch_add(1, Ordering::AcqRel) + 1 == KINDS {
-                                    self.readiness.set(true);
-                                    self.all_listed.notify_waiters();
-                                }
+                                self.synced.mark(true);
                             }
                             None
                         }

@@ -5,12 +5,15 @@
 pub mod legacy;
 pub mod queued;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use agentic_crds::keys;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
+use tokio::sync::Notify;
 
+use crate::admin::Readiness;
 use crate::context::Context;
 use crate::{namespace, project_settings, session};
 
@@ -115,4 +118,40 @@ pub fn sessions_in(ctx: &Context, namespace: &str) -> Vec<ObjectKey> {
             name: s.name_any(),
         })
         .collect()
+}
+
+/// Counts watches whose initial list completed; marks the operator ready when all have. Both
+/// engines start handling events only after [`SyncTracker::wait`] returns.
+pub(crate) struct SyncTracker {
+    remaining: AtomicUsize,
+    readiness: Readiness,
+    done: Notify,
+}
+
+impl SyncTracker {
+    pub(crate) fn new(watches: usize, readiness: Readiness) -> Self {
+        SyncTracker {
+            remaining: AtomicUsize::new(watches),
+            readiness,
+            done: Notify::new(),
+        }
+    }
+
+    /// Called on every InitDone; only the first per watch counts (`first` tells).
+    pub(crate) fn mark(&self, first: bool) {
+        if first && self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.readiness.set(true);
+            self.done.notify_waiters();
+        }
+    }
+
+    pub(crate) async fn wait(&self) {
+        loop {
+            let notified = self.done.notified();
+            if self.remaining.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
 }

@@ -12,7 +12,6 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use agentic_crds::{AgenticSession, ProjectSettings};
@@ -30,7 +29,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{ObjectKey, handle, sessions_in};
+use super::{ObjectKey, SyncTracker, handle, sessions_in};
 use crate::admin::Readiness;
 use crate::caches::{CacheWriters, Slim, child_selector, managed_namespace_selector};
 use crate::config::Config;
@@ -127,41 +126,6 @@ pub async fn run(
         )
         .await;
     Ok(report)
-}
-
-/// Counts watches whose initial list completed; marks the operator ready when all have.
-struct SyncTracker {
-    remaining: AtomicUsize,
-    readiness: Readiness,
-    done: Notify,
-}
-
-impl SyncTracker {
-    fn new(watches: usize, readiness: Readiness) -> Self {
-        SyncTracker {
-            remaining: AtomicUsize::new(watches),
-            readiness,
-            done: Notify::new(),
-        }
-    }
-
-    /// Called on every InitDone; only the first per watch counts (`first` tells).
-    fn mark(&self, first: bool) {
-        if first && self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.readiness.set(true);
-            self.done.notify_waiters();
-        }
-    }
-
-    async fn wait(&self) {
-        loop {
-            let notified = self.done.notified();
-            if self.remaining.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
 }
 
 /// The watch tasks and what they share.

@@ -225,6 +225,19 @@ where
     }
 }
 
+/// Waits (up to 60 s) until `name` no longer exists.
+pub async fn wait_until_gone<K>(api: &Api<K>, name: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    wait_until(
+        &format!("{name} to be deleted"),
+        Duration::from_secs(60),
+        || async { api.get_opt(name).await.ok()?.is_none().then_some(()) },
+    )
+    .await;
+}
+
 /// Compacts etcd at its current revision (all history before it is gone) and returns it.
 /// Talks to etcd's JSON gateway on loopback.
 pub async fn etcd_compact_now(endpoint: &str) -> i64 {

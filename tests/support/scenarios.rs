@@ -12,7 +12,7 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client};
 
 use super::operator::{annotate, create, ready_reason, session, wait_for_phase};
-use super::{ClusterInfo, JobCreationBlocked, TestNamespace, wait_until};
+use super::{ClusterInfo, JobCreationBlocked, TestNamespace, wait_until, wait_until_gone as gone};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -75,16 +75,6 @@ async fn running_job(client: &Client, namespace: &str, session: &str) -> Job {
         jobs.get_opt(&name).await.ok().flatten()
     })
     .await
-}
-
-async fn gone<K>(api: &Api<K>, name: &str)
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    wait_until(&format!("{name} to be deleted"), LIMIT, || async {
-        api.get_opt(name).await.ok()?.is_none().then_some(())
-    })
-    .await;
 }
 
 /// Happy path: Pending → Creating → Running → Completed, Job deleted afterwards.
