@@ -3,12 +3,12 @@
 use std::sync::Arc;
 
 use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
 
 use crate::caches::Caches;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::session::children::RunnerSettings;
+use crate::session::events::{EventPublisher, Reporter};
 
 /// Name under which the operator reports Kubernetes Events and writes with server-side apply.
 pub const FIELD_MANAGER: &str = "ambient-code-operator";
@@ -28,7 +28,7 @@ pub struct ContextInner {
     /// Metric families.
     pub metrics: Metrics,
     /// Publishes Kubernetes Events about sessions.
-    pub recorder: Recorder,
+    pub events: EventPublisher,
     /// Cluster state as last seen by the engine.
     pub caches: Caches,
     /// Runner shape derived from the configuration.
@@ -40,7 +40,11 @@ impl Context {
     pub fn new(client: Client, config: Config, metrics: Metrics, caches: Caches) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
-            instance: config.args.pod_name.clone(),
+            instance: config
+                .args
+                .pod_name
+                .clone()
+                .unwrap_or_else(|| FIELD_MANAGER.into()),
         };
         let runner = RunnerSettings {
             image: config.args.runner_image.clone(),
@@ -54,7 +58,7 @@ impl Context {
         };
         Context {
             inner: Arc::new(ContextInner {
-                recorder: Recorder::new(client.clone(), reporter),
+                events: EventPublisher::new(client.clone(), reporter),
                 client,
                 config,
                 metrics,

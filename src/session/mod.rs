@@ -5,6 +5,7 @@
 //! made from a stale view fails with a conflict and is retried instead of overwriting newer state.
 
 pub mod children;
+pub mod events;
 #[cfg(feature = "fault-injection")]
 pub mod fault_injection;
 mod identity;
@@ -22,7 +23,6 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 
 use crate::caches::Slim;
@@ -337,18 +337,7 @@ async fn execute(
         }
     }
     for note in &plan.notes {
-        let event = Event {
-            type_: if note.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: note.reason.clone(),
-            note: Some(note.message.clone()),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(error) = ctx.recorder.publish(&event, &session.object_ref(&())).await {
+        if let Err(error) = ctx.events.publish(session, note).await {
             tracing::warn!(%error, session = %session.name_any(), "could not publish an Event");
         }
     }
