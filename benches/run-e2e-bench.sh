@@ -10,6 +10,7 @@
 #        E2E_STARTUP_TIMEOUT=300             how long to follow the start-up backlog (s)
 #        E2E_SETTLE=420 ...                  keep sampling the operator's RSS this long after each run
 #        E2E_RUNS_DIR=dir ...                raw results elsewhere (default target/bench-report/e2e-runs)
+#        E2E_OPERATOR_BIN=path ...           run another operator binary or a wrapper (e.g. heaptrack)
 #
 # Writes target/bench-report/e2e.json, e2e.md and e2e-*.png; raw per-run results and operator
 # logs under target/bench-report/e2e-runs/.
@@ -44,7 +45,7 @@ command -v gnuplot >/dev/null || {
 
 log "building the operator and the load generator (release)"
 cargo build --release --bin agentic-operator --example loadgen
-operator_bin=$root/target/release/agentic-operator
+operator_bin=${E2E_OPERATOR_BIN:-$root/target/release/agentic-operator}
 loadgen=$root/target/release/examples/loadgen
 runner_flags=(--runner-cpu-request 1m --runner-memory-request 1Mi)
 

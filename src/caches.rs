@@ -4,18 +4,21 @@
 //! whichever watch loop the engine runs, plus a pod-by-session index. What is cached is kept
 //! small on purpose (SPEC: RSS ≤ 100 MiB at 10 000 sessions): only the operator's own Jobs, Pods
 //! and Secrets (label `app=ambient-code-runner`), only managed Namespaces, no managedFields, and
-//! of Jobs, Pods and Secrets only what decisions read (metadata and status; no specs, no data).
+//! of Jobs, Pods and Secrets only what decisions read: they are cached as the projections of
+//! [`crate::projections`] (metadata and status; no specs, no data), slimmed further by [`Slim`].
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use agentic_crds::{AgenticSession, ProjectSettings, keys};
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 use kube::runtime::watcher::Event;
 use parking_lot::RwLock;
+
+use crate::projections::{RunnerJob, RunnerPod, RunnerSecret};
 
 /// Label selector of every child the operator caches.
 pub fn child_selector() -> String {
@@ -37,11 +40,11 @@ pub struct Caches {
     /// AgenticSessions in every namespace (filtered by namespace at reconcile time).
     pub sessions: Store<AgenticSession>,
     /// Jobs labelled `app=ambient-code-runner`, without spec.
-    pub jobs: Store<Job>,
+    pub jobs: Store<RunnerJob>,
     /// Pods labelled `app=ambient-code-runner`, without spec.
-    pub pods: Store<Pod>,
+    pub pods: Store<RunnerPod>,
     /// Runner token Secrets, metadata only.
-    pub secrets: Store<Secret>,
+    pub secrets: Store<RunnerSecret>,
     /// Namespaces labelled `ambient-code.io/managed=true`.
     pub namespaces: Store<Namespace>,
     /// ProjectSettings in every namespace.
@@ -55,11 +58,11 @@ pub struct CacheWriters {
     /// Feeds [`Caches::sessions`].
     pub sessions: Writer<AgenticSession>,
     /// Feeds [`Caches::jobs`].
-    pub jobs: Writer<Job>,
+    pub jobs: Writer<RunnerJob>,
     /// Feeds [`Caches::pods`] (and, through [`PodIndex::apply`], the index).
-    pub pods: Writer<Pod>,
+    pub pods: Writer<RunnerPod>,
     /// Feeds [`Caches::secrets`].
-    pub secrets: Writer<Secret>,
+    pub secrets: Writer<RunnerSecret>,
     /// Feeds [`Caches::namespaces`].
     pub namespaces: Writer<Namespace>,
     /// Feeds [`Caches::project_settings`].
@@ -101,12 +104,12 @@ impl Caches {
     }
 
     /// The cached Job `name` in `namespace`.
-    pub fn job(&self, namespace: &str, name: &str) -> Option<Arc<Job>> {
+    pub fn job(&self, namespace: &str, name: &str) -> Option<Arc<RunnerJob>> {
         self.jobs.get(&ObjectRef::new(name).within(namespace))
     }
 
     /// The cached pods of a session.
-    pub fn pods_of(&self, namespace: &str, session: &str) -> Vec<Arc<Pod>> {
+    pub fn pods_of(&self, namespace: &str, session: &str) -> Vec<Arc<RunnerPod>> {
         self.pods_by_session
             .names(namespace, session)
             .into_iter()
@@ -115,7 +118,7 @@ impl Caches {
     }
 
     /// The cached Secret `name` in `namespace`.
-    pub fn secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
+    pub fn secret(&self, namespace: &str, name: &str) -> Option<Arc<RunnerSecret>> {
         self.secrets.get(&ObjectRef::new(name).within(namespace))
     }
 
@@ -147,27 +150,30 @@ impl Slim for AgenticSession {
     }
 }
 
-impl Slim for Job {
-    /// Keeps metadata (deletionTimestamp, creationTimestamp, labels, owner) and status (the
-    /// Complete/Failed conditions decide the session's fate).
+/// Metadata of a runner child keeps what the caches and handlers use: name, namespace, uid,
+/// resourceVersion, creation/deletion timestamps and labels (the session label maps a child
+/// to its session).
+fn slim_child_metadata(metadata: &mut ObjectMeta) {
+    metadata.managed_fields = None;
+    metadata.owner_references = None;
+    metadata.generate_name = None;
+    metadata.finalizers = None;
+}
+
+impl Slim for RunnerJob {
+    /// Keeps metadata and status (the Complete/Failed conditions decide the session's fate).
     fn slim(&mut self) {
-        self.managed_fields_mut().clear();
+        slim_child_metadata(&mut self.metadata);
         self.metadata.annotations = None;
-        self.spec = None;
     }
 }
 
-impl Slim for Pod {
+impl Slim for RunnerPod {
     /// Keeps name, labels, creation/deletion timestamps, phase, reason, message, the
     /// PodScheduled condition and each container's name and state (exit code, reason).
     fn slim(&mut self) {
-        self.managed_fields_mut().clear();
-        let metadata = &mut self.metadata;
-        metadata.annotations = None;
-        metadata.owner_references = None;
-        metadata.generate_name = None;
-        metadata.finalizers = None;
-        self.spec = None;
+        slim_child_metadata(&mut self.metadata);
+        self.metadata.annotations = None;
         let Some(status) = self.status.as_mut() else {
             return;
         };
@@ -197,12 +203,10 @@ impl Slim for Pod {
     }
 }
 
-impl Slim for Secret {
-    /// Keeps metadata (the refreshed-at annotation); never the token.
+impl Slim for RunnerSecret {
+    /// Keeps metadata with its annotations (the refreshed-at time); the token is never read.
     fn slim(&mut self) {
-        self.managed_fields_mut().clear();
-        self.data = None;
-        self.string_data = None;
+        slim_child_metadata(&mut self.metadata);
     }
 }
 
@@ -236,14 +240,14 @@ struct IndexState {
     relisting: Option<HashMap<SessionKey, BTreeSet<String>>>,
 }
 
-fn session_key_of(pod: &Pod) -> Option<(SessionKey, String)> {
+fn session_key_of(pod: &RunnerPod) -> Option<(SessionKey, String)> {
     let session = pod.labels().get(keys::SESSION_LABEL)?.clone();
     Some(((pod.namespace()?, session), pod.name_any()))
 }
 
 impl PodIndex {
     /// Applies one watcher event.
-    pub fn apply(&self, event: &Event<Pod>) {
+    pub fn apply(&self, event: &Event<RunnerPod>) {
         let mut state = self.inner.write();
         match event {
             Event::Apply(pod) => {
@@ -295,10 +299,9 @@ fn remove(map: &mut HashMap<SessionKey, BTreeSet<String>>, key: &SessionKey, nam
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-    fn pod(name: &str, session: &str) -> Pod {
-        Pod {
+    fn pod(name: &str, session: &str) -> RunnerPod {
+        RunnerPod {
             metadata: ObjectMeta {
                 name: Some(name.into()),
                 namespace: Some("team".into()),
@@ -337,19 +340,19 @@ mod tests {
     }
 
     #[test]
-    fn slimming_drops_specs_and_secret_data() {
-        let mut secret = Secret {
-            data: Some(Default::default()),
-            ..Default::default()
-        };
+    fn slimming_children_keeps_labels_and_annotations_they_are_read_by() {
+        let mut secret = RunnerSecret::default();
+        secret.metadata.managed_fields = Some(vec![Default::default()]);
+        secret.metadata.annotations = Some([("at".to_string(), "now".to_string())].into());
         secret.slim();
-        assert!(secret.data.is_none());
-        let mut job = Job {
-            spec: Some(Default::default()),
-            ..Default::default()
-        };
+        assert!(secret.metadata.managed_fields.is_none());
+        assert!(secret.metadata.annotations.is_some());
+        let mut job = RunnerJob::default();
+        job.metadata.owner_references = Some(vec![Default::default()]);
+        job.metadata.labels = Some([("l".to_string(), "v".to_string())].into());
         job.slim();
-        assert!(job.spec.is_none());
+        assert!(job.metadata.owner_references.is_none());
+        assert!(job.metadata.labels.is_some());
     }
 
     #[test]

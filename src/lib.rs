@@ -14,5 +14,6 @@ pub mod leader;
 pub mod metrics;
 pub mod namespace;
 pub mod project_settings;
+pub mod projections;
 pub mod session;
 pub mod telemetry;

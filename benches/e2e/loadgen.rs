@@ -30,22 +30,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentic_crds::{AgenticSession, AgenticSessionSpec, Phase, ProjectSettings, keys, names};
+use agentic_operator::projections::{RunnerJob, RunnerPod};
 use agentic_operator::session::children::{
     RunnerSettings, build_job, build_role, build_role_binding, build_service_account,
     build_token_secret,
 };
-use agentic_operator::session::phases::{Observed, plan};
+use agentic_operator::session::events::{EventPublisher, Reporter};
+use agentic_operator::session::phases::{Note, Observed, plan};
 use clap::{Parser, ValueEnum};
 use futures::StreamExt;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource, ResourceExt};
 use parking_lot::Mutex;
@@ -757,7 +758,7 @@ async fn startup(args: &Args, admin: Client) -> serde_json::Value {
 #[derive(Clone)]
 struct Baseline {
     client: Client,
-    recorder: Recorder,
+    events: EventPublisher,
     permits: Arc<Semaphore>,
     runner: Arc<RunnerSettings>,
     states: Arc<dashmap::DashMap<(String, String), SharedState>>,
@@ -768,9 +769,9 @@ type SharedState = Arc<Mutex<ActorState>>;
 #[derive(Default)]
 struct ActorState {
     /// The session after the Creating writes, and its Job.
-    created: Option<(AgenticSession, Job)>,
+    created: Option<(AgenticSession, RunnerJob)>,
     /// A running pod seen for it.
-    pod: Option<Pod>,
+    pod: Option<RunnerPod>,
     /// The Running write was started.
     claimed: bool,
 }
@@ -779,7 +780,7 @@ impl Baseline {
     fn start(args: &Args, client: Client) -> Self {
         let reporter = Reporter {
             controller: "ambient-code-operator".into(),
-            instance: None,
+            instance: "ambient-code-operator".into(),
         };
         let runner = RunnerSettings {
             image: "quay.io/ambient_code/vteam_claude_runner:latest".into(),
@@ -792,7 +793,7 @@ impl Baseline {
             workspace_storage_class: None,
         };
         let this = Baseline {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: EventPublisher::new(client.clone(), reporter),
             client,
             permits: Arc::new(Semaphore::new(args.concurrency)),
             runner: Arc::new(runner),
@@ -828,7 +829,7 @@ impl Baseline {
     }
 
     fn watch_pods(self) {
-        let api: Api<Pod> = Api::all(self.client.clone());
+        let api: Api<RunnerPod> = Api::all(self.client.clone());
         let config =
             watcher::Config::default().labels(&format!("{}={}", keys::APP_LABEL, keys::RUNNER_APP));
         tokio::spawn(async move {
@@ -868,7 +869,7 @@ impl Baseline {
         });
     }
 
-    async fn running(&self, state: &Mutex<ActorState>, pod: Pod) {
+    async fn running(&self, state: &Mutex<ActorState>, pod: RunnerPod) {
         let _permit = self.permits.acquire().await.expect("semaphore");
         let (mut session, job) = state.lock().created.clone().expect("created first");
         loop {
@@ -906,8 +907,8 @@ impl Baseline {
     fn observe<'a>(
         &self,
         session: &'a AgenticSession,
-        job: Option<&'a Job>,
-        pods: Vec<&'a Pod>,
+        job: Option<&'a RunnerJob>,
+        pods: Vec<&'a RunnerPod>,
     ) -> Observed<'a> {
         Observed {
             session,
@@ -926,7 +927,7 @@ impl Baseline {
     async fn creating(
         &self,
         session: &AgenticSession,
-    ) -> Result<(AgenticSession, Job), kube::Error> {
+    ) -> Result<(AgenticSession, RunnerJob), kube::Error> {
         let namespace = session.namespace().unwrap_or_default();
         let name = session.name_any();
         let planned = plan(&self.observe(session, None, Vec::new()));
@@ -980,7 +981,7 @@ impl Baseline {
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .unwrap_or(written);
-        Ok((annotated, job))
+        Ok((annotated, job.into()))
     }
 
     async fn write_status(
@@ -1008,18 +1009,12 @@ impl Baseline {
     }
 
     async fn publish(&self, session: &AgenticSession, reason: &str, note: &str) {
-        let event = KubeEvent {
-            type_: EventType::Normal,
+        let note = Note {
+            warning: false,
             reason: reason.into(),
-            note: Some(note.into()),
-            action: "Reconcile".into(),
-            secondary: None,
+            message: note.into(),
         };
-        if let Err(e) = self
-            .recorder
-            .publish(&event, &session.object_ref(&()))
-            .await
-        {
+        if let Err(e) = self.events.publish(session, &note).await {
             eprintln!("[baseline] event: {e}");
         }
     }

@@ -13,8 +13,7 @@ use agentic_crds::{AgenticSession, ProjectSettings, keys};
 use agentic_legacy::{Change, RetryDelays, WatchLoop};
 use dashmap::{DashMap, DashSet};
 use futures::FutureExt;
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher::Event;
 use kube::{Api, Resource, ResourceExt};
@@ -26,6 +25,7 @@ use super::{ObjectKey, SyncTracker, handle};
 use crate::admin::Readiness;
 use crate::caches::{CacheWriters, Slim, child_selector, managed_namespace_selector};
 use crate::context::Context;
+use crate::projections::{RunnerJob, RunnerPod, RunnerSecret};
 
 /// How often every unfinished session is reconciled again.
 pub const RECHECK_INTERVAL: Duration = Duration::from_secs(5);
@@ -71,27 +71,36 @@ pub async fn run(
         |_, _| {},
         shutdown.clone(),
     ));
-    loops.spawn(shared.clone().watch(
-        WatchLoop::new(Api::<Job>::all(client.clone()), children.clone()).with_modifier(Slim::slim),
-        writers.jobs,
-        |job: &Job| ObjectKey::owning_session(job).into_iter().collect(),
-        |_, _| {},
-        shutdown.clone(),
-    ));
-    loops.spawn(shared.clone().watch(
-        WatchLoop::new(Api::<Pod>::all(client.clone()), children.clone()).with_modifier(Slim::slim),
-        writers.pods,
-        |pod: &Pod| ObjectKey::owning_session(pod).into_iter().collect(),
-        |ctx, event| ctx.caches.pods_by_session.apply(event),
-        shutdown.clone(),
-    ));
-    loops.spawn(shared.clone().watch(
-        WatchLoop::new(Api::<Secret>::all(client.clone()), children).with_modifier(Slim::slim),
-        writers.secrets,
-        |secret: &Secret| ObjectKey::owning_session(secret).into_iter().collect(),
-        |_, _| {},
-        shutdown.clone(),
-    ));
+    loops.spawn(
+        shared.clone().watch(
+            WatchLoop::new(Api::<RunnerJob>::all(client.clone()), children.clone())
+                .with_modifier(Slim::slim),
+            writers.jobs,
+            |job: &RunnerJob| ObjectKey::owning_session(job).into_iter().collect(),
+            |_, _| {},
+            shutdown.clone(),
+        ),
+    );
+    loops.spawn(
+        shared.clone().watch(
+            WatchLoop::new(Api::<RunnerPod>::all(client.clone()), children.clone())
+                .with_modifier(Slim::slim),
+            writers.pods,
+            |pod: &RunnerPod| ObjectKey::owning_session(pod).into_iter().collect(),
+            |ctx, event| ctx.caches.pods_by_session.apply(event),
+            shutdown.clone(),
+        ),
+    );
+    loops.spawn(
+        shared.clone().watch(
+            WatchLoop::new(Api::<RunnerSecret>::all(client.clone()), children)
+                .with_modifier(Slim::slim),
+            writers.secrets,
+            |secret: &RunnerSecret| ObjectKey::owning_session(secret).into_iter().collect(),
+            |_, _| {},
+            shutdown.clone(),
+        ),
+    );
     loops.spawn(
         shared.clone().watch(
             WatchLoop::new(

@@ -20,8 +20,7 @@ use agentic_queue::{
 };
 use dashmap::{DashMap, DashSet};
 use futures::StreamExt;
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt, reflector::store::Writer};
 use kube::{Api, Resource, ResourceExt};
@@ -35,6 +34,7 @@ use crate::caches::{CacheWriters, Slim, child_selector, managed_namespace_select
 use crate::config::Config;
 use crate::context::Context;
 use crate::metrics::Metrics;
+use crate::projections::{RunnerJob, RunnerPod, RunnerSecret};
 
 /// The `name` label of the `workqueue_*` metrics (the controller's name, as in controller-runtime).
 pub const QUEUE_NAME: &str = "agenticsession";
@@ -158,7 +158,7 @@ impl Watches {
         let this = self.clone();
         self.spawn(
             "jobs",
-            Api::<Job>::all(client.clone()),
+            Api::<RunnerJob>::all(client.clone()),
             children.clone(),
             writers.jobs,
             move |event| this.on_child(event),
@@ -167,10 +167,10 @@ impl Watches {
         let this = self.clone();
         self.spawn(
             "pods",
-            Api::<Pod>::all(client.clone()),
+            Api::<RunnerPod>::all(client.clone()),
             children.clone(),
             writers.pods,
-            move |event: &Event<Pod>| {
+            move |event: &Event<RunnerPod>| {
                 this.ctx.caches.pods_by_session.apply(event);
                 this.on_child(event);
             },
@@ -179,10 +179,10 @@ impl Watches {
         let this = self.clone();
         self.spawn(
             "secrets",
-            Api::<Secret>::all(client.clone()),
+            Api::<RunnerSecret>::all(client.clone()),
             children,
             writers.secrets,
-            move |event: &Event<Secret>| {
+            move |event: &Event<RunnerSecret>| {
                 // A token Secret deleted behind our back is provisioned again.
                 if let Event::Delete(secret) = event
                     && let Some(key) = ObjectKey::owning_session(secret)

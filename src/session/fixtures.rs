@@ -1,15 +1,17 @@
 //! Test fixtures: sessions, Jobs and pods in the shapes the cluster produces.
 
 use agentic_crds::{AgenticSession, AgenticSessionSpec};
-use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
+use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStatus, Pod,
-    PodCondition, PodStatus,
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStatus, PodCondition,
+    PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use super::children::{RUNNER_CONTAINER, RunnerSettings};
+
+use crate::projections::{RunnerJob, RunnerPod};
 
 /// `2026-01-01T00:00:00Z` plus `seconds`.
 pub fn at(seconds: i64) -> Timestamp {
@@ -45,15 +47,14 @@ pub fn settings() -> RunnerSettings {
 }
 
 /// A Job created at `created`, with the given True condition (`Complete`, `Failed`) if any.
-pub fn job(created: i64, condition: Option<(&str, &str)>) -> Job {
-    Job {
+pub fn job(created: i64, condition: Option<(&str, &str)>) -> RunnerJob {
+    RunnerJob {
         metadata: ObjectMeta {
             name: Some("demo-job".into()),
             namespace: Some("team".into()),
             creation_timestamp: Some(Time(at(created))),
             ..Default::default()
         },
-        spec: None,
         status: Some(JobStatus {
             conditions: condition.map(|(type_, reason)| {
                 vec![JobCondition {
@@ -70,12 +71,12 @@ pub fn job(created: i64, condition: Option<(&str, &str)>) -> Job {
 }
 
 /// A runner pod created at `created` whose container is running.
-pub fn running_pod(created: i64) -> Pod {
+pub fn running_pod(created: i64) -> RunnerPod {
     pod_with(created, "Running", running_state(), None)
 }
 
 /// A runner pod whose container terminated with `exit_code`.
-pub fn terminated_pod(created: i64, exit_code: i32) -> Pod {
+pub fn terminated_pod(created: i64, exit_code: i32) -> RunnerPod {
     let state = ContainerState {
         terminated: Some(ContainerStateTerminated {
             exit_code,
@@ -94,7 +95,7 @@ pub fn terminated_pod(created: i64, exit_code: i32) -> Pod {
 }
 
 /// A pending pod the scheduler could not place.
-pub fn unschedulable_pod(created: i64) -> Pod {
+pub fn unschedulable_pod(created: i64) -> RunnerPod {
     let condition = PodCondition {
         type_: "PodScheduled".into(),
         status: "False".into(),
@@ -128,15 +129,14 @@ fn pod_with(
     phase: &str,
     state: ContainerState,
     condition: Option<PodCondition>,
-) -> Pod {
-    Pod {
+) -> RunnerPod {
+    RunnerPod {
         metadata: ObjectMeta {
             name: Some(format!("demo-job-{created}")),
             namespace: Some("team".into()),
             creation_timestamp: Some(Time(at(created))),
             ..Default::default()
         },
-        spec: None,
         status: Some(PodStatus {
             phase: Some(phase.into()),
             conditions: condition.map(|c| vec![c]),

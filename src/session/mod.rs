@@ -27,6 +27,7 @@ use kube::{Api, Resource, ResourceExt};
 
 use crate::caches::Slim;
 use crate::context::{Context, FIELD_MANAGER};
+use crate::projections::{RunnerJob, RunnerPod};
 use phases::{Effect, Observation, Observed, Plan};
 
 /// Why a session reconcile failed (it is retried with backoff).
@@ -136,7 +137,7 @@ async fn reconcile_session(
 ) -> Result<Option<Duration>, SessionError> {
     let name = session.name_any();
     let job_name = names::job_name(&name);
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+    let jobs: Api<RunnerJob> = Api::namespaced(ctx.client.clone(), namespace);
     let mut job = ctx.caches.job(namespace, &job_name);
     if job.is_none() && matches!(phase, Phase::Creating | Phase::Running) {
         // Before concluding the Job was deleted behind our back, make sure the cache is not
@@ -218,8 +219,8 @@ async fn fresh_pods(
     namespace: &str,
     name: &str,
     ctx: &Context,
-) -> Result<Vec<Arc<Pod>>, SessionError> {
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+) -> Result<Vec<Arc<RunnerPod>>, SessionError> {
+    let api: Api<RunnerPod> = Api::namespaced(ctx.client.clone(), namespace);
     let selector = format!("{}={name}", keys::SESSION_LABEL);
     Ok(api
         .list(&kube::api::ListParams::default().labels(&selector))
@@ -252,7 +253,7 @@ async fn session_is_stale(
     Ok(fresh.is_some_and(|fresh| fresh.resource_version() != session.resource_version()))
 }
 
-fn job_failed(job: &Job) -> bool {
+fn job_failed(job: &RunnerJob) -> bool {
     job.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
@@ -263,7 +264,7 @@ fn job_failed(job: &Job) -> bool {
         })
 }
 
-fn runner_terminated(pod: &Pod) -> bool {
+fn runner_terminated(pod: &RunnerPod) -> bool {
     pod.status
         .as_ref()
         .and_then(|s| s.container_statuses.as_ref())

@@ -16,13 +16,12 @@ use agentic_crds::{
     AgenticSession, AgenticSessionStatus, Condition, ConditionStatus, Phase, StoppedReason, keys,
     set_condition,
 };
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 
 use super::children::RUNNER_CONTAINER;
+use crate::projections::{RunnerJob, RunnerPod};
 
 /// Extra wait past a terminating pod's grace period before it is force-deleted.
 pub const FORCE_DELETE_AFTER_GRACE: Duration = Duration::from_secs(30);
@@ -38,9 +37,9 @@ pub struct Observed<'a> {
     /// The session as last seen.
     pub session: &'a AgenticSession,
     /// The Job named `<session>-job`, if it exists.
-    pub job: Option<&'a Job>,
+    pub job: Option<&'a RunnerJob>,
     /// Pods labelled `agentic-session=<session>`.
-    pub pods: Vec<&'a Pod>,
+    pub pods: Vec<&'a RunnerPod>,
     /// `ambient-code.io/token-refreshed-at` of the token Secret, if the Secret exists.
     pub token_refreshed_at: Option<Timestamp>,
     /// The current time.
@@ -826,8 +825,8 @@ mod tests {
 
     fn observe<'a>(
         session: &'a AgenticSession,
-        job: Option<&'a Job>,
-        pods: Vec<&'a Pod>,
+        job: Option<&'a RunnerJob>,
+        pods: Vec<&'a RunnerPod>,
         now: i64,
     ) -> Observed<'a> {
         Observed {
@@ -1103,7 +1102,7 @@ mod tests {
         assert_eq!(fresh.requeue_after, Some(REFRESH - Duration::from_secs(60)));
     }
 
-    fn plan_at(s: &AgenticSession, j: &Job, p: &Pod, now: i64) -> Plan {
+    fn plan_at(s: &AgenticSession, j: &RunnerJob, p: &RunnerPod, now: i64) -> Plan {
         plan(&observe(s, Some(j), vec![p], now))
     }
 
