@@ -211,7 +211,8 @@ fn track(names: &mut Vec<String>, name: &str, run_for: &str) -> AgenticSession {
 
 /// The whole failover story with `timing`: steady state (one leader, an idle standby), kill -9
 /// of the leader with sessions in flight, then a clean shutdown of the next leader.
-async fn failover(timing: Timing, tag: &str) {
+/// `engine` is extra operator flags choosing the engine (empty: the work-queue engine).
+async fn failover(timing: Timing, tag: &str, engine: &[&str]) {
     let _serial = SERIAL.lock().await;
     let cluster = ClusterInfo::from_env();
     let ns = TestNamespace::create(&cluster, &format!("ha-{tag}")).await;
@@ -220,8 +221,8 @@ async fn failover(timing: Timing, tag: &str) {
     let mut sessions = Vec::new();
 
     // Steady state: exactly one leader, and only it reconciles.
-    let first = replica(&cluster, &format!("{tag}-a"), timing, &[]).await;
-    let second = replica(&cluster, &format!("{tag}-b"), timing, &[]).await;
+    let first = replica(&cluster, &format!("{tag}-a"), timing, engine).await;
+    let second = replica(&cluster, &format!("{tag}-b"), timing, engine).await;
     let (mut leader, standby) = match leader_among(client, &[&first, &second], timing).await {
         0 => (first, second),
         _ => (second, first),
@@ -260,7 +261,7 @@ async fn failover(timing: Timing, tag: &str) {
     let kill_e2e = reconciled_after(client, &ns.name, "after-kill", killed).await;
     let kill_election = lease_acquired_after(client, &standby.name, killed_at).await;
     let mut leader = standby;
-    let standby = replica(&cluster, &format!("{tag}-c"), timing, &[]).await;
+    let standby = replica(&cluster, &format!("{tag}-c"), timing, engine).await;
 
     // SIGTERM of the new leader: the Lease is released and the newest replica takes over.
     wait_completed(client, &ns.name, &sessions).await;
@@ -323,12 +324,19 @@ async fn failover(timing: Timing, tag: &str) {
 
 #[tokio::test]
 async fn a_warm_standby_takes_over_after_kill_9_and_after_sigterm_with_short_leases() {
-    failover(Timing::SHORT, "short").await;
+    failover(Timing::SHORT, "short", &[]).await;
 }
 
 #[tokio::test]
 async fn a_warm_standby_takes_over_after_kill_9_and_after_sigterm_with_default_leases() {
-    failover(Timing::DEFAULT, "default").await;
+    failover(Timing::DEFAULT, "default", &[]).await;
+}
+
+/// Leader election gates the legacy engine exactly as it gates the queue (SPEC §3: everything
+/// but the engine behaves the same).
+#[tokio::test]
+async fn a_warm_legacy_standby_takes_over_after_kill_9_and_after_sigterm() {
+    failover(Timing::SHORT, "legacy", &["--legacy-watch"]).await;
 }
 
 /// A leader asked to stop with work queued drains it first (SPEC §3) and must keep the Lease
