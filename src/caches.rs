@@ -12,13 +12,12 @@ use std::sync::Arc;
 
 use agentic_crds::{AgenticSession, ProjectSettings, keys};
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 use kube::runtime::watcher::Event;
 use parking_lot::RwLock;
 
-use crate::projections::{RunnerJob, RunnerPod, RunnerSecret};
+use crate::projections::{RunnerChild, RunnerJob, RunnerPod, RunnerSecret};
 
 /// Label selector of every child the operator caches.
 pub fn child_selector() -> String {
@@ -151,9 +150,11 @@ impl Slim for AgenticSession {
 }
 
 /// Metadata of a runner child keeps what the caches and handlers use: name, namespace, uid,
-/// resourceVersion, creation/deletion timestamps and labels (the session label maps a child
-/// to its session).
-fn slim_child_metadata(metadata: &mut ObjectMeta) {
+/// resourceVersion and creation/deletion timestamps; the session label is moved to a field of
+/// its own ([`RunnerChild::compact_labels`]).
+fn slim_child_metadata(child: &mut impl RunnerChild) {
+    child.compact_labels();
+    let metadata = child.meta_mut();
     metadata.managed_fields = None;
     metadata.owner_references = None;
     metadata.generate_name = None;
@@ -163,50 +164,28 @@ fn slim_child_metadata(metadata: &mut ObjectMeta) {
 impl Slim for RunnerJob {
     /// Keeps metadata and status (the Complete/Failed conditions decide the session's fate).
     fn slim(&mut self) {
-        slim_child_metadata(&mut self.metadata);
+        slim_child_metadata(self);
         self.metadata.annotations = None;
     }
 }
 
 impl Slim for RunnerPod {
-    /// Keeps name, labels, creation/deletion timestamps, phase, reason, message, the
+    /// Keeps name, creation/deletion timestamps, the session, phase, reason, message, the
     /// PodScheduled condition and each container's name and state (exit code, reason).
     fn slim(&mut self) {
-        slim_child_metadata(&mut self.metadata);
+        slim_child_metadata(self);
         self.metadata.annotations = None;
-        let Some(status) = self.status.as_mut() else {
-            return;
-        };
-        status.host_ip = None;
-        status.host_ips = None;
-        status.pod_ip = None;
-        status.pod_ips = None;
-        status.qos_class = None;
-        status.nominated_node_name = None;
-        status.init_container_statuses = None;
-        status.ephemeral_container_statuses = None;
-        status.resource_claim_statuses = None;
-        if let Some(conditions) = status.conditions.as_mut() {
+        if let Some(conditions) = self.status.as_mut().and_then(|s| s.conditions.as_mut()) {
             conditions.retain(|c| c.type_ == "PodScheduled");
-        }
-        for container in status.container_statuses.iter_mut().flatten() {
-            container.image = String::new();
-            container.image_id = String::new();
-            container.container_id = None;
-            container.last_state = None;
-            container.resources = None;
-            container.allocated_resources = None;
-            container.allocated_resources_status = None;
-            container.volume_mounts = None;
-            container.user = None;
         }
     }
 }
 
 impl Slim for RunnerSecret {
-    /// Keeps metadata with its annotations (the refreshed-at time); the token is never read.
+    /// Keeps metadata and the refreshed-at time; the token is never read.
     fn slim(&mut self) {
-        slim_child_metadata(&mut self.metadata);
+        slim_child_metadata(self);
+        self.compact_annotations();
     }
 }
 
@@ -241,7 +220,7 @@ struct IndexState {
 }
 
 fn session_key_of(pod: &RunnerPod) -> Option<(SessionKey, String)> {
-    let session = pod.labels().get(keys::SESSION_LABEL)?.clone();
+    let session = pod.session_name()?.to_string();
     Some(((pod.namespace()?, session), pod.name_any()))
 }
 
@@ -299,6 +278,7 @@ fn remove(map: &mut HashMap<SessionKey, BTreeSet<String>>, key: &SessionKey, nam
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn pod(name: &str, session: &str) -> RunnerPod {
         RunnerPod {
@@ -340,82 +320,69 @@ mod tests {
     }
 
     #[test]
-    fn slimming_children_keeps_labels_and_annotations_they_are_read_by() {
+    fn slimming_children_keeps_the_session_and_refresh_time_and_drops_the_rest() {
+        let labels = Some([(keys::SESSION_LABEL.to_string(), "demo".to_string())].into());
         let mut secret = RunnerSecret::default();
         secret.metadata.managed_fields = Some(vec![Default::default()]);
-        secret.metadata.annotations = Some([("at".to_string(), "now".to_string())].into());
+        secret.metadata.labels = labels.clone();
+        secret.metadata.annotations = Some(
+            [(
+                keys::TOKEN_REFRESHED_AT_ANNOTATION.to_string(),
+                "2026-01-02T03:04:05Z".to_string(),
+            )]
+            .into(),
+        );
         secret.slim();
         assert!(secret.metadata.managed_fields.is_none());
-        assert!(secret.metadata.annotations.is_some());
+        assert!(secret.metadata.annotations.is_none() && secret.metadata.labels.is_none());
+        assert_eq!(secret.session_name(), Some("demo"));
+        assert_eq!(secret.token_refreshed_at(), Some("2026-01-02T03:04:05Z"));
         let mut job = RunnerJob::default();
         job.metadata.owner_references = Some(vec![Default::default()]);
-        job.metadata.labels = Some([("l".to_string(), "v".to_string())].into());
+        job.metadata.labels = labels;
         job.slim();
-        assert!(job.metadata.owner_references.is_none());
-        assert!(job.metadata.labels.is_some());
+        assert!(job.metadata.owner_references.is_none() && job.metadata.labels.is_none());
+        assert_eq!(
+            crate::engine::ObjectKey::owning_session(&job),
+            None,
+            "no namespace, no key"
+        );
+        job.metadata.namespace = Some("team".into());
+        assert_eq!(
+            crate::engine::ObjectKey::owning_session(&job),
+            Some(crate::engine::ObjectKey::Session {
+                namespace: "team".into(),
+                name: "demo".into()
+            })
+        );
     }
 
     #[test]
     fn slimming_a_pod_keeps_what_decisions_read() {
-        use k8s_openapi::api::core::v1::{
-            ContainerState, ContainerStateTerminated, ContainerStatus, PodCondition, PodIP,
-            PodStatus,
+        use crate::projections::RunnerPodStatus;
+        use k8s_openapi::api::core::v1::PodCondition;
+        let condition = |type_: &str| PodCondition {
+            type_: type_.into(),
+            status: "False".into(),
+            message: Some(format!("{type_} message")),
+            ..Default::default()
         };
         let mut full = pod("demo-job-1", "demo");
         full.metadata.annotations = Some([("a".to_string(), "b".to_string())].into());
-        full.status = Some(PodStatus {
-            phase: Some("Failed".into()),
-            message: Some("evicted".into()),
-            pod_ip: Some("10.0.0.1".into()),
-            pod_ips: Some(vec![PodIP {
-                ip: "10.0.0.1".into(),
-            }]),
-            conditions: Some(vec![
-                PodCondition {
-                    type_: "PodScheduled".into(),
-                    status: "False".into(),
-                    message: Some("0/3 nodes are available".into()),
-                    ..Default::default()
-                },
-                PodCondition {
-                    type_: "Ready".into(),
-                    status: "False".into(),
-                    ..Default::default()
-                },
-            ]),
-            container_statuses: Some(vec![ContainerStatus {
-                name: "ambient-code-runner".into(),
-                image: "quay.io/ambient_code/runner:latest".into(),
-                image_id: "sha256:0123".into(),
-                state: Some(ContainerState {
-                    terminated: Some(ContainerStateTerminated {
-                        exit_code: 2,
-                        reason: Some("Error".into()),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }]),
+        full.status = Some(RunnerPodStatus {
+            phase: Some("Pending".into()),
+            conditions: Some(vec![condition("PodScheduled"), condition("Ready")]),
             ..Default::default()
         });
         let mut slim = full.clone();
         slim.slim();
 
-        assert_eq!(slim.metadata.labels, full.metadata.labels);
         assert_eq!(slim.metadata.name, full.metadata.name);
-        assert!(slim.metadata.annotations.is_none());
-        let (status, before) = (slim.status.unwrap(), full.status.unwrap());
-        assert_eq!(status.phase, before.phase);
-        assert_eq!(status.message, before.message);
-        assert!(status.pod_ip.is_none() && status.pod_ips.is_none());
-        let conditions = status.conditions.unwrap();
-        assert_eq!(conditions.len(), 1);
-        assert_eq!(conditions[0].message, before.conditions.unwrap()[0].message);
-        let runner = &status.container_statuses.unwrap()[0];
-        assert_eq!(runner.name, "ambient-code-runner");
-        assert_eq!(runner.state, before.container_statuses.unwrap()[0].state);
-        assert!(runner.image.is_empty() && runner.image_id.is_empty());
+        assert!(slim.metadata.annotations.is_none() && slim.metadata.labels.is_none());
+        assert_eq!(slim.session_name(), Some("demo"));
+        let status = slim.status.expect("a status");
+        assert_eq!(status.phase.as_deref(), Some("Pending"));
+        assert_eq!(status.conditions, Some(vec![condition("PodScheduled")]));
     }
 
     #[test]

@@ -6,9 +6,15 @@
 //! `metadata` and `status` fields as the full k8s-openapi types and nothing else; they
 //! deserialize from the very same list and watch responses (serde skips the other fields
 //! without allocating). Writes always go through the full types.
+//!
+//! Cached copies also drop their label and annotation maps (each non-empty `BTreeMap` costs a
+//! half-kilobyte node): the one label the operator reads, the owning session's name, and the
+//! token Secret's refreshed-at annotation are kept in fields of their own
+//! ([`RunnerChild::session_name`], [`RunnerSecret::token_refreshed_at`]).
 
+use agentic_crds::keys;
 use k8s_openapi::api::batch::v1::{Job, JobStatus};
-use k8s_openapi::api::core::v1::{Pod, PodStatus, Secret};
+use k8s_openapi::api::core::v1::{ContainerState, Pod, PodCondition, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 
@@ -38,6 +44,34 @@ macro_rules! projection_of {
     };
 }
 
+/// A child of a session: Job, Pod or token Secret.
+pub trait RunnerChild: kube::Resource {
+    /// The owning session's name: the `agentic-session` label, or the field it was moved to
+    /// by [`RunnerChild::compact_labels`].
+    fn session_name(&self) -> Option<&str>;
+    /// Keeps the session's name aside and drops the label map.
+    fn compact_labels(&mut self);
+}
+
+/// Implements [`RunnerChild`] for a projection with a `session` field.
+macro_rules! runner_child {
+    ($projection:ty) => {
+        impl RunnerChild for $projection {
+            fn session_name(&self) -> Option<&str> {
+                self.session.as_deref().or_else(|| {
+                    let labels = self.metadata.labels.as_ref()?;
+                    labels.get(keys::SESSION_LABEL).map(String::as_str)
+                })
+            }
+            fn compact_labels(&mut self) {
+                if let Some(mut labels) = self.metadata.labels.take() {
+                    self.session = labels.remove(keys::SESSION_LABEL).or(self.session.take());
+                }
+            }
+        }
+    };
+}
+
 /// A runner Job without its spec.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 pub struct RunnerJob {
@@ -46,7 +80,11 @@ pub struct RunnerJob {
     pub metadata: ObjectMeta,
     /// The Job's status (its conditions decide a session's fate).
     pub status: Option<JobStatus>,
+    /// The owning session, once moved out of the labels.
+    #[serde(skip)]
+    pub session: Option<String>,
 }
+runner_child!(RunnerJob);
 projection_of!(RunnerJob, Job);
 
 impl From<Job> for RunnerJob {
@@ -54,6 +92,7 @@ impl From<Job> for RunnerJob {
         RunnerJob {
             metadata: job.metadata,
             status: job.status,
+            session: None,
         }
     }
 }
@@ -65,15 +104,67 @@ pub struct RunnerPod {
     #[serde(default)]
     pub metadata: ObjectMeta,
     /// The Pod's status (phase, scheduling, the runner container's state).
-    pub status: Option<PodStatus>,
+    pub status: Option<RunnerPodStatus>,
+    /// The owning session, once moved out of the labels.
+    #[serde(skip)]
+    pub session: Option<String>,
 }
+runner_child!(RunnerPod);
 projection_of!(RunnerPod, Pod);
+
+/// What the operator reads of a Pod's status; field names as in `PodStatus`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunnerPodStatus {
+    /// Pending, Running, Succeeded, Failed or Unknown.
+    pub phase: Option<String>,
+    /// Why the pod is in this phase (e.g. Evicted).
+    pub reason: Option<String>,
+    /// Human-readable detail of `reason`.
+    pub message: Option<String>,
+    /// Pod conditions (PodScheduled=False carries the scheduler's message).
+    pub conditions: Option<Vec<PodCondition>>,
+    /// Each container's name and state.
+    pub container_statuses: Option<Vec<RunnerContainerStatus>>,
+}
+
+/// What the operator reads of a container's status: which container, and its state (running,
+/// or terminated with an exit code and reason).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct RunnerContainerStatus {
+    /// The container's name.
+    #[serde(default)]
+    pub name: String,
+    /// Waiting, running or terminated.
+    pub state: Option<ContainerState>,
+}
+
+impl From<k8s_openapi::api::core::v1::PodStatus> for RunnerPodStatus {
+    fn from(status: k8s_openapi::api::core::v1::PodStatus) -> Self {
+        RunnerPodStatus {
+            phase: status.phase,
+            reason: status.reason,
+            message: status.message,
+            conditions: status.conditions,
+            container_statuses: status.container_statuses.map(|statuses| {
+                statuses
+                    .into_iter()
+                    .map(|c| RunnerContainerStatus {
+                        name: c.name,
+                        state: c.state,
+                    })
+                    .collect()
+            }),
+        }
+    }
+}
 
 impl From<Pod> for RunnerPod {
     fn from(pod: Pod) -> Self {
         RunnerPod {
             metadata: pod.metadata,
-            status: pod.status,
+            status: pod.status.map(RunnerPodStatus::from),
+            session: None,
         }
     }
 }
@@ -81,11 +172,39 @@ impl From<Pod> for RunnerPod {
 /// A runner token Secret's metadata; the token itself is never read into the cache.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 pub struct RunnerSecret {
-    /// The Secret's metadata (the refreshed-at annotation).
+    /// The Secret's metadata.
     #[serde(default)]
     pub metadata: ObjectMeta,
+    /// The owning session, once moved out of the labels.
+    #[serde(skip)]
+    pub session: Option<String>,
+    /// The refreshed-at annotation, once moved out of the annotations.
+    #[serde(skip)]
+    pub refreshed_at: Option<String>,
 }
 projection_of!(RunnerSecret, Secret);
+runner_child!(RunnerSecret);
+
+impl RunnerSecret {
+    /// When the runner's token was last issued (RFC 3339), if recorded.
+    pub fn token_refreshed_at(&self) -> Option<&str> {
+        self.refreshed_at.as_deref().or_else(|| {
+            let annotations = self.metadata.annotations.as_ref()?;
+            annotations
+                .get(keys::TOKEN_REFRESHED_AT_ANNOTATION)
+                .map(String::as_str)
+        })
+    }
+
+    /// Keeps the refreshed-at time aside and drops the annotation map.
+    pub fn compact_annotations(&mut self) {
+        if let Some(mut annotations) = self.metadata.annotations.take() {
+            self.refreshed_at = annotations
+                .remove(keys::TOKEN_REFRESHED_AT_ANNOTATION)
+                .or(self.refreshed_at.take());
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -131,12 +250,46 @@ mod tests {
         });
         let pod: RunnerPod = serde_json::from_value(json.clone()).expect("a pod");
         let full: Pod = serde_json::from_value(json).expect("a pod");
-        assert_eq!(pod.metadata, full.metadata);
-        assert_eq!(pod.status, full.status);
+        assert_eq!(pod, RunnerPod::from(full));
+        let status = pod.status.expect("a status");
+        assert_eq!(status.phase.as_deref(), Some("Running"));
+        let runner = &status.container_statuses.expect("container statuses")[0];
+        assert_eq!(runner.name, "runner");
+        assert!(runner.state.as_ref().is_some_and(|s| s.running.is_some()));
         let secret: RunnerSecret = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "t"}, "data": {"token": "c2VjcmV0"}
         }))
         .expect("a secret");
         assert_eq!(secret.metadata.name.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn compacting_keeps_the_session_and_refresh_time_and_drops_the_maps() {
+        let mut secret: RunnerSecret = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "ambient-runner-token-demo",
+                "labels": {keys::SESSION_LABEL: "demo", keys::APP_LABEL: keys::RUNNER_APP},
+                "annotations": {keys::TOKEN_REFRESHED_AT_ANNOTATION: "2026-01-02T03:04:05Z"}
+            }
+        }))
+        .expect("a secret");
+        assert_eq!(secret.session_name(), Some("demo"), "read from the labels");
+        assert_eq!(secret.token_refreshed_at(), Some("2026-01-02T03:04:05Z"));
+        secret.compact_labels();
+        secret.compact_annotations();
+        assert!(secret.metadata.labels.is_none() && secret.metadata.annotations.is_none());
+        assert_eq!(secret.session_name(), Some("demo"), "kept aside");
+        assert_eq!(secret.token_refreshed_at(), Some("2026-01-02T03:04:05Z"));
+        // Compacting again (a second slim) loses nothing.
+        secret.compact_labels();
+        secret.compact_annotations();
+        assert_eq!(secret.session_name(), Some("demo"));
+        assert_eq!(secret.token_refreshed_at(), Some("2026-01-02T03:04:05Z"));
+
+        let mut pod = RunnerPod::default();
+        assert_eq!(pod.session_name(), None);
+        pod.metadata.labels = Some([("job-name".to_string(), "x".to_string())].into());
+        pod.compact_labels();
+        assert_eq!(pod.session_name(), None, "no session label, no session");
     }
 }

@@ -8,13 +8,13 @@ pub mod queued;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use agentic_crds::keys;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use tokio::sync::Notify;
 
 use crate::admin::Readiness;
 use crate::context::Context;
+use crate::projections::RunnerChild;
 use crate::{namespace, project_settings, session};
 
 /// What a handler is asked to reconcile. One variant per kind the operator reconciles.
@@ -62,11 +62,11 @@ impl ObjectKey {
         }
     }
 
-    /// The session owning a child object, from its `agentic-session` label.
-    pub fn owning_session<K: kube::Resource>(child: &K) -> Option<ObjectKey> {
+    /// The session owning a child object (its `agentic-session` label).
+    pub fn owning_session<K: RunnerChild>(child: &K) -> Option<ObjectKey> {
         Some(ObjectKey::Session {
             namespace: child.namespace()?,
-            name: child.labels().get(keys::SESSION_LABEL)?.clone(),
+            name: child.session_name()?.to_string(),
         })
     }
 }

@@ -34,7 +34,7 @@ use crate::caches::{CacheWriters, Slim, child_selector, managed_namespace_select
 use crate::config::Config;
 use crate::context::Context;
 use crate::metrics::Metrics;
-use crate::projections::{RunnerJob, RunnerPod, RunnerSecret};
+use crate::projections::{RunnerChild, RunnerJob, RunnerPod, RunnerSecret};
 
 /// The `name` label of the `workqueue_*` metrics (the controller's name, as in controller-runtime).
 pub const QUEUE_NAME: &str = "agenticsession";
@@ -287,7 +287,7 @@ impl Watches {
         }
     }
 
-    fn on_child<K: Resource>(&self, event: &Event<K>) {
+    fn on_child<K: RunnerChild>(&self, event: &Event<K>) {
         match event {
             Event::InitApply(child) => {
                 if let Some(key) = ObjectKey::owning_session(child) {

@@ -3,15 +3,14 @@
 use agentic_crds::{AgenticSession, AgenticSessionSpec};
 use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStatus, PodCondition,
-    PodStatus,
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, PodCondition,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use super::children::{RUNNER_CONTAINER, RunnerSettings};
 
-use crate::projections::{RunnerJob, RunnerPod};
+use crate::projections::{RunnerContainerStatus, RunnerJob, RunnerPod, RunnerPodStatus};
 
 /// `2026-01-01T00:00:00Z` plus `seconds`.
 pub fn at(seconds: i64) -> Timestamp {
@@ -67,6 +66,7 @@ pub fn job(created: i64, condition: Option<(&str, &str)>) -> RunnerJob {
             }),
             ..Default::default()
         }),
+        session: None,
     }
 }
 
@@ -137,15 +137,15 @@ fn pod_with(
             creation_timestamp: Some(Time(at(created))),
             ..Default::default()
         },
-        status: Some(PodStatus {
+        status: Some(RunnerPodStatus {
             phase: Some(phase.into()),
             conditions: condition.map(|c| vec![c]),
-            container_statuses: Some(vec![ContainerStatus {
+            container_statuses: Some(vec![RunnerContainerStatus {
                 name: RUNNER_CONTAINER.into(),
                 state: Some(state),
-                ..Default::default()
             }]),
             ..Default::default()
         }),
+        session: None,
     }
 }

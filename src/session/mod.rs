@@ -169,8 +169,7 @@ async fn reconcile_session(
         .secret(namespace, &names::token_secret_name(&name))
         .and_then(|secret| {
             secret
-                .annotations()
-                .get(keys::TOKEN_REFRESHED_AT_ANNOTATION)
+                .token_refreshed_at()
                 .and_then(|at| at.parse::<Timestamp>().ok())
                 .or(Some(Timestamp::UNIX_EPOCH))
         });
