@@ -144,8 +144,11 @@ impl Slim for AgenticSession {
     /// Keeps spec, status, labels and annotations (the desired-phase and runner-env
     /// annotations are read), minus managedFields and `kubectl apply`'s copy.
     fn slim(&mut self) {
-        self.managed_fields_mut().clear();
+        self.metadata.managed_fields = None;
         self.annotations_mut().remove(LAST_APPLIED);
+        if let Some(status) = self.status.as_mut() {
+            status.conditions.shrink_to_fit();
+        }
     }
 }
 
@@ -166,17 +169,31 @@ impl Slim for RunnerJob {
     fn slim(&mut self) {
         slim_child_metadata(self);
         self.metadata.annotations = None;
+        if let Some(conditions) = self.status.as_mut().and_then(|s| s.conditions.as_mut()) {
+            conditions.shrink_to_fit();
+        }
     }
 }
 
 impl Slim for RunnerPod {
-    /// Keeps name, creation/deletion timestamps, the session, phase, reason, message, the
-    /// PodScheduled condition and each container's name and state (exit code, reason).
+    /// Keeps name, creation/deletion timestamps, the session, phase, reason, message, a
+    /// PodScheduled=False condition (the scheduler's verdict) and each container's name and
+    /// state (exit code, reason).
     fn slim(&mut self) {
         slim_child_metadata(self);
         self.metadata.annotations = None;
-        if let Some(conditions) = self.status.as_mut().and_then(|s| s.conditions.as_mut()) {
-            conditions.retain(|c| c.type_ == "PodScheduled");
+        let Some(status) = self.status.as_mut() else {
+            return;
+        };
+        if let Some(conditions) = status.conditions.as_mut() {
+            conditions.retain(|c| c.type_ == "PodScheduled" && c.status == "False");
+            conditions.shrink_to_fit();
+        }
+        if status.conditions.as_ref().is_some_and(Vec::is_empty) {
+            status.conditions = None;
+        }
+        if let Some(containers) = status.container_statuses.as_mut() {
+            containers.shrink_to_fit();
         }
     }
 }
@@ -191,7 +208,7 @@ impl Slim for RunnerSecret {
 
 impl Slim for Namespace {
     fn slim(&mut self) {
-        self.managed_fields_mut().clear();
+        self.metadata.managed_fields = None;
         self.spec = None;
         self.status = None;
     }
@@ -199,7 +216,7 @@ impl Slim for Namespace {
 
 impl Slim for ProjectSettings {
     fn slim(&mut self) {
-        self.managed_fields_mut().clear();
+        self.metadata.managed_fields = None;
         self.annotations_mut().remove(LAST_APPLIED);
     }
 }
@@ -383,6 +400,17 @@ mod tests {
         let status = slim.status.expect("a status");
         assert_eq!(status.phase.as_deref(), Some("Pending"));
         assert_eq!(status.conditions, Some(vec![condition("PodScheduled")]));
+
+        // Once scheduled, no condition is worth keeping.
+        let mut scheduled = full;
+        if let Some(status) = scheduled.status.as_mut() {
+            status.conditions = Some(vec![PodCondition {
+                status: "True".into(),
+                ..condition("PodScheduled")
+            }]);
+        }
+        scheduled.slim();
+        assert_eq!(scheduled.status.and_then(|s| s.conditions), None);
     }
 
     #[test]
