@@ -7,7 +7,7 @@
 //! of Jobs, Pods and Secrets only what decisions read: they are cached as the projections of
 //! [`crate::projections`] (metadata and status; no specs, no data), slimmed further by [`Slim`].
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use agentic_crds::{AgenticSession, ProjectSettings, keys};
@@ -141,10 +141,12 @@ pub trait Slim {
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 impl Slim for AgenticSession {
-    /// Keeps spec, status, labels and annotations (the desired-phase and runner-env
-    /// annotations are read), minus managedFields and `kubectl apply`'s copy.
+    /// Keeps spec, status and annotations (the desired-phase and runner-env annotations are
+    /// read), minus managedFields and `kubectl apply`'s copy. Labels go: they are for users'
+    /// selectors, and no decision of the operator reads them.
     fn slim(&mut self) {
         self.metadata.managed_fields = None;
+        self.metadata.labels = None;
         self.annotations_mut().remove(LAST_APPLIED);
         if let Some(status) = self.status.as_mut() {
             status.conditions.shrink_to_fit();
@@ -231,9 +233,9 @@ pub struct PodIndex {
 
 #[derive(Default)]
 struct IndexState {
-    live: HashMap<SessionKey, BTreeSet<String>>,
+    live: HashMap<SessionKey, PodNames>,
     /// Built during a relist, swapped in when it completes (as the reflector store does).
-    relisting: Option<HashMap<SessionKey, BTreeSet<String>>>,
+    relisting: Option<HashMap<SessionKey, PodNames>>,
 }
 
 fn session_key_of(pod: &RunnerPod) -> Option<(SessionKey, String)> {
@@ -248,7 +250,7 @@ impl PodIndex {
         match event {
             Event::Apply(pod) => {
                 if let Some((key, name)) = session_key_of(pod) {
-                    state.live.entry(key).or_default().insert(name);
+                    insert(state.live.entry(key).or_default(), name);
                 }
             }
             Event::Delete(pod) => {
@@ -261,7 +263,7 @@ impl PodIndex {
                 if let (Some((key, name)), Some(building)) =
                     (session_key_of(pod), state.relisting.as_mut())
                 {
-                    building.entry(key).or_default().insert(name);
+                    insert(building.entry(key).or_default(), name);
                 }
             }
             Event::InitDone => {
@@ -278,14 +280,25 @@ impl PodIndex {
         state
             .live
             .get(&(namespace.to_string(), session.to_string()))
-            .map(|names| names.iter().cloned().collect())
+            .map(|names| names.to_vec())
             .unwrap_or_default()
     }
 }
 
-fn remove(map: &mut HashMap<SessionKey, BTreeSet<String>>, key: &SessionKey, name: &str) {
+/// A session's pod names, sorted and unique. A session has one pod at a time, rarely two: a
+/// vector costs a few bytes where a `BTreeSet` allocates a node for eleven.
+type PodNames = Vec<String>;
+
+fn insert(names: &mut PodNames, name: String) {
+    if let Err(at) = names.binary_search(&name) {
+        names.reserve_exact(1);
+        names.insert(at, name);
+    }
+}
+
+fn remove(map: &mut HashMap<SessionKey, PodNames>, key: &SessionKey, name: &str) {
     if let Some(names) = map.get_mut(key) {
-        names.remove(name);
+        names.retain(|n| n != name);
         if names.is_empty() {
             map.remove(key);
         }
@@ -314,6 +327,7 @@ mod tests {
         let index = PodIndex::default();
         index.apply(&Event::Apply(pod("a-job-1", "a")));
         index.apply(&Event::Apply(pod("a-job-2", "a")));
+        index.apply(&Event::Apply(pod("a-job-1", "a")));
         index.apply(&Event::Apply(pod("b-job-1", "b")));
         assert_eq!(index.names("team", "a"), vec!["a-job-1", "a-job-2"]);
         index.apply(&Event::Delete(pod("a-job-1", "a")));
@@ -414,8 +428,9 @@ mod tests {
     }
 
     #[test]
-    fn slimming_a_session_drops_kubectls_copy_only() {
+    fn slimming_a_session_keeps_its_annotations_but_kubectls_copy() {
         let mut session = AgenticSession::new("demo", Default::default());
+        session.metadata.labels = Some([("team".to_string(), "a".to_string())].into());
         session
             .annotations_mut()
             .insert(LAST_APPLIED.into(), "{...}".into());
@@ -427,5 +442,6 @@ mod tests {
             session.annotations().keys().collect::<Vec<_>>(),
             vec![keys::DESIRED_PHASE_ANNOTATION]
         );
+        assert!(session.metadata.labels.is_none());
     }
 }
