@@ -50,7 +50,7 @@ loadgen=$root/target/release/examples/loadgen
 runner_flags=(--runner-cpu-request 1m --runner-memory-request 1Mi)
 
 state=""
-cleanup() { if [ -n "$state" ]; then cluster/down.sh "$state" >/dev/null 2>&1 || true; rm -rf "$state"; fi; }
+cleanup() { if [ -n "$state" ]; then cluster/down.sh "$state" >/dev/null 2>&1 || true; rm -rf "$state" "$state.up.log"; fi; }
 trap cleanup EXIT
 
 # Fresh cluster with the CRDs, two bench identities (operator, baseline) and their FlowSchemas.
