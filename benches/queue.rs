@@ -73,33 +73,25 @@ fn micro(c: &mut Criterion) {
     let ks = keys(1024);
     let mut g = c.benchmark_group("queue");
 
+    // add → get → done over 1024 keys, `iters` times.
+    let serial = |q: &WorkQueue<Key>, iters: u64| {
+        rt.block_on(async {
+            let start = std::time::Instant::now();
+            for i in 0..iters as usize {
+                q.add(&ks[i & 1023]);
+                let k = q.get().await.expect("ready");
+                q.done(&k);
+            }
+            start.elapsed()
+        })
+    };
     g.bench_function("serial_add_get_done/ours", |b| {
         let q = rt.block_on(async { WorkQueue::new(config()).expect("config") });
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = std::time::Instant::now();
-                for i in 0..iters as usize {
-                    q.add(&ks[i & 1023]);
-                    let k = q.get().await.expect("ready");
-                    q.done(&k);
-                }
-                start.elapsed()
-            })
-        })
+        b.iter_custom(|iters| serial(&q, iters))
     });
     g.bench_function("serial_add_get_done_fair/ours", |b| {
         let q = rt.block_on(async { fair_queue() });
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = std::time::Instant::now();
-                for i in 0..iters as usize {
-                    q.add(&ks[i & 1023]);
-                    let k = q.get().await.expect("ready");
-                    q.done(&k);
-                }
-                start.elapsed()
-            })
-        })
+        b.iter_custom(|iters| serial(&q, iters))
     });
     g.bench_function("serial_add_get_done/kube_runtime", |b| {
         b.iter_custom(|iters| {

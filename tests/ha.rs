@@ -339,25 +339,30 @@ async fn a_warm_legacy_standby_takes_over_after_kill_9_and_after_sigterm() {
     failover(Timing::SHORT, "legacy", &["--legacy-watch"]).await;
 }
 
-/// A leader asked to stop with work queued drains it first (SPEC §3) and must keep the Lease
-/// until then: releasing it earlier lets the standby reconcile the same sessions concurrently.
-#[tokio::test]
-async fn a_leader_stopping_mid_burst_keeps_the_lease_until_its_queue_is_drained() {
-    let _serial = SERIAL.lock().await;
+/// Two single-worker replicas `<tag>-a` and `<tag>-b` with short leases in a fresh namespace, a
+/// burst of 30 one-second sessions, and the leader busy with it (one worker: draining the
+/// burst outlasts the standby's retry period).
+struct BusyLeader {
+    ns: TestNamespace,
+    jobs: JobLedger,
+    leader: OperatorProcess,
+    standby: OperatorProcess,
+    names: Vec<String>,
+}
+
+async fn leader_busy_with_a_burst(tag: &str) -> BusyLeader {
     let timing = Timing::SHORT;
     let cluster = ClusterInfo::from_env();
-    let ns = TestNamespace::create(&cluster, "ha-drain").await;
+    let ns = TestNamespace::create(&cluster, &format!("ha-{tag}")).await;
     let client = &ns.client;
     let jobs = JobLedger::start(client, &ns.name).await;
-    // One worker: the drain of the burst outlasts the standby's retry period.
     let serial = ["--max-concurrent-reconciles", "1"];
-    let first = replica(&cluster, "drain-a", timing, &serial).await;
-    let second = replica(&cluster, "drain-b", timing, &serial).await;
-    let (mut leader, mut standby) = match leader_among(client, &[&first, &second], timing).await {
+    let first = replica(&cluster, &format!("{tag}-a"), timing, &serial).await;
+    let second = replica(&cluster, &format!("{tag}-b"), timing, &serial).await;
+    let (leader, standby) = match leader_among(client, &[&first, &second], timing).await {
         0 => (first, second),
         _ => (second, first),
     };
-
     let names: Vec<String> = (0..30).map(|i| format!("burst-{i}")).collect();
     let burst: Vec<AgenticSession> = names
         .iter()
@@ -370,6 +375,28 @@ async fn a_leader_stopping_mid_burst_keeps_the_lease_until_its_queue_is_drained(
         || async { (reconciles(&leader) > 0.0).then_some(()) },
     )
     .await;
+    BusyLeader {
+        ns,
+        jobs,
+        leader,
+        standby,
+        names,
+    }
+}
+
+/// A leader asked to stop with work queued drains it first (SPEC §3) and must keep the Lease
+/// until then: releasing it earlier lets the standby reconcile the same sessions concurrently.
+#[tokio::test]
+async fn a_leader_stopping_mid_burst_keeps_the_lease_until_its_queue_is_drained() {
+    let _serial = SERIAL.lock().await;
+    let BusyLeader {
+        ns,
+        jobs,
+        mut leader,
+        mut standby,
+        names,
+    } = leader_busy_with_a_burst("drain").await;
+    let client = &ns.client;
     leader.sigterm();
     let status = leader.wait_exit(Duration::from_secs(20)).await;
     assert!(status.success(), "the old leader exited with {status}");
@@ -423,31 +450,14 @@ async fn hijack_lease(client: &Client, intruder: &str) {
 #[tokio::test]
 async fn a_leader_that_loses_the_lease_stops_reconciling_at_once() {
     let _serial = SERIAL.lock().await;
-    let timing = Timing::SHORT;
-    let cluster = ClusterInfo::from_env();
-    let ns = TestNamespace::create(&cluster, "ha-lost").await;
+    let BusyLeader {
+        ns,
+        jobs,
+        mut leader,
+        mut standby,
+        names,
+    } = leader_busy_with_a_burst("lost").await;
     let client = &ns.client;
-    let jobs = JobLedger::start(client, &ns.name).await;
-    let serial = ["--max-concurrent-reconciles", "1"];
-    let first = replica(&cluster, "lost-a", timing, &serial).await;
-    let second = replica(&cluster, "lost-b", timing, &serial).await;
-    let (mut leader, mut standby) = match leader_among(client, &[&first, &second], timing).await {
-        0 => (first, second),
-        _ => (second, first),
-    };
-
-    let names: Vec<String> = (0..30).map(|i| format!("burst-{i}")).collect();
-    let burst: Vec<AgenticSession> = names
-        .iter()
-        .map(|name| session(name, &[("SIM_RUN_FOR", "1s")]))
-        .collect();
-    join_all(burst.iter().map(|s| create(client, &ns.name, s))).await;
-    wait_until(
-        "the leader to start on the burst",
-        SESSION_LIMIT,
-        || async { (reconciles(&leader) > 0.0).then_some(()) },
-    )
-    .await;
     hijack_lease(client, &format!("intruder-{}", std::process::id())).await;
     let status = leader.wait_exit(Duration::from_secs(20)).await;
     assert!(

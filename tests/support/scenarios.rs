@@ -303,6 +303,15 @@ async fn set_project_inactivity(client: &Client, namespace: &str, seconds: i64) 
         .expect("patching ProjectSettings");
 }
 
+/// Waits until session `name` is Stopped and asserts inactivity stopped it.
+async fn assert_stopped_for_inactivity(ns: &TestNamespace, name: &str) {
+    let stopped = wait_for_phase(&ns.client, &ns.name, name, Phase::Stopped, LIMIT).await;
+    assert_eq!(
+        stopped.status.and_then(|s| s.stopped_reason),
+        Some(StoppedReason::Inactivity)
+    );
+}
+
 /// Session-level inactivity timeout wins over the project's.
 pub async fn session_inactivity_timeout_beats_the_project_one(cluster: &ClusterInfo) {
     let ns = TestNamespace::create(cluster, "idle-session").await;
@@ -310,11 +319,7 @@ pub async fn session_inactivity_timeout_beats_the_project_one(cluster: &ClusterI
     let mut s = session("idle", &[("SIM_OUTCOME", "hang")]);
     s.spec.inactivity_timeout = Some(3);
     create(&ns.client, &ns.name, &s).await;
-    let stopped = wait_for_phase(&ns.client, &ns.name, "idle", Phase::Stopped, LIMIT).await;
-    assert_eq!(
-        stopped.status.and_then(|s| s.stopped_reason),
-        Some(StoppedReason::Inactivity)
-    );
+    assert_stopped_for_inactivity(&ns, "idle").await;
 }
 
 /// Without a session value, the project's inactivity timeout applies.
@@ -327,11 +332,7 @@ pub async fn project_inactivity_timeout_applies_when_the_session_sets_none(clust
         &session("idle", &[("SIM_OUTCOME", "hang")]),
     )
     .await;
-    let stopped = wait_for_phase(&ns.client, &ns.name, "idle", Phase::Stopped, LIMIT).await;
-    assert_eq!(
-        stopped.status.and_then(|s| s.stopped_reason),
-        Some(StoppedReason::Inactivity)
-    );
+    assert_stopped_for_inactivity(&ns, "idle").await;
 }
 
 /// The runner identity exists and the token Secret carries both tokens and the refresh time.
