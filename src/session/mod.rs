@@ -192,9 +192,10 @@ async fn reconcile_session(
             .map(|e| e.to_string()),
     };
     let mut plan = phases::plan(&observed);
-    if !pods_are_fresh && gives_up_waiting_for_start(&plan) {
-        // Failing a session for not starting is final: decide it on the pods as the API server
-        // has them, not on a cache that may lag (the legacy engine's does under load).
+    if !pods_are_fresh && decides_on_absent_pods(phase, &plan) {
+        // These decisions are final and rest on what the pods are not doing (not started; all
+        // gone): make them on the pods as the API server has them, not on a cache that may lag
+        // behind a pod created moments ago (the legacy engine's does under load).
         let fresh = fresh_pods(namespace, &name, ctx).await?;
         plan = phases::plan(&Observed {
             pods: fresh.iter().map(Arc::as_ref).collect(),
@@ -204,13 +205,16 @@ async fn reconcile_session(
     execute(session, namespace, phase, plan, ctx).await
 }
 
-/// Whether the plan fails the session with StartTimeout.
-fn gives_up_waiting_for_start(plan: &Plan) -> bool {
-    plan.status.phase == Phase::Failed
+/// Whether the plan makes a final decision from the absence of pods: failing the session with
+/// StartTimeout (no runner started), or calling a stopping session Stopped (no pod left).
+fn decides_on_absent_pods(phase: Phase, plan: &Plan) -> bool {
+    let stopped = phase == Phase::Stopping && plan.status.phase == Phase::Stopped;
+    let gave_up = plan.status.phase == Phase::Failed
         && plan.status.conditions.iter().any(|c| {
             c.type_ == agentic_crds::condition::types::READY
                 && c.reason.as_deref() == Some(agentic_crds::condition::reasons::START_TIMEOUT)
-        })
+        });
+    stopped || gave_up
 }
 
 /// The session's pods read from the API server (slimmed like the cache's).

@@ -187,10 +187,16 @@ pub fn plan(observed: &Observed<'_>) -> Plan {
 
 fn pending(b: &mut PlanBuilder<'_, '_>) {
     if b.desired() == Some(keys::DESIRED_PHASE_STOPPED) {
+        // Through Stopping, like any stop: Stopped is written only once the request is cleared.
         b.status.stopped_reason = Some(StoppedReason::User);
-        b.status.completion_time = Some(b.now());
-        b.enter(Phase::Stopped, "stopped before it started", false);
-        b.effect(Effect::ClearStopAnnotations);
+        b.condition(
+            types::READY,
+            false,
+            reasons::STOPPING,
+            "stopped before it started",
+        );
+        b.enter(Phase::Stopping, "stopped before it started", false);
+        b.requeue(Duration::ZERO);
         return;
     }
     match b.job_state() {
@@ -329,6 +335,14 @@ fn stopping(b: &mut PlanBuilder<'_, '_>) {
         b.effect(Effect::ForceDeletePods(force));
     }
     if job_state.is_none() && b.observed.pods.is_empty() {
+        if b.desired() == Some(keys::DESIRED_PHASE_STOPPED) {
+            // The runner is gone: clear the honoured request first, so that a session reads
+            // Stopped only once nothing asks for a stop any more. The clearing patch is an
+            // event of its own; the reconcile it causes writes Stopped.
+            b.effect(Effect::ClearStopAnnotations);
+            b.requeue(POLL_WHILE_WAITING);
+            return;
+        }
         if b.status.stopped_reason.is_none() {
             b.status.stopped_reason = Some(b.stop_reason());
         }
@@ -340,7 +354,6 @@ fn stopping(b: &mut PlanBuilder<'_, '_>) {
             "session stopped",
         );
         b.enter(Phase::Stopped, "runner stopped", false);
-        b.effect(Effect::ClearStopAnnotations);
         return;
     }
     b.requeue(next_check);
@@ -905,12 +918,13 @@ mod tests {
     }
 
     #[test]
-    fn pending_session_asked_to_stop_is_stopped_by_user_without_a_job() {
+    fn pending_session_asked_to_stop_goes_stopping_without_a_job() {
         let s = in_phase(Phase::Pending, Some("Stopped"));
         let plan = plan(&observe(&s, None, vec![], 5));
-        assert_eq!(plan.status.phase, Phase::Stopped);
+        assert_eq!(plan.status.phase, Phase::Stopping);
         assert_eq!(plan.status.stopped_reason, Some(StoppedReason::User));
-        assert_eq!(plan.effects, vec![Effect::ClearStopAnnotations]);
+        assert!(plan.effects.is_empty(), "{:?}", plan.effects);
+        assert_eq!(plan.requeue_after, Some(Duration::ZERO));
     }
 
     #[test]
@@ -1107,13 +1121,35 @@ mod tests {
     }
 
     #[test]
-    fn stopping_session_is_stopped_once_job_and_pods_are_gone() {
+    fn stopping_session_clears_the_request_once_job_and_pods_are_gone_then_is_stopped() {
         let mut s = in_phase(Phase::Stopping, Some("Stopped"));
         s.status.as_mut().unwrap().stopped_reason = Some(StoppedReason::User);
+        let clearing = plan(&observe(&s, None, vec![], 5));
+        assert_eq!(
+            clearing.status.phase,
+            Phase::Stopping,
+            "never Stopped while the stop request is still set"
+        );
+        assert_eq!(clearing.effects, vec![Effect::ClearStopAnnotations]);
+
+        s.metadata.annotations = None; // what the clearing patch leaves
+        let stopped = plan(&observe(&s, None, vec![], 6));
+        assert_eq!(stopped.status.phase, Phase::Stopped);
+        assert_eq!(stopped.status.stopped_reason, Some(StoppedReason::User));
+        assert!(stopped.effects.is_empty(), "{:?}", stopped.effects);
+        assert!(stopped.status.completion_time.is_some());
+    }
+
+    #[test]
+    fn stopping_session_whose_request_was_replaced_by_a_restart_still_ends_stopped() {
+        let mut s = in_phase(Phase::Stopping, Some("Running"));
+        s.status.as_mut().unwrap().stopped_reason = Some(StoppedReason::User);
         let plan = plan(&observe(&s, None, vec![], 5));
-        assert_eq!(plan.status.phase, Phase::Stopped);
-        assert_eq!(plan.effects, vec![Effect::ClearStopAnnotations]);
-        assert!(plan.status.completion_time.is_some());
+        assert_eq!(
+            plan.status.phase,
+            Phase::Stopped,
+            "then restarted from there"
+        );
     }
 
     #[test]
