@@ -155,10 +155,10 @@ impl Slim for AgenticSession {
 }
 
 /// Metadata of a runner child keeps what the caches and handlers use: name, namespace, uid,
-/// resourceVersion and creation/deletion timestamps; the session label is moved to a field of
-/// its own ([`RunnerChild::compact_labels`]).
+/// resourceVersion and creation/deletion timestamps; the session label and the controller
+/// owner's UID are moved to fields of their own ([`RunnerChild::compact`]).
 fn slim_child_metadata(child: &mut impl RunnerChild) {
-    child.compact_labels();
+    child.compact();
     let metadata = child.meta_mut();
     metadata.managed_fields = None;
     metadata.owner_references = None;
@@ -167,10 +167,11 @@ fn slim_child_metadata(child: &mut impl RunnerChild) {
 }
 
 impl Slim for RunnerJob {
-    /// Keeps metadata and status (the Complete/Failed conditions decide the session's fate).
+    /// Keeps metadata, the run stamp and status (the Complete/Failed conditions decide the
+    /// session's fate).
     fn slim(&mut self) {
         slim_child_metadata(self);
-        self.metadata.annotations = None;
+        self.compact_annotations();
         if let Some(conditions) = self.status.as_mut().and_then(|s| s.conditions.as_mut()) {
             conditions.shrink_to_fit();
         }

@@ -15,7 +15,7 @@
 use agentic_crds::keys;
 use k8s_openapi::api::batch::v1::{Job, JobStatus};
 use k8s_openapi::api::core::v1::{ContainerState, Pod, PodCondition, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde::Deserialize;
 
 /// Implements k8s-openapi's `Resource` and `Metadata` for a projection of `$full` (kube's
@@ -45,15 +45,30 @@ macro_rules! projection_of {
 }
 
 /// A child of a session: Job, Pod or token Secret.
+///
+/// Ownership is data: what makes a child the session's is its controller owner's UID (the
+/// session's for Jobs and Secrets, the Job's for pods), never its name or labels alone.
 pub trait RunnerChild: kube::Resource {
     /// The owning session's name: the `agentic-session` label, or the field it was moved to
-    /// by [`RunnerChild::compact_labels`].
+    /// by [`RunnerChild::compact`].
     fn session_name(&self) -> Option<&str>;
-    /// Keeps the session's name aside and drops the label map.
-    fn compact_labels(&mut self);
+    /// UID of the controller ownerReference, or of the field it was moved to; `None` for an
+    /// orphan.
+    fn controller_uid(&self) -> Option<&str>;
+    /// Keeps the session's name and the controller's UID aside and drops the label and
+    /// ownerReference lists.
+    fn compact(&mut self);
 }
 
-/// Implements [`RunnerChild`] for a projection with a `session` field.
+/// The UID of the controller among `owners`.
+fn controller_of(owners: &[OwnerReference]) -> Option<String> {
+    owners
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .map(|o| o.uid.clone())
+}
+
+/// Implements [`RunnerChild`] for a projection with `session` and `controller` fields.
 macro_rules! runner_child {
     ($projection:ty) => {
         impl RunnerChild for $projection {
@@ -63,9 +78,21 @@ macro_rules! runner_child {
                     labels.get(keys::SESSION_LABEL).map(String::as_str)
                 })
             }
-            fn compact_labels(&mut self) {
+            fn controller_uid(&self) -> Option<&str> {
+                self.controller.as_deref().or_else(|| {
+                    let owners = self.metadata.owner_references.as_ref()?;
+                    owners
+                        .iter()
+                        .find(|o| o.controller == Some(true))
+                        .map(|o| o.uid.as_str())
+                })
+            }
+            fn compact(&mut self) {
                 if let Some(mut labels) = self.metadata.labels.take() {
                     self.session = labels.remove(keys::SESSION_LABEL).or(self.session.take());
+                }
+                if let Some(owners) = self.metadata.owner_references.take() {
+                    self.controller = controller_of(&owners).or(self.controller.take());
                 }
             }
         }
@@ -83,9 +110,36 @@ pub struct RunnerJob {
     /// The owning session, once moved out of the labels.
     #[serde(skip)]
     pub session: Option<String>,
+    /// The controller owner's UID, once moved out of the ownerReferences.
+    #[serde(skip)]
+    pub controller: Option<String>,
+    /// The run the Job was made for, once moved out of the annotations.
+    #[serde(skip)]
+    pub run: Option<String>,
 }
 runner_child!(RunnerJob);
 projection_of!(RunnerJob, Job);
+
+impl RunnerJob {
+    /// The `status.startTime` of the run the Job was made for (RFC 3339), if stamped.
+    pub fn run_started_at(&self) -> Option<&str> {
+        self.run.as_deref().or_else(|| {
+            let annotations = self.metadata.annotations.as_ref()?;
+            annotations
+                .get(keys::RUN_STARTED_AT_ANNOTATION)
+                .map(String::as_str)
+        })
+    }
+
+    /// Keeps the run stamp aside and drops the annotation map.
+    pub fn compact_annotations(&mut self) {
+        if let Some(mut annotations) = self.metadata.annotations.take() {
+            self.run = annotations
+                .remove(keys::RUN_STARTED_AT_ANNOTATION)
+                .or(self.run.take());
+        }
+    }
+}
 
 impl From<Job> for RunnerJob {
     fn from(job: Job) -> Self {
@@ -93,6 +147,8 @@ impl From<Job> for RunnerJob {
             metadata: job.metadata,
             status: job.status,
             session: None,
+            controller: None,
+            run: None,
         }
     }
 }
@@ -108,6 +164,9 @@ pub struct RunnerPod {
     /// The owning session, once moved out of the labels.
     #[serde(skip)]
     pub session: Option<String>,
+    /// The UID of the Job that made the pod, once moved out of the ownerReferences.
+    #[serde(skip)]
+    pub controller: Option<String>,
 }
 runner_child!(RunnerPod);
 projection_of!(RunnerPod, Pod);
@@ -165,6 +224,7 @@ impl From<Pod> for RunnerPod {
             metadata: pod.metadata,
             status: pod.status.map(RunnerPodStatus::from),
             session: None,
+            controller: None,
         }
     }
 }
@@ -178,6 +238,9 @@ pub struct RunnerSecret {
     /// The owning session, once moved out of the labels.
     #[serde(skip)]
     pub session: Option<String>,
+    /// The controller owner's UID, once moved out of the ownerReferences.
+    #[serde(skip)]
+    pub controller: Option<String>,
     /// The refreshed-at annotation, once moved out of the annotations.
     #[serde(skip)]
     pub refreshed_at: Option<String>,
@@ -275,13 +338,13 @@ mod tests {
         .expect("a secret");
         assert_eq!(secret.session_name(), Some("demo"), "read from the labels");
         assert_eq!(secret.token_refreshed_at(), Some("2026-01-02T03:04:05Z"));
-        secret.compact_labels();
+        secret.compact();
         secret.compact_annotations();
         assert!(secret.metadata.labels.is_none() && secret.metadata.annotations.is_none());
         assert_eq!(secret.session_name(), Some("demo"), "kept aside");
         assert_eq!(secret.token_refreshed_at(), Some("2026-01-02T03:04:05Z"));
         // Compacting again (a second slim) loses nothing.
-        secret.compact_labels();
+        secret.compact();
         secret.compact_annotations();
         assert_eq!(secret.session_name(), Some("demo"));
         assert_eq!(secret.token_refreshed_at(), Some("2026-01-02T03:04:05Z"));
@@ -289,7 +352,7 @@ mod tests {
         let mut pod = RunnerPod::default();
         assert_eq!(pod.session_name(), None);
         pod.metadata.labels = Some([("job-name".to_string(), "x".to_string())].into());
-        pod.compact_labels();
+        pod.compact();
         assert_eq!(pod.session_name(), None, "no session label, no session");
     }
 }

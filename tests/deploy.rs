@@ -511,6 +511,38 @@ fn shipped_rbac_grants_exactly_what_the_suite_needed() {
     );
 }
 
+/// Run by `make test` after the whole suite (`tests/suite.sh`): every list and watch of Secrets
+/// the operator made carried a label or field selector, so it only ever received the Secrets it
+/// names. RBAC cannot say this (a ClusterRole grants Secrets cluster-wide or not at all); the
+/// audit log of the whole run shows it.
+#[test]
+#[ignore = "needs the audit log of a whole suite run; `make test` runs it last"]
+fn the_operator_only_ever_lists_and_watches_secrets_by_selector() {
+    let cluster = ClusterInfo::from_env();
+    let since = std::env::var("AGENTIC_AUDIT_SINCE")
+        .ok()
+        .map(|s| s.parse().expect("AGENTIC_AUDIT_SINCE is a timestamp"));
+    let requests = support::audit::operator_requests(&support::audit::log_path(&cluster), since);
+    let reads: Vec<String> = requests
+        .iter()
+        .filter(|e| e["objectRef"]["resource"] == "secrets")
+        .filter(|e| e["verb"] == "list" || e["verb"] == "watch")
+        .map(|e| e["requestURI"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        !reads.is_empty(),
+        "the suite never saw the operator read Secrets"
+    );
+    let unselected: Vec<&String> = reads
+        .iter()
+        .filter(|uri| !uri.contains("labelSelector=") && !uri.contains("fieldSelector="))
+        .collect();
+    assert!(
+        unselected.is_empty(),
+        "Secret lists/watches without a selector: {unselected:?}"
+    );
+}
+
 /// The check itself catches both kinds of mismatch: a grant nobody needed, and a refusal.
 #[test]
 fn rbac_check_reports_unused_grants_and_denials() {

@@ -16,8 +16,9 @@ use futures::future::join_all;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::jiff::Timestamp;
 use kube::{Api, Client};
+use support::audit::JobLedger;
 use support::operator::{create, session, wait_for_phase};
-use support::process::{JobLedger, OperatorProcess, metric_sum};
+use support::process::{OperatorProcess, metric_sum};
 use support::{ClusterInfo, TestNamespace, wait_until};
 use tokio::time::Instant;
 
@@ -94,7 +95,7 @@ async fn replica(
 }
 
 async fn lease(client: &Client) -> Option<LeaseSpec> {
-    Api::<Lease>::namespaced(client.clone(), "default")
+    Api::<Lease>::namespaced(client.clone(), support::rbac::NAMESPACE)
         .get_opt(keys::LEADER_LEASE_NAME)
         .await
         .ok()
@@ -217,7 +218,7 @@ async fn failover(timing: Timing, tag: &str, engine: &[&str]) {
     let cluster = ClusterInfo::from_env();
     let ns = TestNamespace::create(&cluster, &format!("ha-{tag}")).await;
     let client = &ns.client;
-    let jobs = JobLedger::start(client, &ns.name).await;
+    let jobs = JobLedger::start(&cluster, &ns.name);
     let mut sessions = Vec::new();
 
     // Steady state: exactly one leader, and only it reconciles.
@@ -355,7 +356,7 @@ async fn leader_busy_with_a_burst(tag: &str) -> BusyLeader {
     let cluster = ClusterInfo::from_env();
     let ns = TestNamespace::create(&cluster, &format!("ha-{tag}")).await;
     let client = &ns.client;
-    let jobs = JobLedger::start(client, &ns.name).await;
+    let jobs = JobLedger::start(&cluster, &ns.name);
     let serial = ["--max-concurrent-reconciles", "1"];
     let first = replica(&cluster, &format!("{tag}-a"), timing, &serial).await;
     let second = replica(&cluster, &format!("{tag}-b"), timing, &serial).await;
@@ -428,7 +429,7 @@ async fn a_leader_stopping_mid_burst_keeps_the_lease_until_its_queue_is_drained(
 /// Writes the Lease as if `intruder` had just taken it (retrying on write conflicts with the
 /// holder's renewals).
 async fn hijack_lease(client: &Client, intruder: &str) {
-    let api: Api<Lease> = Api::namespaced(client.clone(), "default");
+    let api: Api<Lease> = Api::namespaced(client.clone(), support::rbac::NAMESPACE);
     wait_until("the Lease to be hijacked", SESSION_LIMIT, || async {
         let mut lease = api.get(keys::LEADER_LEASE_NAME).await.ok()?;
         let spec = lease.spec.get_or_insert_with(Default::default);

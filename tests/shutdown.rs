@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use agentic_crds::{AgenticSession, Phase};
 use futures::future::join_all;
+use support::audit::JobLedger;
 use support::operator::{create, session, wait_for_phase};
-use support::process::{JobLedger, OperatorProcess, metric_sum};
+use support::process::{OperatorProcess, metric_sum};
 use support::{ClusterInfo, TestNamespace, wait_until};
 use tokio::time::Instant;
 
@@ -55,7 +56,7 @@ async fn sigterm_during_a_burst_exits_cleanly_and_a_successor_finishes_every_ses
     let cluster = ClusterInfo::from_env();
     let ns = TestNamespace::create(&cluster, "shutdown-burst").await;
     let client = &ns.client;
-    let jobs = JobLedger::start(client, &ns.name).await;
+    let jobs = JobLedger::start(&cluster, &ns.name);
     let mut first = start(&cluster, "shutdown-first", &[]).await;
 
     let sessions = burst(30);

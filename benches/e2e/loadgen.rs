@@ -36,13 +36,14 @@ use agentic_operator::session::children::{
     build_token_secret,
 };
 use agentic_operator::session::events::{EventPublisher, Reporter};
-use agentic_operator::session::phases::{Note, Observed, plan};
+use agentic_operator::session::phases::{Note, Observed, RunSpec, plan};
 use clap::{Parser, ValueEnum};
 use futures::StreamExt;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -965,9 +966,18 @@ impl Baseline {
         let token = issued.status.and_then(|s| s.token).unwrap_or_default();
         let secret = build_token_secret(session, &token, &"0".repeat(64), Timestamp::now());
         create(&Api::<Secret>::namespaced(c.clone(), &namespace), &secret).await?;
+        let run = RunSpec {
+            is_resume: false,
+            deadline_seconds: session.spec.timeout,
+            started_at: planned
+                .status
+                .start_time
+                .clone()
+                .unwrap_or_else(|| Time(Timestamp::now())),
+        };
         let job = create(
             &Api::<Job>::namespaced(c.clone(), &namespace),
-            &build_job(session, &self.runner, false),
+            &build_job(session, &self.runner, &run),
         )
         .await?;
         let written = self.write_status(session, &planned.status).await?;

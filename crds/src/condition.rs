@@ -28,6 +28,9 @@ pub mod types {
     /// The runner container has started running (once True during a run, it stays True until
     /// the next run).
     pub const RUNNER_STARTED: &str = "RunnerStarted";
+    /// What the session no longer needs (a finished run's Job, stopped pods) is gone; False
+    /// with reason `CleanupFailed` and the API error while deleting it keeps failing.
+    pub const CLEANED_UP: &str = "CleanedUp";
 
     /// `ProjectSettings`: every `groupAccess` entry has its RoleBinding and stale ones are gone.
     pub const GROUP_BINDINGS_READY: &str = "GroupBindingsReady";
@@ -69,6 +72,12 @@ pub mod reasons {
     pub const EMPTY_DIR: &str = "EmptyDir";
     /// The runner pod cannot be scheduled (the message is the scheduler's).
     pub const UNSCHEDULABLE: &str = "Unschedulable";
+    /// The runner Job disappeared after its runner started (or could have), before its
+    /// outcome was recorded: the run's result is unknown. Terminal; a restart runs it again.
+    pub const JOB_LOST: &str = "JobLost";
+    /// Deleting something the session no longer needs (a finished Job, pods) keeps failing;
+    /// the message has the API error.
+    pub const CLEANUP_FAILED: &str = "CleanupFailed";
 }
 
 /// Status of a condition.

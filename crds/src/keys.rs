@@ -48,6 +48,10 @@ pub const RUNNER_SA_ANNOTATION: &str = "ambient-code.io/runner-sa";
 /// Session annotation: the session this one continues (passed to the runner as
 /// `PARENT_SESSION_ID`).
 pub const PARENT_SESSION_ID_ANNOTATION: &str = "vteam.ambient-code/parent-session-id";
+/// Job annotation: the `status.startTime` of the run the Job was made for (RFC 3339). Ties a
+/// Job to one run, so a Job of a newer run than the operator's view of the session reveals
+/// that view as stale (and a Job of an older run is never taken for the current one).
+pub const RUN_STARTED_AT_ANNOTATION: &str = "ambient-code.io/run-started-at";
 /// Token Secret annotation: RFC 3339 time at which `k8s-token` was last (re)issued.
 pub const TOKEN_REFRESHED_AT_ANNOTATION: &str = "ambient-code.io/token-refreshed-at";
 
@@ -103,6 +107,7 @@ mod tests {
             RUNNER_SA_ANNOTATION,
             PARENT_SESSION_ID_ANNOTATION,
             TOKEN_REFRESHED_AT_ANNOTATION,
+            RUN_STARTED_AT_ANNOTATION,
             MANAGED_BY_LABEL,
         ] {
             let (prefix, name) = key.split_once('/').expect("prefixed key");

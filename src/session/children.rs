@@ -20,9 +20,10 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::{Resource, ResourceExt};
 
+use super::phases::RunSpec;
 use super::runner_env::{RunnerEnvInputs, runner_env};
 
 /// Name of the runner container in the Job's pod.
@@ -72,13 +73,14 @@ pub fn child_labels(session_name: &str) -> BTreeMap<String, String> {
     ])
 }
 
-/// The runner Job. `is_resume` becomes `IS_RESUME`.
-pub fn build_job(session: &AgenticSession, settings: &RunnerSettings, is_resume: bool) -> Job {
+/// The runner Job for one run: `IS_RESUME` and `activeDeadlineSeconds` come from `run`, and
+/// the Job carries the run's start time (`ambient-code.io/run-started-at`).
+pub fn build_job(session: &AgenticSession, settings: &RunnerSettings, run: &RunSpec) -> Job {
     let name = session.name_any();
     let inputs = RunnerEnvInputs {
         session,
         backend_api_url: &settings.backend_api_url,
-        is_resume,
+        is_resume: run.is_resume,
     };
     let quantity = |q: &str| Quantity(q.to_string());
     let container = Container {
@@ -156,11 +158,16 @@ pub fn build_job(session: &AgenticSession, settings: &RunnerSettings, is_resume:
         ..Default::default()
     };
     let labels = child_labels(&name);
+    let mut metadata = child_meta(session, names::job_name(&name));
+    metadata.annotations = Some(BTreeMap::from([(
+        keys::RUN_STARTED_AT_ANNOTATION.to_string(),
+        run_stamp(&run.started_at),
+    )]));
     Job {
-        metadata: child_meta(session, names::job_name(&name)),
+        metadata,
         spec: Some(JobSpec {
             backoff_limit: Some(0),
-            active_deadline_seconds: Some(session.spec.timeout),
+            active_deadline_seconds: Some(run.deadline_seconds.max(1)),
             ttl_seconds_after_finished: Some(JOB_TTL_BACKSTOP_SECONDS),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
@@ -190,6 +197,14 @@ pub fn build_job(session: &AgenticSession, settings: &RunnerSettings, is_resume:
     }
 }
 
+/// A run's start time as stamped on its Job: the same text `status.startTime` holds.
+pub fn run_stamp(started_at: &Time) -> String {
+    serde_json::to_value(started_at)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
 /// The runner's ServiceAccount (no auto-mounted token: the Job mounts its own).
 pub fn build_service_account(session: &AgenticSession) -> ServiceAccount {
     ServiceAccount {
@@ -199,21 +214,47 @@ pub fn build_service_account(session: &AgenticSession) -> ServiceAccount {
     }
 }
 
-/// Least privilege: the runner may read and patch its own session (and its status), nothing else.
+/// What the platform asks of the runner in its namespace (SPEC §2.3), and nothing more:
+/// - `agenticsessions` get, list, watch, create, update, patch: the backend checks the
+///   runner's token for `list` in the namespace before every project call and for `get` /
+///   `update` on its session; the runner's session tools list, read, create, stop and start
+///   (patch/update) sessions;
+/// - the status of its own session: get, patch, update (it reports progress there);
+/// - `selfsubjectaccessreviews` create: the runner asks what its token may do.
+///
+/// Nothing on Secrets: the original let every runner read every Secret of the namespace,
+/// other sessions' tokens included.
 pub fn build_role(session: &AgenticSession) -> Role {
-    let own = vec![session.name_any()];
+    let rule =
+        |groups: &str, resources: &[&str], names: Option<Vec<String>>, verbs: &[&str]| PolicyRule {
+            api_groups: Some(vec![groups.into()]),
+            resources: Some(resources.iter().map(|r| r.to_string()).collect()),
+            resource_names: names,
+            verbs: verbs.iter().map(|v| v.to_string()).collect(),
+            ..Default::default()
+        };
     Role {
         metadata: child_meta(session, names::role_name(&session.name_any())),
-        rules: Some(vec![PolicyRule {
-            api_groups: Some(vec![keys::GROUP.into()]),
-            resources: Some(vec![
-                keys::AGENTIC_SESSION_PLURAL.into(),
-                format!("{}/status", keys::AGENTIC_SESSION_PLURAL),
-            ]),
-            resource_names: Some(own),
-            verbs: vec!["get".into(), "patch".into(), "update".into()],
-            ..Default::default()
-        }]),
+        rules: Some(vec![
+            rule(
+                keys::GROUP,
+                &[keys::AGENTIC_SESSION_PLURAL],
+                None,
+                &["get", "list", "watch", "create", "update", "patch"],
+            ),
+            rule(
+                keys::GROUP,
+                &[&format!("{}/status", keys::AGENTIC_SESSION_PLURAL)],
+                Some(vec![session.name_any()]),
+                &["get", "patch", "update"],
+            ),
+            rule(
+                "authorization.k8s.io",
+                &["selfsubjectaccessreviews"],
+                None,
+                &["create"],
+            ),
+        ]),
     }
 }
 
@@ -293,11 +334,19 @@ pub fn build_workspace_pvc(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::fixtures::{session, settings};
+    use crate::session::fixtures::{at, session, settings};
+
+    fn run(is_resume: bool) -> RunSpec {
+        RunSpec {
+            is_resume,
+            deadline_seconds: 300,
+            started_at: Time(at(0)),
+        }
+    }
 
     #[test]
     fn job_follows_the_contract() {
-        let job = build_job(&session("demo"), &settings(), false);
+        let job = build_job(&session("demo"), &settings(), &run(false));
         assert_eq!(job.metadata.name.as_deref(), Some("demo-job"));
         assert_eq!(job.metadata.namespace.as_deref(), Some("team"));
         let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
@@ -336,7 +385,7 @@ mod tests {
 
     #[test]
     fn token_is_mounted_as_a_file_and_workspace_defaults_to_empty_dir() {
-        let job = build_job(&session("demo"), &settings(), false);
+        let job = build_job(&session("demo"), &settings(), &run(false));
         let pod = job.spec.unwrap().template.spec.unwrap();
         let mounts = pod.containers[0].volume_mounts.clone().unwrap();
         assert!(mounts.iter().any(|m| m.mount_path == "/workspace"));
@@ -367,7 +416,7 @@ mod tests {
             pvc.spec.as_ref().unwrap().storage_class_name.as_deref(),
             Some("fast")
         );
-        let pod = build_job(&s, &with_size, false)
+        let pod = build_job(&s, &with_size, &run(false))
             .spec
             .unwrap()
             .template
@@ -390,32 +439,62 @@ mod tests {
     fn same_inputs_build_the_same_job() {
         let s = session("demo");
         assert_eq!(
-            build_job(&s, &settings(), true),
-            build_job(&s, &settings(), true)
+            build_job(&s, &settings(), &run(true)),
+            build_job(&s, &settings(), &run(true))
         );
     }
 
     #[test]
-    fn role_grants_only_the_own_session() {
+    fn role_grants_the_platforms_session_verbs_and_nothing_on_secrets() {
         let role = build_role(&session("demo"));
         let rules = role.rules.unwrap();
-        assert_eq!(rules.len(), 1);
+        let sessions = rules
+            .iter()
+            .find(|r| r.resources.as_deref() == Some(&["agenticsessions".to_string()][..]))
+            .expect("a rule on sessions");
         assert_eq!(
-            rules[0].resource_names.as_deref(),
-            Some(&["demo".to_string()][..])
+            sessions.verbs,
+            ["get", "list", "watch", "create", "update", "patch"]
         );
-        assert!(!rules[0].verbs.iter().any(|v| v == "list" || v == "*"));
-        assert!(
-            !rules[0]
-                .resources
-                .as_ref()
-                .unwrap()
-                .iter()
-                .any(|r| r == "secrets")
+        assert!(sessions.resource_names.is_none(), "namespace-wide");
+        let status = rules
+            .iter()
+            .find(|r| r.resources.as_deref() == Some(&["agenticsessions/status".to_string()][..]))
+            .expect("a rule on its status");
+        assert_eq!(
+            status.resource_names.as_deref(),
+            Some(&["demo".to_string()][..]),
+            "only its own session's status"
         );
+        for rule in &rules {
+            let resources = rule.resources.clone().unwrap_or_default();
+            assert!(
+                !resources.iter().any(|r| r == "secrets" || r == "*"),
+                "{rule:?}"
+            );
+            assert!(
+                !rule.verbs.iter().any(|v| v == "delete" || v == "*"),
+                "{rule:?}"
+            );
+        }
         let binding = build_role_binding(&session("demo"));
         assert_eq!(binding.role_ref.name, "ambient-session-demo-role");
         assert_eq!(binding.subjects.unwrap()[0].name, "ambient-session-demo");
+    }
+
+    #[test]
+    fn job_is_stamped_with_its_run_and_gets_the_runs_deadline() {
+        let run = RunSpec {
+            is_resume: false,
+            deadline_seconds: 117,
+            started_at: Time(at(5)),
+        };
+        let job = build_job(&session("demo"), &settings(), &run);
+        assert_eq!(
+            job.metadata.annotations.unwrap()["ambient-code.io/run-started-at"],
+            "2026-01-01T00:00:05Z"
+        );
+        assert_eq!(job.spec.unwrap().active_deadline_seconds, Some(117));
     }
 
     #[test]

@@ -45,12 +45,17 @@ pub fn settings() -> RunnerSettings {
     }
 }
 
-/// A Job created at `created`, with the given True condition (`Complete`, `Failed`) if any.
+/// UID of the Job [`job`] makes; the pods of the fixtures are its pods.
+pub const JOB_UID: &str = "uid-demo-job";
+
+/// Session `demo`'s Job for the run started at `at(0)`, created at `created`, with the given
+/// True condition (`Complete`, `Failed`) if any.
 pub fn job(created: i64, condition: Option<(&str, &str)>) -> RunnerJob {
     RunnerJob {
         metadata: ObjectMeta {
             name: Some("demo-job".into()),
             namespace: Some("team".into()),
+            uid: Some(JOB_UID.into()),
             creation_timestamp: Some(Time(at(created))),
             ..Default::default()
         },
@@ -67,6 +72,8 @@ pub fn job(created: i64, condition: Option<(&str, &str)>) -> RunnerJob {
             ..Default::default()
         }),
         session: None,
+        controller: Some("uid-demo".into()),
+        run: Some("2026-01-01T00:00:00Z".into()),
     }
 }
 
@@ -147,5 +154,6 @@ fn pod_with(
             ..Default::default()
         }),
         session: None,
+        controller: Some(JOB_UID.into()),
     }
 }

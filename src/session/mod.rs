@@ -4,6 +4,7 @@
 //! Status is written once per reconcile, with the resourceVersion that was read, so a decision
 //! made from a stale view fails with a conflict and is retried instead of overwriting newer state.
 
+mod api;
 pub mod children;
 pub mod events;
 #[cfg(feature = "fault-injection")]
@@ -25,10 +26,15 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 
+use agentic_crds::condition::{reasons, types};
+use agentic_crds::{AgenticSessionStatus, Condition, ConditionStatus, set_condition};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
 use crate::caches::Slim;
 use crate::context::{Context, FIELD_MANAGER};
 use crate::projections::{RunnerJob, RunnerPod};
-use phases::{Effect, Observation, Observed, Plan};
+use api::{api_error, is_status};
+use phases::{ChildEffect, Note, Observation, Observed, Plan, SessionEffect};
 
 /// Why a session reconcile failed (it is retried with backoff).
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +62,17 @@ pub enum SessionError {
         /// Name.
         name: String,
     },
+    /// A child of that name belongs to another owner (an earlier session of the same name
+    /// whose garbage collection is still running); retried until it is gone.
+    #[error("{kind} {namespace}/{name} belongs to another owner; waiting for it to be collected")]
+    NotOurs {
+        /// The kind of object.
+        kind: &'static str,
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
     /// The API server answered a TokenRequest without a token.
     #[error("TokenRequest for {namespace}/{service_account} returned no token")]
     EmptyToken {
@@ -77,31 +94,10 @@ impl SessionError {
                 "PersistentVolumeClaim" => "workspace",
                 _ => "api",
             },
-            SessionError::Conflict { .. } => "conflict",
+            SessionError::Conflict { .. } | SessionError::NotOurs { .. } => "conflict",
             SessionError::EmptyToken { .. } => "identity",
         }
     }
-}
-
-/// A closure that wraps a kube error with what was being done.
-fn api_error<'a>(
-    action: &'static str,
-    kind: &'static str,
-    namespace: &'a str,
-    name: &'a str,
-) -> impl FnOnce(kube::Error) -> SessionError + 'a {
-    move |source| SessionError::Api {
-        action,
-        kind,
-        namespace: namespace.to_string(),
-        name: name.to_string(),
-        source,
-    }
-}
-
-/// Whether an API error is the given HTTP status.
-fn is_status(error: &kube::Error, code: u16) -> bool {
-    matches!(error, kube::Error::Api(status) if status.code == code)
 }
 
 /// Reconciles one session; returns when to look at it again (`None`: on the next event only).
@@ -293,6 +289,9 @@ pub fn inactivity_timeout(
     (seconds > 0).then(|| Duration::from_secs(seconds))
 }
 
+/// Carries out `plan` in the order its shape gives: the status write (guarded by the
+/// resourceVersion that was read), what the transition announces, the child effects, then the
+/// session effects (guarded by the resourceVersion the status write returned).
 async fn execute(
     session: &AgenticSession,
     namespace: &str,
@@ -300,21 +299,46 @@ async fn execute(
     plan: Plan,
     ctx: &Context,
 ) -> Result<Option<Duration>, SessionError> {
-    let (before, after): (Vec<&Effect>, Vec<&Effect>) =
-        plan.effects.iter().partition(|e| !e.runs_after_status());
-    for effect in before {
-        apply_effect(session, namespace, effect, ctx).await?;
-    }
-    let first_write = session.status.is_none();
+    let mut version = session.resource_version();
     if session.status.as_ref() != Some(&plan.status) {
-        write_status(session, namespace, &plan, ctx).await?;
+        match write_status(session, namespace, &plan.status, version.as_deref(), ctx).await? {
+            Some(written) => version = Some(written),
+            None => return Ok(None), // deleted meanwhile: nothing left to do
+        }
+        // Recorded as soon as the status says so: a later failing effect must not lose them.
+        announce(session, namespace, phase, &plan, ctx).await;
     }
-    for effect in after {
-        apply_effect(session, namespace, effect, ctx).await?;
+    for effect in &plan.children {
+        if let Err(error) = apply_child(session, namespace, effect, ctx).await {
+            record_failure(
+                session,
+                namespace,
+                &plan.status,
+                effect,
+                &error,
+                version,
+                ctx,
+            )
+            .await;
+            return Err(error);
+        }
     }
+    for effect in &plan.session {
+        apply_session_effect(session, namespace, effect, version.as_deref(), ctx).await?;
+    }
+    Ok(plan.requeue_after)
+}
 
+/// Metrics, Events and the log line of what the status write just recorded.
+async fn announce(
+    session: &AgenticSession,
+    namespace: &str,
+    phase: Phase,
+    plan: &Plan,
+    ctx: &Context,
+) {
     let families = ctx.metrics.families();
-    if first_write {
+    if session.status.is_none() {
         families
             .sessions_total
             .with_label_values(&[namespace])
@@ -326,6 +350,14 @@ async fn execute(
             phase.as_str(),
             plan.status.phase.as_str(),
             plan.status.phase.is_terminal(),
+        );
+        tracing::info!(
+            namespace,
+            session = %session.name_any(),
+            from = %phase,
+            to = %plan.status.phase,
+            detail = plan.status.message.as_deref().unwrap_or_default(),
+            "phase transition"
         );
     }
     for observation in &plan.observations {
@@ -341,51 +373,100 @@ async fn execute(
         }
     }
     for note in &plan.notes {
-        if let Err(error) = ctx.events.publish(session, note).await {
-            tracing::warn!(%error, session = %session.name_any(), "could not publish an Event");
-        }
+        publish(session, note, ctx).await;
     }
-    if plan.status.phase != phase {
-        tracing::info!(
-            namespace,
-            session = %session.name_any(),
-            from = %phase,
-            to = %plan.status.phase,
-            detail = plan.status.message.as_deref().unwrap_or_default(),
-            "phase transition"
-        );
-    }
-    Ok(plan.requeue_after)
 }
 
+async fn publish(session: &AgenticSession, note: &Note, ctx: &Context) {
+    if let Err(error) = ctx.events.publish(session, note).await {
+        tracing::warn!(%error, session = %session.name_any(), "could not publish an Event");
+    }
+}
+
+/// A child effect failed with a refusal that retrying will not fix by itself: say so on the
+/// session (the effect's condition, the status message) and in a Warning Event. Only a
+/// change is written and announced, so a refusal repeated on every retry is reported once.
+async fn record_failure(
+    session: &AgenticSession,
+    namespace: &str,
+    written: &AgenticSessionStatus,
+    effect: &ChildEffect,
+    error: &SessionError,
+    version: Option<String>,
+    ctx: &Context,
+) {
+    let SessionError::Api { source, .. } = error else {
+        return;
+    };
+    if !api::is_persisting(source) {
+        return;
+    }
+    let (condition, reason) = match effect {
+        ChildEffect::CreateJob(_) => (types::JOB_CREATED, reasons::PROVISIONING_FAILED),
+        ChildEffect::EnsureIdentity | ChildEffect::RefreshToken => {
+            (types::RUNNER_IDENTITY_READY, reasons::PROVISIONING_FAILED)
+        }
+        ChildEffect::EnsureWorkspace => (types::WORKSPACE_READY, reasons::PROVISIONING_FAILED),
+        ChildEffect::DeleteJob { .. }
+        | ChildEffect::DeletePods(_)
+        | ChildEffect::ForceDeletePods(_) => (types::CLEANED_UP, reasons::CLEANUP_FAILED),
+    };
+    let message = error.to_string();
+    let mut status = written.clone();
+    set_condition(
+        &mut status.conditions,
+        Condition::new(condition, ConditionStatus::False, reason, &message)
+            .with_observed_generation(session.metadata.generation),
+        &Time(Timestamp::now()),
+    );
+    status.message = Some(message.clone());
+    if &status == written {
+        return;
+    }
+    match write_status(session, namespace, &status, version.as_deref(), ctx).await {
+        Ok(Some(_)) => {
+            let note = Note {
+                warning: true,
+                reason: reason.to_string(),
+                message,
+            };
+            publish(session, &note, ctx).await;
+        }
+        Ok(None) => {}
+        Err(error) => tracing::debug!(%error, "could not record a failure on the session"),
+    }
+}
+
+/// Replaces the session's status, guarded by `version`; returns the new resourceVersion, or
+/// `None` when the session is gone.
 async fn write_status(
     session: &AgenticSession,
     namespace: &str,
-    plan: &Plan,
+    status: &AgenticSessionStatus,
+    version: Option<&str>,
     ctx: &Context,
-) -> Result<(), SessionError> {
+) -> Result<Option<String>, SessionError> {
     let name = session.name_any();
     let api: Api<AgenticSession> = Api::namespaced(ctx.client.clone(), namespace);
     let mut update = AgenticSession::new(&name, session.spec.clone());
     update.metadata = ObjectMeta {
         name: Some(name.clone()),
         namespace: Some(namespace.to_string()),
-        resource_version: session.resource_version(),
+        resource_version: version.map(str::to_string),
         ..Default::default()
     };
-    update.status = Some(plan.status.clone());
+    update.status = Some(status.clone());
     let params = PostParams {
         dry_run: false,
         field_manager: Some(FIELD_MANAGER.into()),
     };
     match api.replace_status(&name, &params, &update).await {
-        Ok(_) => Ok(()),
+        Ok(written) => Ok(Some(written.resource_version().unwrap_or_default())),
         Err(e) if is_status(&e, 409) => Err(SessionError::Conflict {
             namespace: namespace.to_string(),
             name,
         }),
-        // Deleted meanwhile: nothing left to record.
-        Err(e) if is_status(&e, 404) => Ok(()),
+        Err(e) if is_status(&e, 404) => Ok(None),
         Err(e) => Err(api_error(
             "update status of",
             "AgenticSession",
@@ -395,63 +476,78 @@ async fn write_status(
     }
 }
 
-async fn apply_effect(
+async fn apply_child(
     session: &AgenticSession,
     namespace: &str,
-    effect: &Effect,
+    effect: &ChildEffect,
     ctx: &Context,
 ) -> Result<(), SessionError> {
     let name = session.name_any();
     let client = ctx.client.clone();
     match effect {
-        Effect::EnsureWorkspace => {
+        ChildEffect::EnsureWorkspace => {
             if let Some(pvc) = children::build_workspace_pvc(session, &ctx.runner) {
                 let api: Api<PersistentVolumeClaim> = Api::namespaced(client, namespace);
-                create_if_missing(&api, &pvc, namespace, "PersistentVolumeClaim").await?;
+                api::create_owned(&api, &pvc, namespace, "PersistentVolumeClaim").await?;
             }
         }
-        Effect::EnsureIdentity => identity::ensure(session, namespace, ctx).await?,
-        Effect::RefreshToken => identity::refresh(session, namespace, ctx).await?,
-        Effect::RecordIdentity => identity::record(session, namespace, ctx).await?,
-        Effect::CreateJob { is_resume } => {
-            let job = children::build_job(session, &ctx.runner, *is_resume);
+        ChildEffect::EnsureIdentity => identity::ensure(session, namespace, ctx).await?,
+        ChildEffect::RefreshToken => identity::refresh(session, namespace, ctx).await?,
+        ChildEffect::CreateJob(run) => {
+            let job = children::build_job(session, &ctx.runner, run);
             let api: Api<Job> = Api::namespaced(client, namespace);
-            create_if_missing(&api, &job, namespace, "Job").await?;
+            api::create_owned(&api, &job, namespace, "Job").await?;
         }
-        Effect::DeleteJob | Effect::RetireJob => {
+        ChildEffect::DeleteJob { uid } => {
             let api: Api<Job> = Api::namespaced(client, namespace);
             let job_name = names::job_name(&name);
-            delete_if_present(
-                &api,
-                &job_name,
-                &DeleteParams::background(),
-                namespace,
-                "Job",
-            )
-            .await?;
+            let params = DeleteParams::background();
+            api::delete_exactly(&api, &job_name, uid, &params, namespace, "Job").await?;
         }
-        Effect::DeletePods(pods) | Effect::ForceDeletePods(pods) => {
+        ChildEffect::DeletePods(pods) | ChildEffect::ForceDeletePods(pods) => {
             let api: Api<Pod> = Api::namespaced(client, namespace);
             let params = match effect {
-                Effect::ForceDeletePods(_) => DeleteParams {
+                ChildEffect::ForceDeletePods(_) => DeleteParams {
                     grace_period_seconds: Some(0),
                     ..DeleteParams::background()
                 },
                 _ => DeleteParams::background(),
             };
             for pod in pods {
-                delete_if_present(&api, pod, &params, namespace, "Pod").await?;
+                api::delete_if_present(&api, pod, &params, namespace, "Pod").await?;
             }
         }
-        Effect::RequestInactivityStop => {
-            let patch = serde_json::json!({"metadata": {"annotations": {
-                keys::DESIRED_PHASE_ANNOTATION: keys::DESIRED_PHASE_STOPPED,
-                keys::STOP_REASON_ANNOTATION: agentic_crds::StoppedReason::Inactivity.as_str(),
-                keys::STOP_REQUESTED_AT_ANNOTATION: Timestamp::now().to_string(),
-            }}});
-            patch_session(session, namespace, &Patch::Merge(&patch), ctx).await?;
+    }
+    Ok(())
+}
+
+async fn apply_session_effect(
+    session: &AgenticSession,
+    namespace: &str,
+    effect: &SessionEffect,
+    version: Option<&str>,
+    ctx: &Context,
+) -> Result<(), SessionError> {
+    match effect {
+        SessionEffect::RequestInactivityStop => {
+            // Only on the session as the status write left it: a request made since (a
+            // restart) is never overridden.
+            let patch = serde_json::json!({"metadata": {
+                "resourceVersion": version,
+                "annotations": {
+                    keys::DESIRED_PHASE_ANNOTATION: keys::DESIRED_PHASE_STOPPED,
+                    keys::STOP_REASON_ANNOTATION: agentic_crds::StoppedReason::Inactivity.as_str(),
+                    keys::STOP_REQUESTED_AT_ANNOTATION: Timestamp::now().to_string(),
+                },
+            }});
+            match patch_session(session, namespace, &Patch::Merge(&patch), ctx).await {
+                // Changed since: the status records the stop already; the next reconcile
+                // sees whatever was asked meanwhile.
+                Err(SessionError::Api { source, .. }) if is_status(&source, 409) => Ok(()),
+                other => other,
+            }
         }
-        Effect::ClearStopAnnotations => {
+        SessionEffect::ClearStopAnnotations => {
             clear_annotations(
                 session,
                 namespace,
@@ -463,9 +559,9 @@ async fn apply_effect(
                 ],
                 ctx,
             )
-            .await?;
+            .await
         }
-        Effect::ClearStartRequest => {
+        SessionEffect::ClearStartRequest => {
             clear_annotations(
                 session,
                 namespace,
@@ -473,10 +569,10 @@ async fn apply_effect(
                 &[keys::DESIRED_PHASE_ANNOTATION],
                 ctx,
             )
-            .await?;
+            .await
         }
+        SessionEffect::RecordIdentity => identity::record(session, namespace, ctx).await,
     }
-    Ok(())
 }
 
 /// Removes `keys` from the session's annotations, but only while `desired-phase` still says
@@ -534,45 +630,6 @@ async fn patch_session<P: serde::Serialize + std::fmt::Debug>(
         Ok(_) => Ok(()),
         Err(e) if is_status(&e, 404) => Ok(()),
         Err(e) => Err(api_error("annotate", "AgenticSession", namespace, &name)(e)),
-    }
-}
-
-/// Creates `object`; an object that already exists under that name counts as success.
-pub(crate) async fn create_if_missing<K>(
-    api: &Api<K>,
-    object: &K,
-    namespace: &str,
-    kind: &'static str,
-) -> Result<(), SessionError>
-where
-    K: Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let params = PostParams {
-        dry_run: false,
-        field_manager: Some(FIELD_MANAGER.into()),
-    };
-    match api.create(&params, object).await {
-        Ok(_) => Ok(()),
-        Err(e) if is_status(&e, 409) => Ok(()),
-        Err(e) => Err(api_error("create", kind, namespace, &object.name_any())(e)),
-    }
-}
-
-/// Deletes `name`; an object already gone counts as success.
-async fn delete_if_present<K>(
-    api: &Api<K>,
-    name: &str,
-    params: &DeleteParams,
-    namespace: &str,
-    kind: &'static str,
-) -> Result<(), SessionError>
-where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    match api.delete(name, params).await {
-        Ok(_) => Ok(()),
-        Err(e) if is_status(&e, 404) => Ok(()),
-        Err(e) => Err(api_error("delete", kind, namespace, name)(e)),
     }
 }
 

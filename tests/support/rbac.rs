@@ -288,42 +288,12 @@ pub fn required_permissions(audit_log: &Path, since: Option<&str>, plurals: &Plu
         s.parse::<k8s_openapi::jiff::Timestamp>()
             .unwrap_or_else(|e| panic!("AGENTIC_AUDIT_SINCE={s} is not a timestamp: {e}"))
     });
-    let text = std::fs::read_to_string(audit_log).unwrap_or_else(|e| {
-        panic!(
-            "reading the audit log {}: {e}; a cluster started before cluster/up.sh enabled \
-                 auditing has none: restart it",
-            audit_log.display()
-        )
-    });
-    // One entry per request: its last stage wins (ResponseComplete over ResponseStarted).
-    let mut events: BTreeMap<String, Value> = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let Ok(event) = serde_json::from_str::<Value>(line) else {
-            continue; // a line being written as we read
-        };
-        if event["user"]["username"] != USER {
-            continue;
-        }
-        if let (Some(since), Some(at)) = (since, event["requestReceivedTimestamp"].as_str())
-            && at
-                .parse::<k8s_openapi::jiff::Timestamp>()
-                .is_ok_and(|at| at < since)
-        {
-            continue;
-        }
-        let id = event["auditID"].as_str().unwrap_or_default().to_string();
-        let keep = events
-            .get(&id)
-            .is_none_or(|old| old["stage"] != "ResponseComplete");
-        if keep {
-            events.insert(id, event);
-        }
-    }
+    let events = super::audit::operator_requests(audit_log, since);
     let mut usage = Usage {
         requests: events.len(),
         ..Default::default()
     };
-    for event in events.values() {
+    for event in &events {
         let object = &event["objectRef"];
         let verb = event["verb"].as_str().unwrap_or_default();
         let code = event["responseStatus"]["code"].as_u64().unwrap_or(0);
