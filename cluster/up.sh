@@ -123,7 +123,7 @@ start kube-apiserver "$bin/kube-apiserver" --etcd-servers "http://127.0.0.1:$etc
   --client-ca-file "$pki/ca.crt" \
   --service-account-issuer https://kubernetes.default.svc.cluster.local \
   --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
-  --service-cluster-ip-range 10.0.0.0/24 --authorization-mode Node,RBAC --allow-privileged=true \
+  --service-cluster-ip-range 10.0.0.0/16 --authorization-mode Node,RBAC --allow-privileged=true \
   --watch-cache-sizes podtemplates#0 --max-requests-inflight 800 --max-mutating-requests-inflight 400 \
   --enable-admission-plugins OwnerReferencesPermissionEnforcement \
   --audit-policy-file "$state/audit-policy.yaml" --audit-log-path "$state/logs/audit.log" \

@@ -72,7 +72,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         tracing::info!(%bound, "serving /healthz and /readyz");
     }
 
-    let (caches, writers) = new_caches();
+    let (caches, writers) = new_caches(&config.shared_secret_sources());
     let ctx = Context::new(client.clone(), config.clone(), metrics, caches);
     let leading = Arc::new(Notify::new());
     let lost_leadership = CancellationToken::new();

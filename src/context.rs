@@ -7,6 +7,7 @@ use kube::Client;
 use crate::caches::Caches;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::runtime::Catalog;
 use crate::session::children::RunnerSettings;
 use crate::session::events::{EventPublisher, Reporter};
 
@@ -33,6 +34,10 @@ pub struct ContextInner {
     pub caches: Caches,
     /// Runner shape derived from the configuration.
     pub runner: RunnerSettings,
+    /// The agent registry and the model manifest.
+    pub catalog: Catalog,
+    /// The runs this replica claimed and has not seen end: `(namespace, session, run start)`.
+    pub claims: dashmap::DashSet<(String, String, String)>,
 }
 
 impl Context {
@@ -55,7 +60,20 @@ impl Context {
             memory_limit: config.args.runner_memory_limit.clone(),
             workspace_size: config.args.workspace_size.clone(),
             workspace_storage_class: config.args.workspace_storage_class.clone(),
+            state_sync_image: config.args.state_sync_image.clone(),
+            s3_endpoint: config.args.s3_endpoint.clone(),
+            s3_bucket: config.args.s3_bucket.clone(),
+            pod_fsgroup: config.args.pod_fsgroup,
+            image_pull_policy: config.args.image_pull_policy.clone(),
+            vertex: config.vertex.clone(),
+            mcp_config_file: config.args.mcp_config_file.clone(),
+            backend_public_url: config.args.backend_public_url.clone(),
         };
+        let catalog = Catalog::new(
+            &config.args.agent_registry_path,
+            &config.args.models_manifest_path,
+            metrics.clone(),
+        );
         Context {
             inner: Arc::new(ContextInner {
                 events: EventPublisher::new(client.clone(), reporter),
@@ -64,6 +82,8 @@ impl Context {
                 metrics,
                 caches,
                 runner,
+                catalog,
+                claims: dashmap::DashSet::new(),
             }),
         }
     }

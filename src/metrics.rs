@@ -54,6 +54,9 @@ pub struct Families {
     pub token_provision_duration: HistogramVec,
     /// `ambient_session_errors_total{namespace,phase,error_type}`.
     pub session_errors: IntCounterVec,
+    /// `ambient_config_reload_errors_total{file}`: a mounted configuration file (the agent
+    /// registry, the model manifest) that could not be read; the last good one stays in use.
+    pub config_reload_errors: IntCounterVec,
     /// client-go compatible work-queue metrics.
     pub workqueue: WorkqueueFamilies,
 }
@@ -160,6 +163,11 @@ impl Metrics {
                 "ambient_session_errors_total",
                 "Error tracking",
                 &["namespace", "phase", "error_type"],
+            )?,
+            config_reload_errors: counter(
+                "ambient_config_reload_errors_total",
+                "Configuration files (agent registry, model manifest) that failed to load; the last good one stays in use",
+                &["file"],
             )?,
             workqueue: WorkqueueFamilies {
                 depth,

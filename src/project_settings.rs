@@ -1,7 +1,9 @@
 //! ProjectSettings reconcile (SPEC §2.6): one RoleBinding `<groupName>-<role>` per `groupAccess`
 //! entry, bound to ClusterRole `ambient-project-<role>`; bindings this operator made that are no
 //! longer listed are pruned (the original never pruned: stale access); LimitRange
-//! `ambient-default-limits`; status fields and conditions.
+//! `ambient-default-limits`; the NetworkPolicy `runner-allow-backend-only` (SPEC §5.2); status
+//! fields and conditions. Everything made here is owned by the ProjectSettings, so it goes with
+//! it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -9,9 +11,15 @@ use std::time::Duration;
 use agentic_crds::condition::{reasons, types};
 use agentic_crds::{Condition, ConditionStatus, ProjectSettings, keys, names, set_condition};
 use k8s_openapi::api::core::v1::{LimitRange, LimitRangeItem, LimitRangeSpec};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
 use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
@@ -103,7 +111,68 @@ pub fn default_limit_range(settings: &ProjectSettings) -> LimitRange {
     }
 }
 
-/// Brings RoleBindings, LimitRange and status in line with the namespace's ProjectSettings.
+/// The NetworkPolicy of a managed namespace: runner pods (`app=ambient-code-runner`) accept
+/// ingress only from the backend's namespace and the operator's, on their `agui` port — by
+/// name, so whatever port a runtime uses is the one admitted (the original hard-coded 8001).
+pub fn runner_network_policy(
+    settings: &ProjectSettings,
+    backend_namespace: &str,
+    operator_namespace: &str,
+) -> NetworkPolicy {
+    let mut labels = BTreeMap::from([
+        (keys::APP_LABEL.to_string(), keys::PLATFORM_APP.to_string()),
+        (
+            keys::MANAGED_BY_OPERATOR_LABEL.to_string(),
+            keys::MANAGED_BY_OPERATOR_VALUE.to_string(),
+        ),
+    ]);
+    labels.extend(managed_labels());
+    let from_namespace = |name: &str| NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                "kubernetes.io/metadata.name".to_string(),
+                name.to_string(),
+            )])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut peers = vec![from_namespace(backend_namespace)];
+    if operator_namespace != backend_namespace {
+        peers.push(from_namespace(operator_namespace));
+    }
+    NetworkPolicy {
+        metadata: ObjectMeta {
+            name: Some(keys::RUNNER_NETWORK_POLICY.into()),
+            namespace: settings.namespace(),
+            labels: Some(labels),
+            owner_references: settings.controller_owner_ref(&()).map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(
+                    keys::APP_LABEL.to_string(),
+                    keys::RUNNER_APP.to_string(),
+                )])),
+                ..Default::default()
+            }),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: Some(peers),
+                ports: Some(vec![NetworkPolicyPort {
+                    protocol: Some("TCP".into()),
+                    port: Some(IntOrString::String(keys::AGUI_PORT_NAME.into())),
+                    end_port: None,
+                }]),
+            }]),
+            egress: None,
+        }),
+    }
+}
+
+/// Brings RoleBindings, LimitRange, the runner NetworkPolicy and status in line with the
+/// namespace's ProjectSettings.
 pub async fn reconcile(
     namespace: &str,
     ctx: &Context,
@@ -160,6 +229,17 @@ pub async fn reconcile(
         )
         .await
         .map_err(fail("apply LimitRange".into()))?;
+
+    let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), namespace);
+    let policy = runner_network_policy(
+        &settings,
+        &ctx.config.backend_namespace,
+        &ctx.config.args.namespace,
+    );
+    policies
+        .patch(keys::RUNNER_NETWORK_POLICY, &apply, &Patch::Apply(&policy))
+        .await
+        .map_err(fail("apply NetworkPolicy".into()))?;
 
     let mut status = settings.status.clone().unwrap_or_default();
     let before = status.clone();
@@ -258,6 +338,50 @@ mod tests {
             "marked so that pruning finds only what the operator made"
         );
         assert!(devs.metadata.owner_references.is_some());
+    }
+
+    #[test]
+    fn runners_admit_only_the_backend_and_the_operator_on_their_agui_port() {
+        let policy = runner_network_policy(&settings(&[]), "ambient-code", "operators");
+        assert_eq!(
+            policy.metadata.name.as_deref(),
+            Some("runner-allow-backend-only")
+        );
+        let labels = policy.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels["app"], "ambient-code");
+        assert_eq!(labels["ambient-code.io/managed-by"], "operator");
+        assert!(
+            policy.metadata.owner_references.is_some(),
+            "goes with the ProjectSettings"
+        );
+        let spec = policy.spec.unwrap();
+        assert_eq!(
+            spec.pod_selector.unwrap().match_labels.unwrap()["app"],
+            "ambient-code-runner"
+        );
+        let rule = &spec.ingress.unwrap()[0];
+        let namespaces: Vec<_> = rule
+            .from
+            .iter()
+            .flatten()
+            .map(|p| {
+                p.namespace_selector.clone().unwrap().match_labels.unwrap()
+                    ["kubernetes.io/metadata.name"]
+                    .clone()
+            })
+            .collect();
+        assert_eq!(namespaces, ["ambient-code", "operators"]);
+        let port = &rule.ports.as_ref().unwrap()[0];
+        assert_eq!(port.port, Some(IntOrString::String("agui".into())));
+        let same = runner_network_policy(&settings(&[]), "ambient-code", "ambient-code");
+        assert_eq!(
+            same.spec.unwrap().ingress.unwrap()[0]
+                .from
+                .as_ref()
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]

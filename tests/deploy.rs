@@ -543,6 +543,58 @@ fn the_operator_only_ever_lists_and_watches_secrets_by_selector() {
     );
 }
 
+/// Run by `make test` after the whole suite (`tests/suite.sh`): no Job the operator created
+/// in the whole run carried a credential as a plain value — every token, key and secret
+/// reached a pod by reference (`secretKeyRef`, `envFrom`, a Secret volume). The audit log
+/// holds each Job create's request body.
+#[test]
+#[ignore = "needs the audit log of a whole suite run; `make test` runs it last"]
+fn no_job_of_the_suite_carries_a_credential_as_a_plain_value() {
+    let cluster = ClusterInfo::from_env();
+    let since = std::env::var("AGENTIC_AUDIT_SINCE")
+        .ok()
+        .map(|s| s.parse().expect("AGENTIC_AUDIT_SINCE is a timestamp"));
+    let requests = support::audit::operator_requests(&support::audit::log_path(&cluster), since);
+    let credential = |name: &str| {
+        name.ends_with("_TOKEN")
+            || name.ends_with("_KEY")
+            || name.ends_with("_KEY_ID")
+            || name.contains("SECRET")
+            || name.contains("PASSWORD")
+            || name == "GOOGLE_OAUTH_CLIENT_ID"
+    };
+    let mut jobs = 0;
+    let mut plain = Vec::new();
+    for event in &requests {
+        if event["verb"] != "create" || event["objectRef"]["resource"] != "jobs" {
+            continue;
+        }
+        jobs += 1;
+        let pod = &event["requestObject"]["spec"]["template"]["spec"];
+        for list in ["containers", "initContainers"] {
+            for container in pod[list].as_array().into_iter().flatten() {
+                for var in container["env"].as_array().into_iter().flatten() {
+                    let name = var["name"].as_str().unwrap_or_default();
+                    if credential(name) && !var["value"].is_null() {
+                        plain.push(format!(
+                            "{}/{} {}: {name}",
+                            event["objectRef"]["namespace"].as_str().unwrap_or_default(),
+                            event["objectRef"]["name"].as_str().unwrap_or_default(),
+                            container["name"].as_str().unwrap_or_default()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(jobs > 0, "the suite created no Job as the operator");
+    assert!(
+        plain.is_empty(),
+        "credentials as plain values in {jobs} Jobs: {plain:?}"
+    );
+    eprintln!("{jobs} Jobs scanned: every credential by reference");
+}
+
 /// The check itself catches both kinds of mismatch: a grant nobody needed, and a refusal.
 #[test]
 fn rbac_check_reports_unused_grants_and_denials() {

@@ -89,7 +89,14 @@ async fn api_server_restart(engine: &[&str], tag: &str) {
     burst.extend(Burst::create(&ns.client, &ns.name, "b", 0..n / 2, &[]).await);
     burst.wait_all(&ns.client, Phase::Completed, limit()).await;
     assert_alive(&mut op);
-    assert_jobs_single(&ledger, &burst);
+    // No Job twice. A create the API server committed to etcd but did not get to audit before
+    // it was killed with -9 is missing from the log (the operator's retry then met
+    // AlreadyExists): report it; every session's phase proves it ran.
+    ledger.assert_each_job_created_once();
+    let unaudited = ledger.unaudited(&burst.names);
+    if !unaudited.is_empty() {
+        eprintln!("Job creates lost with the killed API server's audit log: {unaudited:?}");
+    }
 }
 
 #[tokio::test]

@@ -13,4 +13,5 @@ cargo test --workspace "$@"
 # nothing is rebuilt.
 AGENTIC_AUDIT_SINCE=$since cargo test --workspace "$@" --test deploy -- --ignored --exact \
   shipped_rbac_grants_exactly_what_the_suite_needed \
-  the_operator_only_ever_lists_and_watches_secrets_by_selector
+  the_operator_only_ever_lists_and_watches_secrets_by_selector \
+  no_job_of_the_suite_carries_a_credential_as_a_plain_value

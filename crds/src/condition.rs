@@ -32,6 +32,16 @@ pub mod types {
     /// with reason `CleanupFailed` and the API error while deleting it keeps failing.
     pub const CLEANED_UP: &str = "CleanedUp";
 
+    /// The credentials the runner needs exist: `ambient-runner-secrets` in the session's
+    /// namespace (Vertex off) or the copied `ambient-vertex` Secret (Vertex on).
+    pub const SECRETS_READY: &str = "SecretsReady";
+    /// The optional `ambient-non-vertex-integrations` Secret was found (and is passed to the
+    /// runner); absent when it was not.
+    pub const INTEGRATION_SECRETS_READY: &str = "IntegrationSecretsReady";
+    /// Session state persists to S3: True `Configured` with endpoint and bucket, or False
+    /// `NotConfigured` (the session still runs; its state is not kept).
+    pub const S3_AVAILABLE: &str = "S3Available";
+
     /// `ProjectSettings`: every `groupAccess` entry has its RoleBinding and stale ones are gone.
     pub const GROUP_BINDINGS_READY: &str = "GroupBindingsReady";
     /// `ProjectSettings`: the `ambient-default-limits` LimitRange exists as specified.
@@ -75,6 +85,19 @@ pub mod reasons {
     /// The runner Job disappeared after its runner started (or could have), before its
     /// outcome was recorded: the run's result is unknown. Terminal; a restart runs it again.
     pub const JOB_LOST: &str = "JobLost";
+    /// `ambient-runner-secrets` is missing from the session's namespace (the session waits in
+    /// Pending for it, then fails after the start timeout).
+    pub const RUNNER_SECRET_MISSING: &str = "RunnerSecretMissing";
+    /// The Secret `ambient-vertex` is missing from the backend's namespace (Vertex mode).
+    pub const VERTEX_SECRET_MISSING: &str = "VertexSecretMissing";
+    /// Every required Secret exists.
+    pub const ALL_REQUIRED_SECRETS_FOUND: &str = "AllRequiredSecretsFound";
+    /// An optional Secret exists and is used.
+    pub const OPTIONAL_SECRET_FOUND: &str = "OptionalSecretFound";
+    /// S3 settings are complete.
+    pub const CONFIGURED: &str = "Configured";
+    /// S3 settings are incomplete.
+    pub const NOT_CONFIGURED: &str = "NotConfigured";
     /// Deleting something the session no longer needs (a finished Job, pods) keeps failing;
     /// the message has the API error.
     pub const CLEANUP_FAILED: &str = "CleanupFailed";

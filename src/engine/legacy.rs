@@ -23,15 +23,22 @@ use tracing::Instrument;
 
 use super::{ObjectKey, SyncTracker, handle};
 use crate::admin::Readiness;
-use crate::caches::{CacheWriters, Slim, child_selector, managed_namespace_selector};
+use crate::caches::{
+    CacheWriters, Slim, child_selector, managed_namespace_selector, name_selector, secret_selector,
+    service_selector,
+};
 use crate::context::Context;
-use crate::projections::{RunnerJob, RunnerPod, RunnerSecret};
+use crate::projections::{
+    CaBundle, NamedSecret, RunnerJob, RunnerPod, RunnerSecret, RunnerService,
+};
 
 /// How often every unfinished session is reconciled again.
 pub const RECHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// Inline attempts of a failing handler before it is left to the periodic recheck.
 const INLINE_ATTEMPTS: u32 = 4;
-const KINDS: usize = 6;
+/// Watches whose first list must complete before events are handled, besides one per shared
+/// Secret source.
+const KINDS: usize = 10;
 
 /// Shared by the loops of every kind.
 #[derive(Clone)]
@@ -59,7 +66,7 @@ pub async fn run(
         locks: Arc::default(),
         failed: Arc::default(),
         active: CancellationToken::new(),
-        synced: Arc::new(SyncTracker::new(KINDS, readiness)),
+        synced: Arc::new(SyncTracker::new(KINDS + writers.sources.len(), readiness)),
     };
     let client = ctx.client.clone();
     let mut loops = tokio::task::JoinSet::new();
@@ -67,8 +74,15 @@ pub async fn run(
     loops.spawn(shared.clone().watch(
         WatchLoop::new(Api::<AgenticSession>::all(client.clone()), None).with_modifier(Slim::slim),
         writers.sessions,
-        |session: &AgenticSession| session_key(session).into_iter().collect(),
-        |_, _| {},
+        |session: &AgenticSession| {
+            let mut keys: Vec<ObjectKey> = session_key(session).into_iter().collect();
+            // A finished session may leave its namespace needing fewer Secret copies.
+            if session.phase().is_terminal() {
+                keys.extend(session.namespace().map(ObjectKey::SecretCopies));
+            }
+            keys
+        },
+        |ctx, event| ctx.caches.unfinished.apply(event),
         shutdown.clone(),
     ));
     loops.spawn(
@@ -93,14 +107,110 @@ pub async fn run(
     );
     loops.spawn(
         shared.clone().watch(
-            WatchLoop::new(Api::<RunnerSecret>::all(client.clone()), children)
-                .with_modifier(Slim::slim),
+            WatchLoop::new(
+                Api::<RunnerSecret>::all(client.clone()),
+                Some(secret_selector()),
+            )
+            .with_modifier(Slim::slim),
             writers.secrets,
-            |secret: &RunnerSecret| ObjectKey::owning_session(secret).into_iter().collect(),
+            |secret: &RunnerSecret| match ObjectKey::owning_session(secret) {
+                Some(key) => vec![key],
+                None => secret
+                    .namespace()
+                    .map(ObjectKey::SecretCopies)
+                    .into_iter()
+                    .collect(),
+            },
             |_, _| {},
             shutdown.clone(),
         ),
     );
+    loops.spawn(
+        shared.clone().watch(
+            WatchLoop::new(
+                Api::<RunnerService>::all(client.clone()),
+                Some(service_selector()),
+            )
+            .with_modifier(Slim::slim),
+            writers.services,
+            |service: &RunnerService| ObjectKey::owning_session(service).into_iter().collect(),
+            |_, _| {},
+            shutdown.clone(),
+        ),
+    );
+    let named = |name: &str| name_selector(name);
+    // The appearance of a namespace's credentials starts its waiting sessions.
+    let sessions_of_namespace = {
+        let ctx = ctx.clone();
+        move |secret: &NamedSecret| {
+            secret
+                .namespace()
+                .map(|ns| super::sessions_in(&ctx, &ns))
+                .unwrap_or_default()
+        }
+    };
+    loops.spawn(
+        shared.clone().watch(
+            WatchLoop::new(Api::<NamedSecret>::all(client.clone()), None)
+                .with_field_selector(named(keys::RUNNER_SECRETS))
+                .with_modifier(Slim::slim),
+            writers.runner_secrets,
+            sessions_of_namespace.clone(),
+            |_, _| {},
+            shutdown.clone(),
+        ),
+    );
+    loops.spawn(
+        shared.clone().watch(
+            WatchLoop::new(Api::<NamedSecret>::all(client.clone()), None)
+                .with_field_selector(named(keys::INTEGRATIONS_SECRET))
+                .with_modifier(Slim::slim),
+            writers.integration_secrets,
+            move |secret: &NamedSecret| {
+                let mut keys = sessions_of_namespace(secret);
+                keys.extend(secret.namespace().map(ObjectKey::SecretCopies));
+                keys
+            },
+            |_, _| {},
+            shutdown.clone(),
+        ),
+    );
+    loops.spawn(
+        shared.clone().watch(
+            WatchLoop::new(Api::<CaBundle>::all(client.clone()), None)
+                .with_field_selector(named(keys::CA_BUNDLE_CONFIGMAP))
+                .with_modifier(Slim::slim),
+            writers.ca_bundles,
+            |_: &CaBundle| Vec::new(),
+            |_, _| {},
+            shutdown.clone(),
+        ),
+    );
+    for (namespace, name, writer) in writers.sources {
+        // A rotation: every managed namespace's copies follow.
+        let caches = ctx.caches.clone();
+        loops.spawn(
+            shared.clone().watch(
+                WatchLoop::new(
+                    Api::<NamedSecret>::namespaced(client.clone(), &namespace),
+                    None,
+                )
+                .with_field_selector(named(name))
+                .with_modifier(Slim::slim),
+                writer,
+                move |_: &NamedSecret| {
+                    caches
+                        .namespaces
+                        .state()
+                        .iter()
+                        .map(|ns| ObjectKey::SecretCopies(ns.name_any()))
+                        .collect()
+                },
+                |_, _| {},
+                shutdown.clone(),
+            ),
+        );
+    }
     loops.spawn(
         shared.clone().watch(
             WatchLoop::new(
@@ -143,6 +253,7 @@ pub async fn run(
         () = leading.notified() => {}
     }
     tracing::info!("legacy engine handling events inline");
+    tokio::spawn(crate::runner_events::run(ctx.clone(), shutdown.clone()));
     shared.active.cancel();
     shared.recheck_everything().await;
     let mut tick = tokio::time::interval(RECHECK_INTERVAL);

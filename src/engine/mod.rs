@@ -31,6 +31,8 @@ pub enum ObjectKey {
     Namespace(String),
     /// The ProjectSettings singleton of a namespace.
     ProjectSettings(String),
+    /// The copies of shared Secrets in a namespace.
+    SecretCopies(String),
 }
 
 impl ObjectKey {
@@ -38,7 +40,9 @@ impl ObjectKey {
     pub fn namespace(&self) -> &str {
         match self {
             ObjectKey::Session { namespace, .. } => namespace,
-            ObjectKey::Namespace(name) | ObjectKey::ProjectSettings(name) => name,
+            ObjectKey::Namespace(name)
+            | ObjectKey::ProjectSettings(name)
+            | ObjectKey::SecretCopies(name) => name,
         }
     }
 
@@ -58,6 +62,9 @@ impl ObjectKey {
             }
             ObjectKey::ProjectSettings(namespace) => {
                 tracing::info_span!("reconcile", kind = "ProjectSettings", namespace)
+            }
+            ObjectKey::SecretCopies(namespace) => {
+                tracing::info_span!("reconcile", kind = "SecretCopies", namespace)
             }
         }
     }
@@ -83,6 +90,9 @@ pub enum HandlerError {
     /// A ProjectSettings reconcile failed.
     #[error(transparent)]
     ProjectSettings(#[from] project_settings::ProjectSettingsError),
+    /// Keeping a namespace's Secret copies failed.
+    #[error(transparent)]
+    Copies(#[from] crate::copies::CopyError),
 }
 
 /// Reconciles whatever `key` names, reading the object from the caches; returns when to look
@@ -102,6 +112,12 @@ pub async fn handle(key: ObjectKey, ctx: Context) -> Result<Option<Duration>, Ha
         ObjectKey::Namespace(name) => Ok(namespace::reconcile(name, &ctx).await?),
         ObjectKey::ProjectSettings(namespace) => {
             Ok(project_settings::reconcile(namespace, &ctx).await?)
+        }
+        ObjectKey::SecretCopies(namespace) => {
+            if !ctx.caches.is_managed(namespace) {
+                return Ok(None);
+            }
+            Ok(crate::copies::reconcile(namespace, &ctx).await?)
         }
     }
 }

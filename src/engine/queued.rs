@@ -14,7 +14,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentic_crds::{AgenticSession, ProjectSettings};
+use agentic_crds::{AgenticSession, ProjectSettings, keys};
 use agentic_queue::{
     BucketConfig, DrainReport, Priority, QueueConfig, QueueMetrics, Requeue, WorkQueue, WorkerPool,
 };
@@ -30,16 +30,22 @@ use tracing::Instrument;
 
 use super::{ObjectKey, SyncTracker, handle, sessions_in};
 use crate::admin::Readiness;
-use crate::caches::{CacheWriters, Slim, child_selector, managed_namespace_selector};
+use crate::caches::{
+    CacheWriters, Slim, child_selector, managed_namespace_selector, name_selector, secret_selector,
+    service_selector,
+};
 use crate::config::Config;
 use crate::context::Context;
 use crate::metrics::Metrics;
-use crate::projections::{RunnerChild, RunnerJob, RunnerPod, RunnerSecret};
+use crate::projections::{
+    CaBundle, NamedSecret, RunnerChild, RunnerJob, RunnerPod, RunnerSecret, RunnerService,
+};
 
 /// The `name` label of the `workqueue_*` metrics (the controller's name, as in controller-runtime).
 pub const QUEUE_NAME: &str = "agenticsession";
-/// Number of watch streams whose initial list must complete before workers start.
-const WATCHES: usize = 6;
+/// Number of watch streams whose initial list must complete before workers start, besides
+/// one per shared Secret source.
+const WATCHES: usize = 10;
 
 /// Failure to start the engine.
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +85,7 @@ pub async fn run(
 ) -> Result<DrainReport<ObjectKey>, EngineError> {
     let metrics = Arc::new(WorkqueueMetrics::new(&ctx.metrics));
     let queue = WorkQueue::with_tenant(queue_config(&ctx.config), metrics, tenant)?;
-    let synced = Arc::new(SyncTracker::new(WATCHES, readiness));
+    let synced = Arc::new(SyncTracker::new(WATCHES + writers.sources.len(), readiness));
     let watches = Watches {
         ctx: ctx.clone(),
         queue: queue.clone(),
@@ -102,6 +108,7 @@ pub async fn run(
         queued = queue.len(),
         "starting workers"
     );
+    tokio::spawn(crate::runner_events::run(ctx.clone(), shutdown.clone()));
     let pool = WorkerPool::new(
         queue,
         usize::from(ctx.config.args.max_concurrent_reconciles),
@@ -145,14 +152,17 @@ impl Watches {
             .page_size(500);
         let all = watcher::Config::default().page_size(500);
 
-        let fingerprints: Arc<DashMap<ObjectKey, u64>> = Arc::default();
+        let fingerprints: Arc<DashMap<ObjectKey, (u64, bool)>> = Arc::default();
         let this = self.clone();
         self.spawn(
             "sessions",
             Api::<AgenticSession>::all(client.clone()),
             all.clone(),
             writers.sessions,
-            move |event| this.on_session(event, &fingerprints),
+            move |event| {
+                this.ctx.caches.unfinished.apply(event);
+                this.on_session(event, &fingerprints)
+            },
         );
 
         let this = self.clone();
@@ -180,17 +190,71 @@ impl Watches {
         self.spawn(
             "secrets",
             Api::<RunnerSecret>::all(client.clone()),
-            children,
+            watcher::Config::default()
+                .labels(&secret_selector())
+                .page_size(500),
             writers.secrets,
             move |event: &Event<RunnerSecret>| {
-                // A token Secret deleted behind our back is provisioned again.
-                if let Event::Delete(secret) = event
-                    && let Some(key) = ObjectKey::owning_session(secret)
-                {
-                    this.queue.add(&key);
+                if let Event::Delete(secret) = event {
+                    match ObjectKey::owning_session(secret) {
+                        // A token Secret deleted behind our back is provisioned again.
+                        Some(key) => this.queue.add(&key),
+                        // A copy: made again if still needed.
+                        None => {
+                            if let Some(namespace) = secret.namespace() {
+                                this.queue.add(&ObjectKey::SecretCopies(namespace));
+                            }
+                        }
+                    }
                 }
             },
         );
+
+        let this = self.clone();
+        self.spawn(
+            "services",
+            Api::<RunnerService>::all(client.clone()),
+            watcher::Config::default()
+                .labels(&service_selector())
+                .page_size(500),
+            writers.services,
+            move |event| this.on_child(event),
+        );
+
+        // Credentials watched by name: their appearance starts waiting sessions.
+        let this = self.clone();
+        self.spawn(
+            "runner secrets",
+            Api::<NamedSecret>::all(client.clone()),
+            watcher::Config::default().fields(&name_selector(keys::RUNNER_SECRETS)),
+            writers.runner_secrets,
+            move |event| this.on_namespace_secret(event, false),
+        );
+        let this = self.clone();
+        self.spawn(
+            "integration secrets",
+            Api::<NamedSecret>::all(client.clone()),
+            watcher::Config::default().fields(&name_selector(keys::INTEGRATIONS_SECRET)),
+            writers.integration_secrets,
+            move |event| this.on_namespace_secret(event, true),
+        );
+        self.spawn(
+            "ca bundles",
+            Api::<CaBundle>::all(client.clone()),
+            watcher::Config::default().fields(&name_selector(keys::CA_BUNDLE_CONFIGMAP)),
+            writers.ca_bundles,
+            |_| {}, // read when the next Job is made
+        );
+        for (namespace, name, writer) in writers.sources {
+            let this = self.clone();
+            self.spawn(
+                "shared secret",
+                Api::<NamedSecret>::namespaced(client.clone(), &namespace),
+                watcher::Config::default().fields(&name_selector(name)),
+                writer,
+                move |event| this.on_source(event),
+            );
+        }
 
         let managed: Arc<DashSet<String>> = Arc::default();
         let this = self.clone();
@@ -264,26 +328,72 @@ impl Watches {
         });
     }
 
-    fn on_session(&self, event: &Event<AgenticSession>, fingerprints: &DashMap<ObjectKey, u64>) {
+    fn on_session(
+        &self,
+        event: &Event<AgenticSession>,
+        fingerprints: &DashMap<ObjectKey, (u64, bool)>,
+    ) {
         match event {
             Event::InitApply(session) | Event::Apply(session) => {
                 let Some(key) = session_key(session) else {
                     return;
                 };
-                let print = fingerprint(session);
-                let unchanged = fingerprints.insert(key.clone(), print) == Some(print);
+                let print = (fingerprint(session), session.phase().is_terminal());
+                let previous = fingerprints.insert(key.clone(), print);
                 if matches!(event, Event::InitApply(_)) {
                     self.queue.add_with(&key, Priority::Low);
-                } else if !unchanged {
+                } else if previous.map(|p| p.0) != Some(print.0) {
                     self.queue.add(&key);
+                }
+                // A session finished (or restarted): its namespace may need fewer (or more)
+                // Secret copies.
+                if previous.is_some_and(|p| p.1 != print.1) {
+                    self.queue.add_with(
+                        &ObjectKey::SecretCopies(key.namespace().to_string()),
+                        Priority::Low,
+                    );
                 }
             }
             Event::Delete(session) => {
                 if let Some(key) = session_key(session) {
                     fingerprints.remove(&key);
+                    self.queue.add_with(
+                        &ObjectKey::SecretCopies(key.namespace().to_string()),
+                        Priority::Low,
+                    );
                 }
             }
             Event::Init | Event::InitDone => {}
+        }
+    }
+
+    /// `ambient-runner-secrets` or `ambient-non-vertex-integrations` of a namespace changed:
+    /// its sessions may start (or their S3 settings, and so the copies, change).
+    fn on_namespace_secret(&self, event: &Event<NamedSecret>, copies: bool) {
+        let (Event::Apply(secret) | Event::Delete(secret)) = event else {
+            return;
+        };
+        let Some(namespace) = secret.namespace() else {
+            return;
+        };
+        for key in sessions_in(&self.ctx, &namespace) {
+            self.queue.add(&key);
+        }
+        if copies {
+            self.queue.add(&ObjectKey::SecretCopies(namespace));
+        }
+    }
+
+    /// A shared Secret changed (a rotation): every managed namespace's copies follow.
+    fn on_source(&self, event: &Event<NamedSecret>) {
+        if !matches!(event, Event::Apply(_) | Event::Delete(_)) {
+            return;
+        }
+        for namespace in self.ctx.caches.namespaces.state() {
+            self.queue.add_with(
+                &ObjectKey::SecretCopies(namespace.name_any()),
+                Priority::Low,
+            );
         }
     }
 

@@ -71,6 +71,7 @@ where
     };
     let mut replaced_orphan = false;
     loop {
+        // Only after replacing an orphan is a second create tried.
         match api.create(&params, object).await {
             Ok(_) => return Ok(()),
             Err(e) if is_status(&e, 409) => {}
@@ -81,7 +82,14 @@ where
             .await
             .map_err(api_error("get", kind, namespace, &name))?;
         let Some(existing) = existing else {
-            continue; // gone meanwhile: create again
+            // Gone between the create and the read: the world moved on since this reconcile
+            // planned (e.g. the run it was creating a Job for finished and its Job was
+            // retired). Never create again on that plan: the next reconcile decides afresh.
+            return Err(SessionError::ChangedMeanwhile {
+                kind,
+                namespace: namespace.to_string(),
+                name,
+            });
         };
         match controller_uid(&existing) {
             Some(uid) if uid == owner => return Ok(()),

@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use super::children::{RUNNER_CONTAINER, RunnerSettings};
+use super::shape::RunnerShape;
 
 use crate::projections::{RunnerContainerStatus, RunnerJob, RunnerPod, RunnerPodStatus};
 
@@ -39,10 +40,23 @@ pub fn settings() -> RunnerSettings {
         cpu_request: "500m".into(),
         cpu_limit: "2".into(),
         memory_request: "512Mi".into(),
-        memory_limit: "4Gi".into(),
+        memory_limit: "8Gi".into(),
         workspace_size: None,
         workspace_storage_class: None,
+        state_sync_image: "quay.io/ambient_code/vteam_state_sync:latest".into(),
+        s3_endpoint: "https://s3.amazonaws.com".into(),
+        s3_bucket: "ambient-sessions".into(),
+        pod_fsgroup: None,
+        image_pull_policy: "Always".into(),
+        vertex: None,
+        mcp_config_file: None,
+        backend_public_url: None,
     }
+}
+
+/// The shape of a session with no registry entry.
+pub fn shape() -> RunnerShape {
+    super::shape::shape(&session("demo"), None, &settings().shape_defaults())
 }
 
 /// UID of the Job [`job`] makes; the pods of the fixtures are its pods.

@@ -27,6 +27,7 @@ const TOKEN_LIFETIME_SECONDS: i64 = 3600;
 pub async fn ensure(
     session: &AgenticSession,
     namespace: &str,
+    mlflow_kubernetes_auth: bool,
     ctx: &Context,
 ) -> Result<(), SessionError> {
     let started = Instant::now();
@@ -40,7 +41,13 @@ pub async fn ensure(
     )
     .await?;
     let roles: Api<Role> = Api::namespaced(client.clone(), namespace);
-    create_owned(&roles, &build_role(session), namespace, "Role").await?;
+    create_owned(
+        &roles,
+        &build_role(session, mlflow_kubernetes_auth),
+        namespace,
+        "Role",
+    )
+    .await?;
     let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), namespace);
     create_owned(
         &bindings,

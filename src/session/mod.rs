@@ -11,7 +11,9 @@ pub mod events;
 pub mod fault_injection;
 mod identity;
 pub mod phases;
+pub mod platform;
 pub mod runner_env;
+pub mod shape;
 
 #[cfg(test)]
 pub(crate) mod fixtures;
@@ -21,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use agentic_crds::{AgenticSession, Phase, ProjectSettings, keys, names};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
@@ -32,8 +34,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::caches::Slim;
 use crate::context::{Context, FIELD_MANAGER};
-use crate::projections::{RunnerJob, RunnerPod};
+use crate::projections::{RunnerChild, RunnerJob, RunnerPod};
 use api::{api_error, is_status};
+use children::JobInputs;
 use phases::{ChildEffect, Note, Observation, Observed, Plan, SessionEffect};
 
 /// Why a session reconcile failed (it is retried with backoff).
@@ -73,6 +76,20 @@ pub enum SessionError {
         /// Its name.
         name: String,
     },
+    /// An object appeared and vanished while this reconcile was acting on it: the plan is
+    /// stale; the reconcile is retried from fresh state.
+    #[error("{kind} {namespace}/{name} changed while being reconciled")]
+    ChangedMeanwhile {
+        /// The kind of object.
+        kind: &'static str,
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
+    /// A copy of a shared Secret could not be made.
+    #[error(transparent)]
+    Copies(#[from] crate::copies::CopyError),
     /// The API server answered a TokenRequest without a token.
     #[error("TokenRequest for {namespace}/{service_account} returned no token")]
     EmptyToken {
@@ -94,8 +111,11 @@ impl SessionError {
                 "PersistentVolumeClaim" => "workspace",
                 _ => "api",
             },
-            SessionError::Conflict { .. } | SessionError::NotOurs { .. } => "conflict",
+            SessionError::Conflict { .. }
+            | SessionError::NotOurs { .. }
+            | SessionError::ChangedMeanwhile { .. } => "conflict",
             SessionError::EmptyToken { .. } => "identity",
+            SessionError::Copies(error) => error.metric_label(),
         }
     }
 }
@@ -170,6 +190,7 @@ async fn reconcile_session(
                 .or(Some(Timestamp::UNIX_EPOCH))
         });
     let project_settings = ctx.caches.project_settings_of(namespace);
+    let platform = crate::copies::platform_view(namespace, ctx);
     let observed = Observed {
         session,
         job: job.as_deref(),
@@ -186,6 +207,15 @@ async fn reconcile_session(
         invalid_spec: agentic_crds::validate(&session.spec)
             .err()
             .map(|e| e.to_string()),
+        s3: platform.s3(&ctx.config.args.s3_endpoint, &ctx.config.args.s3_bucket),
+        platform,
+        vertex: ctx.config.vertex.is_some(),
+        service_uid: ctx
+            .caches
+            .service(namespace, &name)
+            .filter(|service| service.controller_uid() == session.meta().uid.as_deref())
+            .and_then(|service| service.metadata.uid.clone()),
+        claimed_here: ctx.claims.contains(&claim_key(session, namespace)),
     };
     let mut plan = phases::plan(&observed);
     if !pods_are_fresh && decides_on_absent_pods(phase, &plan) {
@@ -289,6 +319,37 @@ pub fn inactivity_timeout(
     (seconds > 0).then(|| Duration::from_secs(seconds))
 }
 
+/// What `session`'s runner gets besides its spec: its runtime's shape (from the agent
+/// registry), what its namespace offers, its model's Vertex id and the project's MCP servers.
+pub fn job_inputs(session: &AgenticSession, namespace: &str, ctx: &Context) -> JobInputs {
+    let runtime = shape::runtime_of(session);
+    let entry = ctx.catalog.runtime(&runtime);
+    let settings = ctx.caches.project_settings_of(namespace);
+    JobInputs {
+        shape: shape::shape(session, entry.as_ref(), &ctx.runner.shape_defaults()),
+        platform: crate::copies::platform_view(namespace, ctx),
+        vertex_model_id: ctx
+            .catalog
+            .models()
+            .vertex_id(&session.spec.llm_settings.model)
+            .map(str::to_string),
+        project_mcp_servers: settings
+            .and_then(|s| s.spec.mcp_servers.clone())
+            .filter(|servers| !servers.is_null()),
+    }
+}
+
+/// Identifies the session's current run among this replica's claims.
+fn claim_key(session: &AgenticSession, namespace: &str) -> (String, String, String) {
+    let run = session
+        .status
+        .as_ref()
+        .and_then(|s| s.start_time.as_ref())
+        .map(children::run_stamp)
+        .unwrap_or_default();
+    (namespace.to_string(), session.name_any(), run)
+}
+
 /// Carries out `plan` in the order its shape gives: the status write (guarded by the
 /// resourceVersion that was read), what the transition announces, the child effects, then the
 /// session effects (guarded by the resourceVersion the status write returned).
@@ -307,6 +368,14 @@ async fn execute(
         }
         // Recorded as soon as the status says so: a later failing effect must not lose them.
         announce(session, namespace, phase, &plan, ctx).await;
+        let mut claimed = session.clone();
+        claimed.status = Some(plan.status.clone());
+        let key = claim_key(&claimed, namespace);
+        if phase == Phase::Pending && plan.status.phase == Phase::Creating {
+            ctx.claims.insert(key);
+        } else if plan.status.phase.is_terminal() {
+            ctx.claims.remove(&key);
+        }
     }
     for effect in &plan.children {
         if let Err(error) = apply_child(session, namespace, effect, ctx).await {
@@ -407,7 +476,10 @@ async fn record_failure(
             (types::RUNNER_IDENTITY_READY, reasons::PROVISIONING_FAILED)
         }
         ChildEffect::EnsureWorkspace => (types::WORKSPACE_READY, reasons::PROVISIONING_FAILED),
+        ChildEffect::EnsureCopies => (types::SECRETS_READY, reasons::PROVISIONING_FAILED),
+        ChildEffect::EnsureService => (types::JOB_CREATED, reasons::PROVISIONING_FAILED),
         ChildEffect::DeleteJob { .. }
+        | ChildEffect::DeleteService { .. }
         | ChildEffect::DeletePods(_)
         | ChildEffect::ForceDeletePods(_) => (types::CLEANED_UP, reasons::CLEANUP_FAILED),
     };
@@ -491,10 +563,32 @@ async fn apply_child(
                 api::create_owned(&api, &pvc, namespace, "PersistentVolumeClaim").await?;
             }
         }
-        ChildEffect::EnsureIdentity => identity::ensure(session, namespace, ctx).await?,
+        ChildEffect::EnsureIdentity => {
+            let mlflow = crate::copies::platform_view(namespace, ctx).mlflow_kubernetes_auth();
+            identity::ensure(session, namespace, mlflow, ctx).await?
+        }
         ChildEffect::RefreshToken => identity::refresh(session, namespace, ctx).await?,
+        ChildEffect::EnsureCopies => {
+            let view = crate::copies::platform_view(namespace, ctx);
+            let s3 = view.s3(&ctx.config.args.s3_endpoint, &ctx.config.args.s3_bucket);
+            let names = view.copies(ctx.config.vertex.is_some(), &s3);
+            crate::copies::ensure(namespace, &names, ctx).await?;
+        }
+        ChildEffect::EnsureService => {
+            let inputs = job_inputs(session, namespace, ctx);
+            let service = children::build_service(session, inputs.shape.port);
+            let api: Api<Service> = Api::namespaced(client, namespace);
+            api::create_owned(&api, &service, namespace, "Service").await?;
+        }
+        ChildEffect::DeleteService { uid } => {
+            let api: Api<Service> = Api::namespaced(client, namespace);
+            let service_name = names::service_name(&name);
+            let params = DeleteParams::background();
+            api::delete_exactly(&api, &service_name, uid, &params, namespace, "Service").await?;
+        }
         ChildEffect::CreateJob(run) => {
-            let job = children::build_job(session, &ctx.runner, run);
+            let inputs = job_inputs(session, namespace, ctx);
+            let job = children::build_job(session, &ctx.runner, &inputs, run);
             let api: Api<Job> = Api::namespaced(client, namespace);
             api::create_owned(&api, &job, namespace, "Job").await?;
         }

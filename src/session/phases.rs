@@ -31,6 +31,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 
 use super::children::{JOB_TTL_BACKSTOP_SECONDS, RUNNER_CONTAINER};
+use super::platform::{PlatformView, S3Settings};
 use crate::projections::{RunnerChild, RunnerJob, RunnerPod};
 
 /// Extra wait past a terminating pod's grace period before it is force-deleted.
@@ -40,6 +41,10 @@ pub const FORCE_DELETE_AFTER_GRACE: Duration = Duration::from_secs(30);
 pub const POLL_WHILE_WAITING: Duration = Duration::from_secs(5);
 /// How soon a session whose cached copy is behind its own children is looked at again.
 pub const STALE_VIEW_RECHECK: Duration = Duration::from_millis(200);
+/// How long after a run is claimed only the claiming replica may make its Job: another actor
+/// (a replica without leader election, a restarted operator) that finds the Job missing waits
+/// this long, so a claimer still provisioning never races it into a second Job.
+pub const CLAIM_GRACE: Duration = Duration::from_secs(60);
 /// Exit code by which a runner reports that a prerequisite was missing.
 pub const PREREQUISITE_EXIT_CODE: i32 = 2;
 
@@ -64,6 +69,16 @@ pub struct Observed<'a> {
     pub token_refresh_after: Duration,
     /// The spec failed validation that the schema cannot express: `(field, message)`.
     pub invalid_spec: Option<String>,
+    /// What the session's namespace offers its runner (credentials, S3, CA bundle).
+    pub platform: PlatformView,
+    /// Vertex mode is on.
+    pub vertex: bool,
+    /// The state containers' S3 settings.
+    pub s3: S3Settings,
+    /// UID of the session's Service `session-<name>`, if it exists and is the session's.
+    pub service_uid: Option<String>,
+    /// This replica claimed the session's current run (so it may make its Job at once).
+    pub claimed_here: bool,
 }
 
 /// The run a Job is created for.
@@ -85,6 +100,15 @@ pub enum ChildEffect {
     /// Create ServiceAccount, Role, RoleBinding and token Secret where missing (replacing
     /// orphans; waiting out leftovers of another owner).
     EnsureIdentity,
+    /// Copy the shared Secrets the runner references into the namespace (or refresh them).
+    EnsureCopies,
+    /// Create the Service `session-<name>` in front of the runner.
+    EnsureService,
+    /// Delete exactly this Service (UID precondition): the run it served has ended.
+    DeleteService {
+        /// The Service's UID.
+        uid: String,
+    },
     /// Create the Job for a run.
     CreateJob(RunSpec),
     /// Delete exactly this Job (a UID precondition: a Job made since under the same name is
@@ -258,6 +282,22 @@ fn pending(b: &mut PlanBuilder<'_, '_>) {
             return b.retire_then_wait(uid, state == JobState::Deleting);
         }
     }
+    if b.observed.vertex && !b.observed.platform.vertex_source {
+        let message = format!(
+            "Secret {} is missing from the backend's namespace (Vertex mode)",
+            keys::VERTEX_SECRET
+        );
+        b.condition(
+            types::SECRETS_READY,
+            false,
+            reasons::VERTEX_SECRET_MISSING,
+            &message,
+        );
+        return b.fail(reasons::VERTEX_SECRET_MISSING, message);
+    }
+    if !b.observed.vertex && !b.observed.platform.runner_secret {
+        return b.wait_for_runner_secret();
+    }
     if b.start_deadline_passed(b.run_start()) {
         let message = format!("not started within {}s", b.observed.start_timeout.as_secs());
         return b.fail(reasons::START_TIMEOUT, message);
@@ -394,12 +434,19 @@ fn terminal(b: &mut PlanBuilder<'_, '_>) {
         b.status.completion_time = None;
         b.status.stopped_reason = None;
         b.status.job_name = None;
+        b.condition(
+            types::JOB_CREATED,
+            false,
+            reasons::CREATING,
+            "restart requested",
+        );
         b.condition(types::READY, false, reasons::CREATING, "restart requested");
         b.enter(Phase::Pending, "restart requested", false);
         b.session(SessionEffect::ClearStartRequest);
         b.requeue(Duration::ZERO);
         return;
     }
+    b.end_service();
     match leftover {
         // The outcome is recorded: a Job left behind (its deletion failed or was lost) goes.
         Some((uid, false)) => b.child(ChildEffect::DeleteJob { uid }),
@@ -665,6 +712,20 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
         self.requeue(POLL_WHILE_WAITING);
     }
 
+    /// When the claim of the current run stops being the claimer's alone: the claim's time
+    /// (the `JobCreated` condition's transition) plus [`CLAIM_GRACE`].
+    fn claim_grace_end(&self) -> Option<Timestamp> {
+        let claimed = self
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == types::JOB_CREATED && c.status == ConditionStatus::True)?
+            .last_transition_time
+            .as_ref()?
+            .0;
+        Some(claimed + signed(CLAIM_GRACE))
+    }
+
     /// The run's Job, created for the run as the status now records it.
     fn run_spec(&self, deadline_seconds: i64) -> RunSpec {
         RunSpec {
@@ -699,16 +760,103 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
             reasons::CREATING,
             "waiting for the runner to start",
         );
+        self.record_platform();
         self.enter(Phase::Creating, "runner Job created", false);
         let run = self.run_spec(self.observed.session.spec.timeout);
-        self.child(ChildEffect::EnsureWorkspace);
-        self.child(ChildEffect::EnsureIdentity);
-        self.child(ChildEffect::CreateJob(run));
+        self.make_run(run);
         self.session(SessionEffect::RecordIdentity);
         if self.desired() == Some(keys::DESIRED_PHASE_RUNNING) {
             self.session(SessionEffect::ClearStartRequest);
         }
         self.requeue(self.observed.start_timeout);
+    }
+
+    /// Everything a run needs, in order: workspace, identity, the shared Secrets it
+    /// references, the Service in front of it, then its Job.
+    fn make_run(&mut self, run: RunSpec) {
+        self.child(ChildEffect::EnsureWorkspace);
+        self.child(ChildEffect::EnsureIdentity);
+        self.child(ChildEffect::EnsureCopies);
+        self.child(ChildEffect::EnsureService);
+        self.child(ChildEffect::CreateJob(run));
+    }
+
+    /// The run has ended: its Service goes with its Job.
+    fn end_service(&mut self) {
+        if let Some(uid) = self.observed.service_uid.clone() {
+            self.child(ChildEffect::DeleteService { uid });
+        }
+    }
+
+    /// What the claim records about the runner's credentials and state storage.
+    fn record_platform(&mut self) {
+        self.condition(
+            types::SECRETS_READY,
+            true,
+            reasons::ALL_REQUIRED_SECRETS_FOUND,
+            "runner secrets available",
+        );
+        if self.observed.platform.integrations.is_some() {
+            self.condition(
+                types::INTEGRATION_SECRETS_READY,
+                true,
+                reasons::OPTIONAL_SECRET_FOUND,
+                &format!("Secret {} present", keys::INTEGRATIONS_SECRET),
+            );
+        }
+        let s3 = &self.observed.s3;
+        if s3.keys.is_some() {
+            let message = format!("S3 storage configured: {}/{}", s3.endpoint, s3.bucket);
+            self.condition(types::S3_AVAILABLE, true, reasons::CONFIGURED, &message);
+        } else {
+            self.condition(
+                types::S3_AVAILABLE,
+                false,
+                reasons::NOT_CONFIGURED,
+                "S3 storage not configured: session state will not persist across runs; \
+                 configure S3 in the project's ambient-non-vertex-integrations Secret \
+                 (STORAGE_MODE=custom) or the operator's minio-credentials",
+            );
+        }
+    }
+
+    /// Vertex off and `ambient-runner-secrets` missing: wait in Pending (the Secret's
+    /// appearance is an event), say why once, and give up after the start timeout.
+    fn wait_for_runner_secret(&mut self) {
+        let namespace = self.observed.session.namespace().unwrap_or_default();
+        let message = format!(
+            "Secret {} not found in namespace {namespace}: the session starts as soon as it exists",
+            keys::RUNNER_SECRETS
+        );
+        let already = self.status.conditions.iter().any(|c| {
+            c.type_ == types::SECRETS_READY
+                && c.reason.as_deref() == Some(reasons::RUNNER_SECRET_MISSING)
+        });
+        self.condition(
+            types::SECRETS_READY,
+            false,
+            reasons::RUNNER_SECRET_MISSING,
+            &message,
+        );
+        let since = self.run_start();
+        if self.start_deadline_passed(since) {
+            let message = format!(
+                "Secret {} not found in namespace {namespace} within {}s",
+                keys::RUNNER_SECRETS,
+                self.observed.start_timeout.as_secs()
+            );
+            return self.fail(reasons::RUNNER_SECRET_MISSING, message);
+        }
+        if !already {
+            self.status.message = Some(message.clone());
+            self.notes.push(Note {
+                warning: true,
+                reason: reasons::RUNNER_SECRET_MISSING.into(),
+                message,
+            });
+        }
+        let deadline = since + signed(self.observed.start_timeout);
+        self.requeue(until(self.observed.now, deadline));
     }
 
     /// Creating or Running with no Job under the session's name (confirmed against the API
@@ -735,6 +883,14 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
                     .into(),
             );
         }
+        if !self.observed.claimed_here
+            && let Some(open) = self.claim_grace_end()
+            && now < open
+        {
+            // Another replica claimed this run moments ago and may still be making its Job.
+            self.requeue(until(now, open));
+            return;
+        }
         let elapsed = until(started, now).as_secs();
         let left = self
             .observed
@@ -753,9 +909,7 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
         // Claimed but not made (its creation failed), or deleted before the runner started:
         // the agent never ran, so this run goes on, with the time it has left.
         let run = self.run_spec(left);
-        self.child(ChildEffect::EnsureWorkspace);
-        self.child(ChildEffect::EnsureIdentity);
-        self.child(ChildEffect::CreateJob(run));
+        self.make_run(run);
         self.requeue(self.observed.start_timeout);
     }
 
@@ -771,6 +925,7 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
             } => self.child(ChildEffect::DeleteJob { uid }),
             _ => {}
         }
+        self.end_service();
         let reason = self.stop_reason();
         self.status.stopped_reason = Some(reason);
         let message = match reason {
@@ -921,6 +1076,10 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
     /// While Running with a live runner: the inactivity stop, else the timers.
     fn keep_running(&mut self, job_uid: &str) {
         let Some(idle_for) = self.inactivity_deadline_passed() else {
+            if self.observed.service_uid.is_none() {
+                // Deleted behind our back: the platform reaches the agent only through it.
+                self.child(ChildEffect::EnsureService);
+            }
             return self.schedule_running_timers();
         };
         let message = format!("stopped after {}s without activity", idle_for.as_secs());
@@ -935,6 +1094,7 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
         self.child(ChildEffect::DeleteJob {
             uid: job_uid.to_string(),
         });
+        self.end_service();
         self.session(SessionEffect::RequestInactivityStop);
         self.requeue(POLL_WHILE_WAITING);
     }
@@ -982,6 +1142,7 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
     /// The run finished successfully; its Job (`job_uid`) goes once that is written.
     fn complete(&mut self, job_uid: String) {
         self.child(ChildEffect::DeleteJob { uid: job_uid });
+        self.end_service();
         self.status.completion_time = Some(self.now());
         self.condition(
             types::JOB_CREATED,
@@ -1039,6 +1200,7 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
             }
             _ => {}
         }
+        self.end_service();
         self.status.completion_time = Some(self.now());
         self.condition(types::READY, false, reason, &message);
         if self.status.phase != Phase::Failed {
@@ -1134,6 +1296,14 @@ mod tests {
             start_timeout: START_TIMEOUT,
             token_refresh_after: REFRESH,
             invalid_spec: None,
+            platform: PlatformView {
+                runner_secret: true,
+                ..Default::default()
+            },
+            vertex: false,
+            s3: PlatformView::default().s3("https://s3.amazonaws.com", "ambient-sessions"),
+            service_uid: None,
+            claimed_here: true,
         }
     }
 
@@ -1183,6 +1353,8 @@ mod tests {
             vec![
                 ChildEffect::EnsureWorkspace,
                 ChildEffect::EnsureIdentity,
+                ChildEffect::EnsureCopies,
+                ChildEffect::EnsureService,
                 ChildEffect::CreateJob(RunSpec {
                     is_resume: false,
                     deadline_seconds: 300,
@@ -1193,6 +1365,113 @@ mod tests {
         assert_eq!(plan.session, vec![SessionEffect::RecordIdentity]);
         assert_eq!(plan.requeue_after, Some(START_TIMEOUT));
         assert_eq!(plan.notes.len(), 1, "the transition is announced");
+    }
+
+    #[test]
+    fn the_claim_records_the_runners_secrets_and_storage() {
+        let s = session("demo");
+        let plan = plan(&observe(&s, None, vec![], 5));
+        assert_eq!(
+            condition(&plan, types::SECRETS_READY).reason.as_deref(),
+            Some(reasons::ALL_REQUIRED_SECRETS_FOUND)
+        );
+        let s3 = condition(&plan, types::S3_AVAILABLE);
+        assert_eq!(s3.status, ConditionStatus::False);
+        assert_eq!(s3.reason.as_deref(), Some(reasons::NOT_CONFIGURED));
+        assert!(
+            find_condition(&plan.status.conditions, types::INTEGRATION_SECRETS_READY).is_none()
+        );
+    }
+
+    #[test]
+    fn a_missing_runner_secret_keeps_the_session_pending_says_why_once_then_fails() {
+        let s = session("demo");
+        let mut observed = observe(&s, None, vec![], 5);
+        observed.platform.runner_secret = false;
+        let waiting = plan(&observed);
+        assert_eq!(waiting.status.phase, Phase::Pending);
+        assert!(waiting.children.is_empty(), "no Job while it is missing");
+        let secrets = condition(&waiting, types::SECRETS_READY);
+        assert_eq!(secrets.status, ConditionStatus::False);
+        assert_eq!(
+            secrets.reason.as_deref(),
+            Some(reasons::RUNNER_SECRET_MISSING)
+        );
+        assert!(
+            secrets
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("ambient-runner-secrets")
+        );
+        assert_eq!(waiting.notes.len(), 1, "an Event");
+        assert_eq!(
+            waiting.requeue_after,
+            Some(START_TIMEOUT - Duration::from_secs(5))
+        );
+
+        let mut later = s.clone();
+        later.status = Some(waiting.status.clone());
+        let mut again = observe(&later, None, vec![], 60);
+        again.platform.runner_secret = false;
+        let still = plan(&again);
+        assert!(still.notes.is_empty(), "said once");
+        assert_eq!(still.status, waiting.status, "nothing new to write");
+
+        let mut late = observe(&later, None, vec![], 600);
+        late.platform.runner_secret = false;
+        let failed = plan(&late);
+        assert_eq!(failed.status.phase, Phase::Failed);
+        assert_eq!(
+            condition(&failed, types::READY).reason.as_deref(),
+            Some(reasons::RUNNER_SECRET_MISSING)
+        );
+
+        let mut found = observe(&later, None, vec![], 60);
+        found.platform.runner_secret = true;
+        let claimed = plan(&found);
+        assert_eq!(claimed.status.phase, Phase::Creating);
+        assert_eq!(
+            condition(&claimed, types::SECRETS_READY).reason.as_deref(),
+            Some(reasons::ALL_REQUIRED_SECRETS_FOUND)
+        );
+    }
+
+    #[test]
+    fn vertex_mode_without_its_secret_fails_at_once() {
+        let s = session("demo");
+        let mut observed = observe(&s, None, vec![], 5);
+        observed.vertex = true;
+        observed.platform.vertex_source = false;
+        let plan = plan(&observed);
+        assert_eq!(plan.status.phase, Phase::Failed);
+        assert_eq!(
+            condition(&plan, types::SECRETS_READY).reason.as_deref(),
+            Some(reasons::VERTEX_SECRET_MISSING)
+        );
+    }
+
+    #[test]
+    fn the_service_lives_as_long_as_the_job() {
+        let s = in_phase(Phase::Running, None);
+        let j = job(0, Some(("Complete", "CompletionsReached")));
+        let mut observed = observe(&s, Some(&j), vec![], 5);
+        observed.service_uid = Some("svc-uid".into());
+        let done = plan(&observed);
+        assert_eq!(
+            done.children,
+            vec![
+                delete_job(),
+                ChildEffect::DeleteService {
+                    uid: "svc-uid".into()
+                }
+            ]
+        );
+        // Running without its Service (deleted behind our back): made again.
+        let live = job(0, None);
+        let p = running_pod(1);
+        let running = plan(&observe(&s, Some(&live), vec![&p], 5));
+        assert_eq!(running.children, vec![ChildEffect::EnsureService]);
     }
 
     #[test]
@@ -1453,6 +1732,33 @@ mod tests {
     }
 
     #[test]
+    fn a_run_claimed_elsewhere_moments_ago_is_left_to_its_claimer() {
+        let mut s = in_phase(Phase::Creating, None);
+        s.status.as_mut().unwrap().conditions.push(Condition {
+            last_transition_time: Some(Time(at(10))),
+            ..Condition::new(types::JOB_CREATED, ConditionStatus::True, "Creating", "")
+        });
+        let mut observed = observe(&s, None, vec![], 20);
+        observed.claimed_here = false;
+        let waiting = plan(&observed);
+        assert!(created_run(&waiting).is_none(), "the claimer makes it");
+        assert_eq!(
+            waiting.requeue_after,
+            Some(CLAIM_GRACE - Duration::from_secs(10))
+        );
+        let mut late = observe(&s, None, vec![], 70);
+        late.claimed_here = false;
+        assert!(
+            created_run(&plan(&late)).is_some(),
+            "the claimer failed: anyone makes it"
+        );
+        assert!(
+            created_run(&plan(&observe(&s, None, vec![], 20))).is_some(),
+            "the claimer itself retries at once"
+        );
+    }
+
+    #[test]
     fn job_gone_before_the_start_with_no_time_left_times_out() {
         let s = in_phase(Phase::Creating, None);
         let plan = plan(&observe(&s, None, vec![], 300));
@@ -1530,7 +1836,9 @@ mod tests {
         let s = in_phase(Phase::Running, None);
         let j = job(0, None);
         let p = running_pod(1);
-        let plan = plan(&observe(&s, Some(&j), vec![&p], 45 * 60 + 1));
+        let mut observed = observe(&s, Some(&j), vec![&p], 45 * 60 + 1);
+        observed.service_uid = Some("svc-uid".into());
+        let plan = plan(&observed);
         assert_eq!(plan.children, vec![ChildEffect::RefreshToken]);
         let fresh = plan_at(&s, &j, &p, 60);
         assert!(fresh.children.is_empty());
@@ -1538,7 +1846,9 @@ mod tests {
     }
 
     fn plan_at(s: &AgenticSession, j: &RunnerJob, p: &RunnerPod, now: i64) -> Plan {
-        plan(&observe(s, Some(j), vec![p], now))
+        let mut observed = observe(s, Some(j), vec![p], now);
+        observed.service_uid = Some("svc-uid".into());
+        plan(&observed)
     }
 
     #[test]
@@ -1710,7 +2020,9 @@ mod tests {
         let first = plan(&observe(&s, Some(&j), vec![&p], 10));
         let mut after = s.clone();
         after.status = Some(first.status.clone());
-        let second = plan(&observe(&after, Some(&j), vec![&p], 11));
+        let mut again = observe(&after, Some(&j), vec![&p], 11);
+        again.service_uid = Some("svc-uid".into());
+        let second = plan(&again);
         assert_eq!(second.status, first.status);
         assert!(second.notes.is_empty());
         assert!(second.children.is_empty() && second.session.is_empty());

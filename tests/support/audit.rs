@@ -134,6 +134,16 @@ impl JobLedger {
         assert!(twice.is_empty(), "Jobs created more than once: {twice:?}");
     }
 
+    /// The Jobs of `sessions` whose create is not in the audit log.
+    pub fn unaudited(&self, sessions: &[String]) -> Vec<String> {
+        let created = self.names();
+        sessions
+            .iter()
+            .map(|s| format!("{s}-job"))
+            .filter(|job| !created.contains(job))
+            .collect()
+    }
+
     /// Asserts that every one of `sessions` had its Job created exactly once.
     pub fn assert_one_job_per_session(&self, sessions: &[String]) {
         self.assert_each_job_created_once();

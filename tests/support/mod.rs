@@ -112,10 +112,34 @@ pub struct TestNamespace {
 static NAMESPACE_COUNTER: AtomicU32 = AtomicU32::new(0);
 
 impl TestNamespace {
-    /// Creates a managed namespace named after `purpose` and waits for its default
+    /// Creates a managed namespace named after `purpose`, as the platform sets one up (with the
+    /// runners' model credentials, `ambient-runner-secrets`), and waits for its default
     /// ServiceAccount (pods cannot be created before it exists).
     pub async fn create(cluster: &ClusterInfo, purpose: &str) -> Self {
+        let ns = Self::create_without_credentials(cluster, purpose).await;
+        ns.add_runner_credentials().await;
+        ns
+    }
+
+    /// A managed namespace without `ambient-runner-secrets` (its sessions wait for it).
+    pub async fn create_without_credentials(cluster: &ClusterInfo, purpose: &str) -> Self {
         Self::create_with_labels(cluster, purpose, &[(MANAGED_LABEL, "true")]).await
+    }
+
+    /// Creates `ambient-runner-secrets` (a fake `ANTHROPIC_API_KEY`).
+    pub async fn add_runner_credentials(&self) {
+        let secret = k8s_openapi::api::core::v1::Secret {
+            metadata: ObjectMeta {
+                name: Some("ambient-runner-secrets".into()),
+                ..Default::default()
+            },
+            string_data: Some([("ANTHROPIC_API_KEY".to_string(), "sk-test".to_string())].into()),
+            ..Default::default()
+        };
+        self.api::<k8s_openapi::api::core::v1::Secret>()
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap_or_else(|e| panic!("creating ambient-runner-secrets in {}: {e}", self.name));
     }
 
     /// Creates a namespace with exactly the given labels.

@@ -650,6 +650,7 @@ pub async fn deleting_a_session_collects_every_child(cluster: &ClusterInfo) {
 /// the namespace gets its ProjectSettings and the session runs.
 pub async fn sessions_in_unmanaged_namespaces_wait_until_the_label_appears(cluster: &ClusterInfo) {
     let ns = TestNamespace::create_with_labels(cluster, "unmanaged", &[]).await;
+    ns.add_runner_credentials().await;
     create(
         &ns.client,
         &ns.name,
