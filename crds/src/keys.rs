@@ -41,6 +41,14 @@ pub const START_REQUESTED_AT_ANNOTATION: &str = "ambient-code.io/start-requested
 /// Session annotation: why a stop was requested (the operator writes `inactivity`, see
 /// [`crate::session::StoppedReason`]); absent means the user asked.
 pub const STOP_REASON_ANNOTATION: &str = "ambient-code.io/stop-reason";
+/// Session annotation set by `session-trigger` when it restarts a finished session with a
+/// prompt: that run executes its prompt (`IS_RESUME=false`, since the runner skips
+/// `INITIAL_PROMPT` on a resume); cleared once the run's Job exists.
+pub const FORCE_EXECUTE_PROMPT_ANNOTATION: &str = "ambient-code.io/force-execute-prompt";
+/// Session label set by `session-trigger`: the scheduled session (CronJob) that made it.
+pub const SCHEDULED_SESSION_NAME_LABEL: &str = "ambient-code.io/scheduled-session-name";
+/// Session label set by `session-trigger` on every session it creates (`true`).
+pub const SCHEDULED_RUN_LABEL: &str = "ambient-code.io/scheduled-run";
 /// Session annotation: name of the Secret holding the runner's tokens.
 pub const RUNNER_TOKEN_SECRET_ANNOTATION: &str = "ambient-code.io/runner-token-secret";
 /// Session annotation: name of the runner's ServiceAccount.
@@ -158,6 +166,9 @@ mod tests {
             PARENT_SESSION_ID_ANNOTATION,
             TOKEN_REFRESHED_AT_ANNOTATION,
             RUN_STARTED_AT_ANNOTATION,
+            FORCE_EXECUTE_PROMPT_ANNOTATION,
+            SCHEDULED_SESSION_NAME_LABEL,
+            SCHEDULED_RUN_LABEL,
             MANAGED_BY_LABEL,
         ] {
             let (prefix, name) = key.split_once('/').expect("prefixed key");

@@ -666,6 +666,16 @@ async fn apply_session_effect(
             .await
         }
         SessionEffect::RecordIdentity => identity::record(session, namespace, ctx).await,
+        SessionEffect::ClearForceExecutePrompt => {
+            clear_annotation_if(
+                session,
+                namespace,
+                keys::FORCE_EXECUTE_PROMPT_ANNOTATION,
+                "true",
+                ctx,
+            )
+            .await
+        }
     }
 }
 
@@ -707,6 +717,33 @@ async fn clear_annotations(
         .expect("operations built above are valid JSON patch");
     match patch_session(session, namespace, &Patch::Json::<()>(patch), ctx).await {
         // The test failed: the request changed meanwhile; the next reconcile sees the new one.
+        Err(SessionError::Api { source, .. }) if is_status(&source, 422) => Ok(()),
+        other => other,
+    }
+}
+
+/// Removes the annotation `key` while it still says `expected`.
+async fn clear_annotation_if(
+    session: &AgenticSession,
+    namespace: &str,
+    key: &str,
+    expected: &str,
+    ctx: &Context,
+) -> Result<(), SessionError> {
+    if !session.annotations().contains_key(key) {
+        return Ok(());
+    }
+    let pointer = format!(
+        "/metadata/annotations/{}",
+        key.replace('~', "~0").replace('/', "~1")
+    );
+    let operations = serde_json::json!([
+        {"op": "test", "path": pointer, "value": expected},
+        {"op": "remove", "path": pointer},
+    ]);
+    let patch: json_patch::Patch =
+        serde_json::from_value(operations).expect("operations built above are valid JSON patch");
+    match patch_session(session, namespace, &Patch::Json::<()>(patch), ctx).await {
         Err(SessionError::Api { source, .. }) if is_status(&source, 422) => Ok(()),
         other => other,
     }

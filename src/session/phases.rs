@@ -139,6 +139,8 @@ pub enum SessionEffect {
     ClearStartRequest,
     /// Annotate the session with its token Secret and ServiceAccount names (if missing).
     RecordIdentity,
+    /// Remove `force-execute-prompt` if it still says `true` (its run's Job now exists).
+    ClearForceExecutePrompt,
 }
 
 /// A duration to record in a metric.
@@ -726,10 +728,20 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
         Some(claimed + signed(CLAIM_GRACE))
     }
 
-    /// The run's Job, created for the run as the status now records it.
+    /// Whether this run must execute its prompt (`force-execute-prompt=true`).
+    fn forced_prompt(&self) -> bool {
+        self.observed
+            .session
+            .annotations()
+            .get(keys::FORCE_EXECUTE_PROMPT_ANNOTATION)
+            .is_some_and(|v| v == "true")
+    }
+
+    /// The run's Job, created for the run as the status now records it. A forced prompt is
+    /// never a resume (the runner skips `INITIAL_PROMPT` on a resume).
     fn run_spec(&self, deadline_seconds: i64) -> RunSpec {
         RunSpec {
-            is_resume: self.runner_started_before(),
+            is_resume: self.runner_started_before() && !self.forced_prompt(),
             deadline_seconds,
             started_at: self.status.start_time.clone().unwrap_or_else(|| self.now()),
         }
@@ -779,6 +791,10 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
         self.child(ChildEffect::EnsureCopies);
         self.child(ChildEffect::EnsureService);
         self.child(ChildEffect::CreateJob(run));
+        if self.forced_prompt() {
+            // Consumed exactly once: after the Job that executes it exists.
+            self.session(SessionEffect::ClearForceExecutePrompt);
+        }
     }
 
     /// The run has ended: its Service goes with its Job.
@@ -1964,6 +1980,28 @@ mod tests {
         ));
         let again = plan(&observe(&ran, None, vec![], 5));
         assert!(created_run(&again).expect("a Job").is_resume);
+    }
+
+    #[test]
+    fn a_forced_prompt_is_never_a_resume_and_is_cleared_after_its_job() {
+        let mut s = in_phase(Phase::Pending, Some("Running"));
+        s.status.as_mut().unwrap().conditions.push(Condition::new(
+            types::RUNNER_STARTED,
+            ConditionStatus::True,
+            "Running",
+            "an earlier run started",
+        ));
+        s.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(keys::FORCE_EXECUTE_PROMPT_ANNOTATION.into(), "true".into());
+        let plan = plan(&observe(&s, None, vec![], 5));
+        assert!(!created_run(&plan).expect("a Job").is_resume);
+        assert!(
+            plan.session
+                .contains(&SessionEffect::ClearForceExecutePrompt),
+            "cleared after the Job: session effects run after the children"
+        );
     }
 
     #[test]
