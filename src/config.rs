@@ -179,6 +179,13 @@ pub struct Args {
     #[arg(long, env = "BACKEND_PUBLIC_URL", value_parser = parse_non_empty)]
     pub backend_public_url: Option<String>,
 
+    /// Where a session's runner is called for live changes: `{session}`, `{namespace}` and
+    /// `{port}` are replaced (the session's Service by default; tests point it elsewhere).
+    #[arg(long, env = "RUNNER_BASE_URL",
+          default_value = "http://session-{session}.{namespace}.svc.cluster.local:{port}",
+          value_parser = parse_non_empty)]
+    pub runner_base_url: String,
+
     /// First retry delay of a failing reconcile (doubles per failure).
     #[arg(long, env = "RETRY_BASE_DELAY", default_value = "5ms", value_parser = parse_positive_duration)]
     pub retry_base_delay: Duration,

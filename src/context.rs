@@ -10,6 +10,7 @@ use crate::metrics::Metrics;
 use crate::runtime::Catalog;
 use crate::session::children::RunnerSettings;
 use crate::session::events::{EventPublisher, Reporter};
+use crate::session::runner_sync::RunnerSyncs;
 
 /// Name under which the operator reports Kubernetes Events and writes with server-side apply.
 pub const FIELD_MANAGER: &str = "ambient-code-operator";
@@ -38,6 +39,8 @@ pub struct ContextInner {
     pub catalog: Catalog,
     /// The runs this replica claimed and has not seen end: `(namespace, session, run start)`.
     pub claims: dashmap::DashSet<(String, String, String)>,
+    /// Live-change calls to runners, made off the workers.
+    pub syncs: RunnerSyncs,
 }
 
 impl Context {
@@ -69,6 +72,7 @@ impl Context {
             mcp_config_file: config.args.mcp_config_file.clone(),
             backend_public_url: config.args.backend_public_url.clone(),
         };
+        let syncs = RunnerSyncs::new(&config.args.runner_base_url);
         let catalog = Catalog::new(
             &config.args.agent_registry_path,
             &config.args.models_manifest_path,
@@ -84,6 +88,7 @@ impl Context {
                 runner,
                 catalog,
                 claims: dashmap::DashSet::new(),
+                syncs,
             }),
         }
     }

@@ -959,6 +959,7 @@ impl Baseline {
             s3: platform().s3("https://s3.amazonaws.com", "ambient-sessions"),
             service_uid: Some("bench".into()),
             claimed_here: true,
+            sync: agentic_operator::session::phases::SyncView::Idle,
         }
     }
 

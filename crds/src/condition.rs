@@ -42,6 +42,13 @@ pub mod types {
     /// `NotConfigured` (the session still runs; its state is not kept).
     pub const S3_AVAILABLE: &str = "S3Available";
 
+    /// The runner has the session's repositories (`status.reconciledRepos`), or why not.
+    pub const REPOS_RECONCILED: &str = "ReposReconciled";
+    /// The runner has the session's workflow (`status.reconciledWorkflow`), or why not.
+    pub const WORKFLOW_RECONCILED: &str = "WorkflowReconciled";
+    /// The runner has the session's current generation (`SpecApplied`), or why not.
+    pub const RECONCILED: &str = "Reconciled";
+
     /// `ProjectSettings`: every `groupAccess` entry has its RoleBinding and stale ones are gone.
     pub const GROUP_BINDINGS_READY: &str = "GroupBindingsReady";
     /// `ProjectSettings`: the `ambient-default-limits` LimitRange exists as specified.
@@ -94,6 +101,16 @@ pub mod reasons {
     pub const ALL_REQUIRED_SECRETS_FOUND: &str = "AllRequiredSecretsFound";
     /// An optional Secret exists and is used.
     pub const OPTIONAL_SECRET_FOUND: &str = "OptionalSecretFound";
+    /// The runner was told, and acknowledged.
+    pub const RECONCILED: &str = "Reconciled";
+    /// The session lists no repositories.
+    pub const NO_REPOS: &str = "NoRepos";
+    /// The runner has the session's current generation.
+    pub const SPEC_APPLIED: &str = "SpecApplied";
+    /// Telling the runner about repositories failed; the message has its answer.
+    pub const REPO_RECONCILIATION_FAILED: &str = "RepoReconciliationFailed";
+    /// Telling the runner about the workflow failed; the message has its answer.
+    pub const WORKFLOW_RECONCILIATION_FAILED: &str = "WorkflowReconciliationFailed";
     /// S3 settings are complete.
     pub const CONFIGURED: &str = "Configured";
     /// S3 settings are incomplete.

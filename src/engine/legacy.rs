@@ -254,6 +254,11 @@ pub async fn run(
     }
     tracing::info!("legacy engine handling events inline");
     tokio::spawn(crate::runner_events::run(ctx.clone(), shutdown.clone()));
+    let waking = shared.clone();
+    ctx.syncs.set_waker(Arc::new(move |key| {
+        let shared = waking.clone();
+        tokio::spawn(async move { shared.handle_inline(key).await });
+    }));
     shared.active.cancel();
     shared.recheck_everything().await;
     let mut tick = tokio::time::interval(RECHECK_INTERVAL);

@@ -109,6 +109,8 @@ pub async fn run(
         "starting workers"
     );
     tokio::spawn(crate::runner_events::run(ctx.clone(), shutdown.clone()));
+    let waking = queue.clone();
+    ctx.syncs.set_waker(Arc::new(move |key| waking.add(&key)));
     let pool = WorkerPool::new(
         queue,
         usize::from(ctx.config.args.max_concurrent_reconciles),

@@ -6,6 +6,7 @@
 
 mod api;
 pub mod children;
+pub mod drift;
 pub mod events;
 #[cfg(feature = "fault-injection")]
 pub mod fault_injection;
@@ -13,6 +14,7 @@ mod identity;
 pub mod phases;
 pub mod platform;
 pub mod runner_env;
+pub mod runner_sync;
 pub mod shape;
 
 #[cfg(test)]
@@ -87,6 +89,16 @@ pub enum SessionError {
         /// Its name.
         name: String,
     },
+    /// Telling the runner about a live change failed (recorded on the session).
+    #[error("session {namespace}/{name}: {message}")]
+    RunnerSync {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// What failed.
+        message: String,
+    },
     /// A copy of a shared Secret could not be made.
     #[error(transparent)]
     Copies(#[from] crate::copies::CopyError),
@@ -116,6 +128,7 @@ impl SessionError {
             | SessionError::ChangedMeanwhile { .. } => "conflict",
             SessionError::EmptyToken { .. } => "identity",
             SessionError::Copies(error) => error.metric_label(),
+            SessionError::RunnerSync { .. } => "runner",
         }
     }
 }
@@ -216,6 +229,9 @@ async fn reconcile_session(
             .filter(|service| service.controller_uid() == session.meta().uid.as_deref())
             .and_then(|service| service.metadata.uid.clone()),
         claimed_here: ctx.claims.contains(&claim_key(session, namespace)),
+        sync: ctx
+            .syncs
+            .view(namespace, &name, session.metadata.generation),
     };
     let mut plan = phases::plan(&observed);
     if !pods_are_fresh && decides_on_absent_pods(phase, &plan) {
@@ -394,6 +410,29 @@ async fn execute(
     }
     for effect in &plan.session {
         apply_session_effect(session, namespace, effect, version.as_deref(), ctx).await?;
+    }
+    let name = session.name_any();
+    if plan.sync_recorded {
+        ctx.syncs.forget(namespace, &name);
+    }
+    if let (Some(calls), Some(generation)) = (plan.sync, session.metadata.generation) {
+        let port = job_inputs(session, namespace, ctx).shape.port;
+        ctx.syncs.start(
+            ctx.client.clone(),
+            namespace,
+            &name,
+            generation,
+            port,
+            calls,
+        );
+    }
+    if let Some(message) = plan.sync_failed {
+        // Recorded on the session; retried with the key's backoff.
+        return Err(SessionError::RunnerSync {
+            namespace: namespace.to_string(),
+            name,
+            message,
+        });
     }
     Ok(plan.requeue_after)
 }

@@ -31,6 +31,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 
 use super::children::{JOB_TTL_BACKSTOP_SECONDS, RUNNER_CONTAINER};
+use super::drift;
 use super::platform::{PlatformView, S3Settings};
 use crate::projections::{RunnerChild, RunnerJob, RunnerPod};
 
@@ -79,6 +80,27 @@ pub struct Observed<'a> {
     pub service_uid: Option<String>,
     /// This replica claimed the session's current run (so it may make its Job at once).
     pub claimed_here: bool,
+    /// How telling the runner about the current generation's spec is going.
+    pub sync: SyncView,
+}
+
+/// The state of the runner calls for the session's current generation (SPEC §5.6).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SyncView {
+    /// None made yet.
+    #[default]
+    Idle,
+    /// Being made (off the worker: a slow runner holds no worker).
+    InFlight,
+    /// All made successfully.
+    Succeeded,
+    /// One failed: the runner's answer (or why it gave none).
+    Failed {
+        /// The failed call was the workflow's (else a repository's).
+        workflow: bool,
+        /// What the runner answered.
+        message: String,
+    },
 }
 
 /// The run a Job is created for.
@@ -178,6 +200,12 @@ pub struct Plan {
     pub notes: Vec<Note>,
     /// Durations to record once the status is written.
     pub observations: Vec<Observation>,
+    /// Start telling the runner about the spec: these calls, in order.
+    pub sync: Option<Vec<drift::RunnerCall>>,
+    /// The status records the runner calls' outcome (forget it once written).
+    pub sync_recorded: bool,
+    /// The runner calls failed: after the status write, fail the reconcile (backoff retry).
+    pub sync_failed: Option<String>,
 }
 
 /// What the Job says about the run.
@@ -479,6 +507,12 @@ struct PlanBuilder<'o, 'a> {
     requeue_after: Option<Duration>,
     notes: Vec<Note>,
     observations: Vec<Observation>,
+    sync: Option<Vec<drift::RunnerCall>>,
+    sync_recorded: bool,
+    sync_failed: Option<String>,
+    /// The runner gets (or has been told) the current spec in this plan: a Job is made from
+    /// it, or the live-change calls succeeded.
+    spec_applied: bool,
 }
 
 impl<'o, 'a> PlanBuilder<'o, 'a> {
@@ -492,11 +526,19 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
             requeue_after: None,
             notes: Vec::new(),
             observations: Vec::new(),
+            sync: None,
+            sync_recorded: false,
+            sync_failed: None,
+            spec_applied: false,
         }
     }
 
+    /// `observedGeneration` advances with a status change, except while a run is live
+    /// (Creating, Running) and its runner has not been given the current spec: then a spec
+    /// change is still pending for the runner (SPEC §5.6).
     fn finish(mut self) -> Plan {
-        if self.status != self.original {
+        let live = matches!(self.status.phase, Phase::Creating | Phase::Running);
+        if self.status != self.original && (self.spec_applied || !live) {
             self.status.observed_generation = self.observed.session.metadata.generation;
         }
         Plan {
@@ -506,6 +548,9 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
             requeue_after: self.requeue_after,
             notes: self.notes,
             observations: self.observations,
+            sync: self.sync,
+            sync_recorded: self.sync_recorded,
+            sync_failed: self.sync_failed,
         }
     }
 
@@ -786,6 +831,7 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
     /// Everything a run needs, in order: workspace, identity, the shared Secrets it
     /// references, the Service in front of it, then its Job.
     fn make_run(&mut self, run: RunSpec) {
+        self.spec_applied = true;
         self.child(ChildEffect::EnsureWorkspace);
         self.child(ChildEffect::EnsureIdentity);
         self.child(ChildEffect::EnsureCopies);
@@ -1061,7 +1107,120 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
         );
         self.condition(types::READY, true, reasons::RUNNING, "session is running");
         self.enter(Phase::Running, "runner is running", false);
+        let generation = self.observed.session.metadata.generation;
+        if self.status.observed_generation == generation {
+            // The runner started with the spec as it is: that is what it was told.
+            let started = drift::drift(&self.observed.session.spec, &self.status);
+            self.record_synced(&started, false);
+        }
         self.schedule_running_timers();
+    }
+
+    /// While Running: tell the runner about a spec that moved past `observedGeneration`, or
+    /// record how that went.
+    fn apply_live_changes(&mut self) {
+        let generation = self.observed.session.metadata.generation;
+        if generation.is_none() || self.status.observed_generation == generation {
+            return;
+        }
+        let pending = drift::drift(&self.observed.session.spec, &self.status);
+        match &self.observed.sync {
+            SyncView::Idle if pending.calls.is_empty() => self.record_synced(&pending, true),
+            SyncView::Idle => self.sync = Some(pending.calls),
+            SyncView::InFlight => {}
+            SyncView::Succeeded => {
+                self.record_synced(&pending, true);
+                self.sync_recorded = true;
+            }
+            SyncView::Failed { workflow, message } => {
+                let (kind, reason) = if *workflow {
+                    (
+                        types::WORKFLOW_RECONCILED,
+                        reasons::WORKFLOW_RECONCILIATION_FAILED,
+                    )
+                } else {
+                    (types::REPOS_RECONCILED, reasons::REPO_RECONCILIATION_FAILED)
+                };
+                let what = if *workflow {
+                    "workflow"
+                } else {
+                    "repositories"
+                };
+                let text = format!("Failed to reconcile {what}: {message}");
+                self.condition(kind, false, reason, &text);
+                self.condition(types::RECONCILED, false, reason, &text);
+                self.sync_recorded = true;
+                self.sync_failed = Some(text);
+            }
+        }
+    }
+
+    /// The runner has `pending` applied: record `reconciledRepos`, `reconciledWorkflow`, their
+    /// conditions and (with `announce`) the generation, all together.
+    fn record_synced(&mut self, pending: &drift::Drift, announce: bool) {
+        let now = self.now();
+        let stamp = super::children::run_stamp(&now);
+        self.status.reconciled_repos = drift::reconciled_repos(pending, &stamp);
+        self.status.reconciled_workflow = drift::reconciled_workflow(
+            &pending.workflow,
+            self.status.reconciled_workflow.as_ref(),
+            &stamp,
+        );
+        let (added, changed, removed) = pending.counts;
+        if pending.repos.is_empty() {
+            self.condition(
+                types::REPOS_RECONCILED,
+                true,
+                reasons::NO_REPOS,
+                "No repositories defined",
+            );
+        } else {
+            self.condition(
+                types::REPOS_RECONCILED,
+                true,
+                reasons::RECONCILED,
+                &format!(
+                    "Reconciled {} repos (added: {added}, removed: {removed}, branch changed: {changed})",
+                    pending.repos.len()
+                ),
+            );
+        }
+        match &self.status.reconciled_workflow {
+            Some(w) => {
+                let message = format!(
+                    "Workflow {}@{} active",
+                    w.git_url.clone().unwrap_or_default(),
+                    w.branch.clone().unwrap_or_default()
+                );
+                self.condition(
+                    types::WORKFLOW_RECONCILED,
+                    true,
+                    reasons::RECONCILED,
+                    &message,
+                );
+            }
+            None => self.condition(
+                types::WORKFLOW_RECONCILED,
+                true,
+                reasons::NOT_CONFIGURED,
+                "No workflow selected",
+            ),
+        }
+        if announce {
+            let generation = self
+                .observed
+                .session
+                .metadata
+                .generation
+                .unwrap_or_default();
+            self.condition(
+                types::RECONCILED,
+                true,
+                reasons::SPEC_APPLIED,
+                &format!("Successfully reconciled generation {generation}"),
+            );
+        }
+        self.spec_applied = true;
     }
 
     /// While Creating: fail after the start timeout, counted from the Job's creation (or, with
@@ -1096,6 +1255,7 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
                 // Deleted behind our back: the platform reaches the agent only through it.
                 self.child(ChildEffect::EnsureService);
             }
+            self.apply_live_changes();
             return self.schedule_running_timers();
         };
         let message = format!("stopped after {}s without activity", idle_for.as_secs());
@@ -1287,6 +1447,8 @@ mod tests {
         s.status = Some(AgenticSessionStatus {
             phase,
             start_time: Some(Time(at(0))),
+            // The claim recorded the generation the run was made from.
+            observed_generation: Some(1),
             ..Default::default()
         });
         if let Some(d) = desired {
@@ -1320,6 +1482,7 @@ mod tests {
             s3: PlatformView::default().s3("https://s3.amazonaws.com", "ambient-sessions"),
             service_uid: None,
             claimed_here: true,
+            sync: SyncView::Idle,
         }
     }
 
@@ -2002,6 +2165,101 @@ mod tests {
                 .contains(&SessionEffect::ClearForceExecutePrompt),
             "cleared after the Job: session effects run after the children"
         );
+    }
+
+    /// A Running session whose spec (generation 2) added a repository after its run began.
+    fn drifted() -> AgenticSession {
+        let mut s = in_phase(Phase::Running, None);
+        s.metadata.generation = Some(2);
+        s.spec.repos = vec![agentic_crds::session::RepoSpec {
+            url: "https://x/app.git".into(),
+            branch: "main".into(),
+            auto_push: false,
+        }];
+        s
+    }
+
+    fn live(s: &AgenticSession, sync: SyncView) -> Plan {
+        let j = job(0, None);
+        let p = running_pod(1);
+        let mut observed = observe(s, Some(&j), vec![&p], 5);
+        observed.service_uid = Some("svc-uid".into());
+        observed.sync = sync;
+        plan(&observed)
+    }
+
+    #[test]
+    fn a_spec_that_moved_on_while_running_is_sent_to_the_runner_off_the_worker() {
+        let s = drifted();
+        let start = live(&s, SyncView::Idle);
+        assert_eq!(
+            start.sync,
+            Some(vec![drift::RunnerCall::AddRepo {
+                url: "https://x/app.git".into(),
+                branch: "main".into(),
+                name: "app".into()
+            }])
+        );
+        assert_eq!(
+            start.status,
+            s.status.clone().unwrap(),
+            "nothing recorded yet"
+        );
+        let waiting = live(&s, SyncView::InFlight);
+        assert!(waiting.sync.is_none() && !waiting.sync_recorded);
+    }
+
+    #[test]
+    fn success_records_repos_conditions_and_the_generation_together() {
+        let plan = live(&drifted(), SyncView::Succeeded);
+        assert_eq!(plan.status.observed_generation, Some(2));
+        let repos = plan.status.reconciled_repos.clone().expect("recorded");
+        assert_eq!(repos[0].name.as_deref(), Some("app"));
+        assert_eq!(
+            repos[0].status,
+            Some(agentic_crds::session::RepoCloneStatus::Ready)
+        );
+        assert_eq!(
+            condition(&plan, types::RECONCILED).reason.as_deref(),
+            Some(reasons::SPEC_APPLIED)
+        );
+        assert!(plan.sync_recorded && plan.sync_failed.is_none());
+    }
+
+    #[test]
+    fn failure_is_visible_keeps_the_generation_and_fails_the_reconcile() {
+        let plan = live(
+            &drifted(),
+            SyncView::Failed {
+                workflow: false,
+                message: "runner answered 500: clone failed".into(),
+            },
+        );
+        assert_eq!(plan.status.observed_generation, Some(1), "not applied");
+        assert!(plan.status.reconciled_repos.is_none());
+        let reconciled = condition(&plan, types::RECONCILED);
+        assert_eq!(reconciled.status, ConditionStatus::False);
+        assert_eq!(
+            reconciled.reason.as_deref(),
+            Some(reasons::REPO_RECONCILIATION_FAILED)
+        );
+        assert!(
+            reconciled
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("clone failed")
+        );
+        assert!(plan.sync_failed.is_some(), "retried with the key's backoff");
+    }
+
+    #[test]
+    fn a_running_status_change_does_not_mark_a_pending_spec_as_applied() {
+        // An inactivity stop is a status change while the spec is pending: it may advance the
+        // generation (the run ends); a token refresh (no status change) may not.
+        let s = drifted();
+        let refresh = live(&s, SyncView::InFlight);
+        assert_eq!(refresh.status.observed_generation, Some(1));
     }
 
     #[test]
