@@ -110,7 +110,9 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     // Dropping the engine aborts its workers at their next await.
     tokio::select! {
         result = engine => result?,
-        _ = lost_leadership.cancelled() => {}
+        _ = lost_leadership.cancelled() => {
+            tracing::error!("stopped reconciling: lost the leader Lease");
+        }
     }
     shutdown.cancel();
     // The Lease is given up only now that the engine has drained, so the next leader never
@@ -204,8 +206,8 @@ fn spawn_election(
                     Err(_) => tracing::warn!("timed out releasing the leader Lease"),
                 }
             }
-            () = elector.hold() => {
-                tracing::error!("lost the leader Lease: stopping");
+            lost = elector.hold() => {
+                tracing::error!(reason = %lost, "lost the leader Lease: stopping");
                 election.lost.cancel();
                 election.shutdown.cancel();
             }

@@ -7,6 +7,7 @@
 pub mod faults;
 pub mod operator;
 pub mod process;
+pub mod proxy;
 pub mod rbac;
 pub mod scenarios;
 

@@ -48,6 +48,18 @@ impl OperatorProcess {
     /// (e.g. with the test's PID): it is the Lease identity, and a Lease still held by a killed
     /// replica of the same name would be taken as this one's own.
     pub fn start(cluster: &ClusterInfo, name: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_with_kubeconfig(cluster, &cluster.kubeconfig, name, args, env)
+    }
+
+    /// [`start`](Self::start), talking to the API server through `kubeconfig` (e.g. one whose
+    /// server is a [`super::proxy::ApiProxy`]).
+    pub fn start_with_kubeconfig(
+        cluster: &ClusterInfo,
+        kubeconfig: &std::path::Path,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         install_crds(cluster);
         let metrics_address = format!("127.0.0.1:{}", free_port());
         let probe_address = format!("127.0.0.1:{}", free_port());
@@ -61,7 +73,7 @@ impl OperatorProcess {
         let stderr = log.try_clone().expect("duplicating the log file handle");
         let child = Command::new(env!("CARGO_BIN_EXE_agentic-operator"))
             .arg("--kubeconfig")
-            .arg(&cluster.kubeconfig)
+            .arg(kubeconfig)
             .args(["--metrics-bind-address", &metrics_address])
             .args(["--health-probe-bind-address", &probe_address])
             .args(["--namespace", "default"])
