@@ -2,6 +2,8 @@
 //! only in how events become calls: [`queued`] (default) goes through the project's work queue,
 //! `--legacy-watch` handles raw watch events inline.
 
+#[cfg(feature = "fault-injection")]
+pub mod fault_injection;
 pub mod legacy;
 pub mod queued;
 
@@ -95,7 +97,11 @@ pub async fn handle(key: ObjectKey, ctx: Context) -> Result<Option<Duration>, Ha
                 .sessions
                 .get(&ObjectRef::new(name).within(namespace));
             match found {
-                Some(session) => Ok(session::reconcile(session, &ctx).await?),
+                Some(session) => {
+                    #[cfg(feature = "fault-injection")]
+                    fault_injection::stall(&session).await;
+                    Ok(session::reconcile(session, &ctx).await?)
+                }
                 None => Ok(None),
             }
         }
