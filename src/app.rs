@@ -10,7 +10,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{self, Readiness};
+use crate::admin::{self, AdminConfig, Readiness};
 use crate::caches::new_caches;
 use crate::config::{BindAddress, Config};
 use crate::context::Context;
@@ -63,12 +63,21 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
 
-    if let BindAddress::Listen(address) = config.args.metrics_bind_address {
-        let bound = admin::serve_metrics(address, metrics.clone(), shutdown.clone()).await?;
+    let listen = |address| match address {
+        BindAddress::Listen(address) => Some(address),
+        BindAddress::Disabled => None,
+    };
+    // Served until the process exits, through the shutdown drain.
+    let bound = admin::spawn(AdminConfig {
+        metrics_address: listen(config.args.metrics_bind_address),
+        probe_address: listen(config.args.health_probe_bind_address),
+        metrics: metrics.clone(),
+        readiness: readiness.clone(),
+    })?;
+    if let Some(bound) = bound.metrics {
         tracing::info!(%bound, "serving /metrics");
     }
-    if let BindAddress::Listen(address) = config.args.health_probe_bind_address {
-        let bound = admin::serve_probes(address, readiness.clone(), shutdown.clone()).await?;
+    if let Some(bound) = bound.probes {
         tracing::info!(%bound, "serving /healthz and /readyz");
     }
 
