@@ -117,6 +117,11 @@ pub struct Args {
     #[arg(long, env = "SHUTDOWN_GRACE_PERIOD", default_value = "30s", value_parser = parse_positive_duration)]
     pub shutdown_grace_period: Duration,
 
+    /// A reconcile still running after this long is cancelled and counts as failed (retried
+    /// with backoff).
+    #[arg(long, env = "RECONCILE_TIMEOUT", default_value = "2m", value_parser = parse_positive_duration)]
+    pub reconcile_timeout: Duration,
+
     /// First retry delay of a failing reconcile (doubles per failure).
     #[arg(long, env = "RETRY_BASE_DELAY", default_value = "5ms", value_parser = parse_positive_duration)]
     pub retry_base_delay: Duration,
@@ -312,6 +317,7 @@ mod tests {
         );
         assert_eq!(args.default_inactivity_timeout, 86_400);
         assert_eq!(args.start_timeout, Duration::from_secs(600));
+        assert_eq!(args.reconcile_timeout, Duration::from_secs(120));
     }
 
     #[test]
@@ -344,6 +350,8 @@ mod tests {
             ),
             (&["--start-timeout", "soon"][..], "--start-timeout"),
             (&["--start-timeout", "0s"][..], "--start-timeout"),
+            (&["--reconcile-timeout", "0s"][..], "--reconcile-timeout"),
+            (&["--reconcile-timeout", "never"][..], "--reconcile-timeout"),
             (&["--namespace", "Not_A_Name"][..], "--namespace"),
             (&["--workspace-size", "lots"][..], "--workspace-size"),
         ] {
