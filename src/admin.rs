@@ -1,5 +1,7 @@
 //! Admin HTTP servers (hyper): `/metrics` on the metrics address; `/healthz` and `/readyz` on the
 //! probe address. Readiness starts false and turns true only once every cache has synced.
+//! `/healthz` answers 503, one reason a line, while [`Health`] reports a dead watch or a
+//! wedged worker.
 //!
 //! They serve until the process exits, on a thread and runtime of their own: a shutdown drain
 //! (SIGTERM) keeps them answering, and so does a runtime whose workers are all stuck.
@@ -17,6 +19,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use crate::engine::health::Health;
 use crate::metrics::Metrics;
 
 /// Shared readiness flag: false until the engine reports its caches synced.
@@ -62,6 +65,8 @@ pub struct AdminConfig {
     pub metrics: Metrics,
     /// Whether the caches have synced.
     pub readiness: Readiness,
+    /// Whether watches and workers are alive.
+    pub health: Health,
 }
 
 /// The addresses the admin servers are bound to (useful with port 0).
@@ -77,7 +82,7 @@ pub struct Bound {
 #[derive(Clone)]
 enum Endpoint {
     Metrics(Metrics),
-    Probes(Readiness),
+    Probes(Readiness, Health),
 }
 
 /// Binds every enabled endpoint now (so a bad address fails start-up), then serves them on a
@@ -96,7 +101,7 @@ pub fn spawn(config: AdminConfig) -> Result<Bound, AdminError> {
     if let Some(address) = config.probe_address {
         let listener = bind(address)?;
         bound.probes = Some(local_address(&listener, address)?);
-        listeners.push((listener, Endpoint::Probes(config.readiness)));
+        listeners.push((listener, Endpoint::Probes(config.readiness, config.health)));
     }
     if listeners.is_empty() {
         return Ok(bound);
@@ -176,11 +181,19 @@ fn respond(endpoint: &Endpoint, request: &Request<Incoming>) -> Response<Full<By
                 .unwrap_or_default(),
             Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
         },
-        (Endpoint::Probes(_), "/healthz") => text(StatusCode::OK, "ok\n"),
-        (Endpoint::Probes(readiness), "/readyz") if readiness.is_ready() => {
+        (Endpoint::Probes(_, health), "/healthz") => {
+            let problems = health.problems();
+            if problems.is_empty() {
+                text(StatusCode::OK, "ok\n")
+            } else {
+                let reasons: String = problems.iter().map(|p| format!("{p}\n")).collect();
+                text(StatusCode::SERVICE_UNAVAILABLE, &reasons)
+            }
+        }
+        (Endpoint::Probes(readiness, _), "/readyz") if readiness.is_ready() => {
             text(StatusCode::OK, "ok\n")
         }
-        (Endpoint::Probes(_), "/readyz") => {
+        (Endpoint::Probes(..), "/readyz") => {
             text(StatusCode::SERVICE_UNAVAILABLE, "caches not synced\n")
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),

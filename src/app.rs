@@ -14,6 +14,7 @@ use crate::admin::{self, AdminConfig, Readiness};
 use crate::caches::new_caches;
 use crate::config::{BindAddress, Config};
 use crate::context::Context;
+use crate::engine::health::Health;
 use crate::engine::queued;
 use crate::leader::{LeaderElector, LeaseTiming};
 use crate::metrics::Metrics;
@@ -38,28 +39,33 @@ pub enum AppError {
     LostLeadership,
 }
 
-/// Builds the API client from `--kubeconfig`, or in-cluster / default kubeconfig discovery.
-pub async fn client(config: &Config) -> Result<Client, AppError> {
-    let kube_config = match &config.args.kubeconfig {
+/// The client configuration from `--kubeconfig`, or in-cluster / default kubeconfig discovery.
+pub async fn client_config(config: &Config) -> Result<kube::Config, AppError> {
+    match &config.args.kubeconfig {
         Some(path) => {
             let file = Kubeconfig::read_from(path)
                 .map_err(|e| AppError::ClientConfig(format!("{}: {e}", path.display())))?;
             kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
                 .await
-                .map_err(|e| AppError::ClientConfig(format!("{}: {e}", path.display())))?
+                .map_err(|e| AppError::ClientConfig(format!("{}: {e}", path.display())))
         }
         None => kube::Config::infer()
             .await
-            .map_err(|e| AppError::ClientConfig(e.to_string()))?,
-    };
-    Client::try_from(kube_config).map_err(|e| AppError::ClientConfig(e.to_string()))
+            .map_err(|e| AppError::ClientConfig(e.to_string())),
+    }
 }
 
 /// Runs the operator until a shutdown signal (or lost leadership).
 pub async fn run(config: Config) -> Result<(), AppError> {
-    let client = client(&config).await?;
+    let client_config = client_config(&config).await?;
+    let client = Client::try_from(client_config.clone())
+        .map_err(|e| AppError::ClientConfig(e.to_string()))?;
     let metrics = Metrics::new()?;
     let readiness = Readiness::default();
+    let health = Health::new(
+        config.args.watch_failure_threshold,
+        config.args.reconcile_timeout,
+    );
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
 
@@ -73,6 +79,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         probe_address: listen(config.args.health_probe_bind_address),
         metrics: metrics.clone(),
         readiness: readiness.clone(),
+        health: health.clone(),
     })?;
     if let Some(bound) = bound.metrics {
         tracing::info!(%bound, "serving /metrics");
@@ -82,7 +89,14 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     }
 
     let (caches, writers) = new_caches();
-    let ctx = Context::new(client.clone(), config.clone(), metrics, caches);
+    let ctx = Context::new(
+        client.clone(),
+        client_config,
+        config.clone(),
+        metrics,
+        caches,
+        health,
+    );
     let leading = Arc::new(Notify::new());
     let lost_leadership = CancellationToken::new();
     let resign = CancellationToken::new();

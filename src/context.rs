@@ -6,6 +6,7 @@ use kube::Client;
 
 use crate::caches::Caches;
 use crate::config::Config;
+use crate::engine::health::Health;
 use crate::metrics::Metrics;
 use crate::session::children::RunnerSettings;
 use crate::session::events::{EventPublisher, Reporter};
@@ -23,6 +24,9 @@ pub struct Context {
 pub struct ContextInner {
     /// API client.
     pub client: Client,
+    /// What `client` was built from; each watch builds its own client from it (see
+    /// [`crate::engine::health`]).
+    pub client_config: kube::Config,
     /// Validated configuration.
     pub config: Config,
     /// Metric families.
@@ -33,11 +37,20 @@ pub struct ContextInner {
     pub caches: Caches,
     /// Runner shape derived from the configuration.
     pub runner: RunnerSettings,
+    /// What `/healthz` reports: watches and in-flight reconciles.
+    pub health: Health,
 }
 
 impl Context {
     /// Assembles the context.
-    pub fn new(client: Client, config: Config, metrics: Metrics, caches: Caches) -> Self {
+    pub fn new(
+        client: Client,
+        client_config: kube::Config,
+        config: Config,
+        metrics: Metrics,
+        caches: Caches,
+        health: Health,
+    ) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
             instance: config
@@ -60,10 +73,12 @@ impl Context {
             inner: Arc::new(ContextInner {
                 events: EventPublisher::new(client.clone(), reporter),
                 client,
+                client_config,
                 config,
                 metrics,
                 caches,
                 runner,
+                health,
             }),
         }
     }

@@ -4,6 +4,7 @@
 
 #[cfg(feature = "fault-injection")]
 pub mod fault_injection;
+pub mod health;
 pub mod legacy;
 pub mod queued;
 
@@ -73,6 +74,18 @@ impl ObjectKey {
     }
 }
 
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ObjectKey::Session { namespace, name } => {
+                write!(f, "AgenticSession {namespace}/{name}")
+            }
+            ObjectKey::Namespace(name) => write!(f, "Namespace {name}"),
+            ObjectKey::ProjectSettings(namespace) => write!(f, "ProjectSettings of {namespace}"),
+        }
+    }
+}
+
 /// A handler failure, with the label it is counted under.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
@@ -96,11 +109,14 @@ pub enum HandlerError {
 /// Reconciles whatever `key` names, reading the object from the caches; returns when to look
 /// again. An object no longer in the cache was deleted: garbage collection removes its children.
 ///
-/// Both engines call this. A reconcile still running after `--reconcile-timeout` is cancelled
+/// Both engines call this. It is registered with [`health::Health`] while it runs. A reconcile
+/// still running after `--reconcile-timeout` is cancelled
 /// (dropped at its next `.await`) and is a failed reconcile: counted (a session's under
 /// `ambient_session_errors_total{error_type="timeout"}` and
 /// `ambient_reconcile_duration_seconds{success="false"}`) and retried by the engine.
 pub async fn handle(key: ObjectKey, ctx: Context) -> Result<Option<Duration>, HandlerError> {
+    // In flight until dropped, even by a panic unwinding: /healthz spots a wedged worker.
+    let _reconciling = ctx.health.reconciling(&key);
     let timeout = ctx.config.args.reconcile_timeout;
     let started = tokio::time::Instant::now();
     match tokio::time::timeout(timeout, reconcile(&key, &ctx)).await {
