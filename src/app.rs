@@ -10,10 +10,11 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{self, Readiness};
+use crate::admin::{self, AdminConfig, Readiness};
 use crate::caches::new_caches;
 use crate::config::{BindAddress, Config};
 use crate::context::Context;
+use crate::engine::health::Health;
 use crate::engine::queued;
 use crate::leader::{LeaderElector, LeaseTiming};
 use crate::metrics::Metrics;
@@ -38,42 +39,64 @@ pub enum AppError {
     LostLeadership,
 }
 
-/// Builds the API client from `--kubeconfig`, or in-cluster / default kubeconfig discovery.
-pub async fn client(config: &Config) -> Result<Client, AppError> {
-    let kube_config = match &config.args.kubeconfig {
+/// The client configuration from `--kubeconfig`, or in-cluster / default kubeconfig discovery.
+pub async fn client_config(config: &Config) -> Result<kube::Config, AppError> {
+    match &config.args.kubeconfig {
         Some(path) => {
             let file = Kubeconfig::read_from(path)
                 .map_err(|e| AppError::ClientConfig(format!("{}: {e}", path.display())))?;
             kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
                 .await
-                .map_err(|e| AppError::ClientConfig(format!("{}: {e}", path.display())))?
+                .map_err(|e| AppError::ClientConfig(format!("{}: {e}", path.display())))
         }
         None => kube::Config::infer()
             .await
-            .map_err(|e| AppError::ClientConfig(e.to_string()))?,
-    };
-    Client::try_from(kube_config).map_err(|e| AppError::ClientConfig(e.to_string()))
+            .map_err(|e| AppError::ClientConfig(e.to_string())),
+    }
 }
 
 /// Runs the operator until a shutdown signal (or lost leadership).
 pub async fn run(config: Config) -> Result<(), AppError> {
-    let client = client(&config).await?;
+    let client_config = client_config(&config).await?;
+    let client = Client::try_from(client_config.clone())
+        .map_err(|e| AppError::ClientConfig(e.to_string()))?;
     let metrics = Metrics::new()?;
     let readiness = Readiness::default();
+    let health = Health::new(
+        config.args.watch_failure_threshold,
+        config.args.reconcile_timeout,
+    );
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
 
-    if let BindAddress::Listen(address) = config.args.metrics_bind_address {
-        let bound = admin::serve_metrics(address, metrics.clone(), shutdown.clone()).await?;
+    let listen = |address| match address {
+        BindAddress::Listen(address) => Some(address),
+        BindAddress::Disabled => None,
+    };
+    // Served until the process exits, through the shutdown drain.
+    let bound = admin::spawn(AdminConfig {
+        metrics_address: listen(config.args.metrics_bind_address),
+        probe_address: listen(config.args.health_probe_bind_address),
+        metrics: metrics.clone(),
+        readiness: readiness.clone(),
+        health: health.clone(),
+    })?;
+    if let Some(bound) = bound.metrics {
         tracing::info!(%bound, "serving /metrics");
     }
-    if let BindAddress::Listen(address) = config.args.health_probe_bind_address {
-        let bound = admin::serve_probes(address, readiness.clone(), shutdown.clone()).await?;
+    if let Some(bound) = bound.probes {
         tracing::info!(%bound, "serving /healthz and /readyz");
     }
 
     let (caches, writers) = new_caches(&config.shared_secret_sources());
-    let ctx = Context::new(client.clone(), config.clone(), metrics, caches);
+    let ctx = Context::new(
+        client.clone(),
+        client_config,
+        config.clone(),
+        metrics,
+        caches,
+        health,
+    );
     let leading = Arc::new(Notify::new());
     let lost_leadership = CancellationToken::new();
     let resign = CancellationToken::new();
@@ -110,7 +133,9 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     // Dropping the engine aborts its workers at their next await.
     tokio::select! {
         result = engine => result?,
-        _ = lost_leadership.cancelled() => {}
+        _ = lost_leadership.cancelled() => {
+            tracing::error!("stopped reconciling: lost the leader Lease");
+        }
     }
     shutdown.cancel();
     // The Lease is given up only now that the engine has drained, so the next leader never
@@ -204,8 +229,8 @@ fn spawn_election(
                     Err(_) => tracing::warn!("timed out releasing the leader Lease"),
                 }
             }
-            () = elector.hold() => {
-                tracing::error!("lost the leader Lease: stopping");
+            lost = elector.hold() => {
+                tracing::error!(reason = %lost, "lost the leader Lease: stopping");
                 election.lost.cancel();
                 election.shutdown.cancel();
             }

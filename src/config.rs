@@ -186,6 +186,15 @@ pub struct Args {
           value_parser = parse_non_empty)]
     pub runner_base_url: String,
 
+    /// A reconcile still running after this long is cancelled and counts as failed (retried
+    /// with backoff).
+    #[arg(long, env = "RECONCILE_TIMEOUT", default_value = "2m", value_parser = parse_positive_duration)]
+    pub reconcile_timeout: Duration,
+
+    /// `/healthz` fails while every list or watch attempt of a watch has failed for this long.
+    #[arg(long, env = "WATCH_FAILURE_THRESHOLD", default_value = "2m", value_parser = parse_positive_duration)]
+    pub watch_failure_threshold: Duration,
+
     /// First retry delay of a failing reconcile (doubles per failure).
     #[arg(long, env = "RETRY_BASE_DELAY", default_value = "5ms", value_parser = parse_positive_duration)]
     pub retry_base_delay: Duration,
@@ -458,6 +467,8 @@ mod tests {
         );
         assert_eq!(args.default_inactivity_timeout, 86_400);
         assert_eq!(args.start_timeout, Duration::from_secs(600));
+        assert_eq!(args.reconcile_timeout, Duration::from_secs(120));
+        assert_eq!(args.watch_failure_threshold, Duration::from_secs(120));
     }
 
     #[test]
@@ -490,6 +501,12 @@ mod tests {
             ),
             (&["--start-timeout", "soon"][..], "--start-timeout"),
             (&["--start-timeout", "0s"][..], "--start-timeout"),
+            (&["--reconcile-timeout", "0s"][..], "--reconcile-timeout"),
+            (&["--reconcile-timeout", "never"][..], "--reconcile-timeout"),
+            (
+                &["--watch-failure-threshold", "0s"][..],
+                "--watch-failure-threshold",
+            ),
             (&["--namespace", "Not_A_Name"][..], "--namespace"),
             (&["--workspace-size", "lots"][..], "--workspace-size"),
         ] {

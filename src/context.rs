@@ -6,6 +6,7 @@ use kube::Client;
 
 use crate::caches::Caches;
 use crate::config::Config;
+use crate::engine::health::Health;
 use crate::metrics::Metrics;
 use crate::runtime::Catalog;
 use crate::session::children::RunnerSettings;
@@ -25,6 +26,9 @@ pub struct Context {
 pub struct ContextInner {
     /// API client.
     pub client: Client,
+    /// What `client` was built from; each watch builds its own client from it (see
+    /// [`crate::engine::health`]).
+    pub client_config: kube::Config,
     /// Validated configuration.
     pub config: Config,
     /// Metric families.
@@ -41,11 +45,20 @@ pub struct ContextInner {
     pub claims: dashmap::DashSet<(String, String, String)>,
     /// Live-change calls to runners, made off the workers.
     pub syncs: RunnerSyncs,
+    /// What `/healthz` reports: watches and in-flight reconciles.
+    pub health: Health,
 }
 
 impl Context {
     /// Assembles the context.
-    pub fn new(client: Client, config: Config, metrics: Metrics, caches: Caches) -> Self {
+    pub fn new(
+        client: Client,
+        client_config: kube::Config,
+        config: Config,
+        metrics: Metrics,
+        caches: Caches,
+        health: Health,
+    ) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
             instance: config
@@ -82,6 +95,7 @@ impl Context {
             inner: Arc::new(ContextInner {
                 events: EventPublisher::new(client.clone(), reporter),
                 client,
+                client_config,
                 config,
                 metrics,
                 caches,
@@ -89,6 +103,7 @@ impl Context {
                 catalog,
                 claims: dashmap::DashSet::new(),
                 syncs,
+                health,
             }),
         }
     }

@@ -8,6 +8,9 @@
 //!   (the operator's own writes among them), and Secret updates.
 //! - Workers start only once every cache has synced (readiness turns true at the same moment),
 //!   so no decision is made from a half-filled cache.
+//! - Each watch lists and watches through a client of its own that reports to
+//!   [`super::health`], and reports its errors and events there: `/healthz` knows which watch
+//!   is failing or dead.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -53,6 +56,15 @@ pub enum EngineError {
     /// The queue configuration derived from the flags was refused.
     #[error("work queue configuration: {0}")]
     Queue(#[from] agentic_queue::ConfigError),
+    /// A watch's client could not be built.
+    #[error("client of the {watch} watch: {source}")]
+    WatchClient {
+        /// The watch.
+        watch: &'static str,
+        /// Why.
+        #[source]
+        source: kube::Error,
+    },
 }
 
 /// Queue settings from the operator's flags.
@@ -92,7 +104,7 @@ pub async fn run(
         synced: Arc::clone(&synced),
         shutdown: shutdown.clone(),
     };
-    watches.spawn_all(writers);
+    watches.spawn_all(writers)?;
 
     tokio::select! {
         _ = shutdown.cancelled() => return Ok(queue.shutdown_with_drain(Duration::ZERO).await),
@@ -147,8 +159,7 @@ struct Watches {
 }
 
 impl Watches {
-    fn spawn_all(&self, writers: CacheWriters) {
-        let client = self.ctx.client.clone();
+    fn spawn_all(&self, writers: CacheWriters) -> Result<(), EngineError> {
         let children = watcher::Config::default()
             .labels(&child_selector())
             .page_size(500);
@@ -156,42 +167,42 @@ impl Watches {
 
         let fingerprints: Arc<DashMap<ObjectKey, (u64, bool)>> = Arc::default();
         let this = self.clone();
-        self.spawn(
+        self.spawn::<AgenticSession, _>(
             "sessions",
-            Api::<AgenticSession>::all(client.clone()),
+            Api::all,
             all.clone(),
             writers.sessions,
             move |event| {
                 this.ctx.caches.unfinished.apply(event);
                 this.on_session(event, &fingerprints)
             },
-        );
+        )?;
 
         let this = self.clone();
-        self.spawn(
+        self.spawn::<RunnerJob, _>(
             "jobs",
-            Api::<RunnerJob>::all(client.clone()),
+            Api::all,
             children.clone(),
             writers.jobs,
             move |event| this.on_child(event),
-        );
+        )?;
 
         let this = self.clone();
-        self.spawn(
+        self.spawn::<RunnerPod, _>(
             "pods",
-            Api::<RunnerPod>::all(client.clone()),
+            Api::all,
             children.clone(),
             writers.pods,
             move |event: &Event<RunnerPod>| {
                 this.ctx.caches.pods_by_session.apply(event);
                 this.on_child(event);
             },
-        );
+        )?;
 
         let this = self.clone();
-        self.spawn(
+        self.spawn::<RunnerSecret, _>(
             "secrets",
-            Api::<RunnerSecret>::all(client.clone()),
+            Api::all,
             watcher::Config::default()
                 .labels(&secret_selector())
                 .page_size(500),
@@ -210,85 +221,89 @@ impl Watches {
                     }
                 }
             },
-        );
+        )?;
 
         let this = self.clone();
-        self.spawn(
+        self.spawn::<RunnerService, _>(
             "services",
-            Api::<RunnerService>::all(client.clone()),
+            Api::all,
             watcher::Config::default()
                 .labels(&service_selector())
                 .page_size(500),
             writers.services,
             move |event| this.on_child(event),
-        );
+        )?;
 
         // Credentials watched by name: their appearance starts waiting sessions.
         let this = self.clone();
-        self.spawn(
+        self.spawn::<NamedSecret, _>(
             "runner secrets",
-            Api::<NamedSecret>::all(client.clone()),
+            Api::all,
             watcher::Config::default().fields(&name_selector(keys::RUNNER_SECRETS)),
             writers.runner_secrets,
             move |event| this.on_namespace_secret(event, false),
-        );
+        )?;
         let this = self.clone();
-        self.spawn(
+        self.spawn::<NamedSecret, _>(
             "integration secrets",
-            Api::<NamedSecret>::all(client.clone()),
+            Api::all,
             watcher::Config::default().fields(&name_selector(keys::INTEGRATIONS_SECRET)),
             writers.integration_secrets,
             move |event| this.on_namespace_secret(event, true),
-        );
-        self.spawn(
+        )?;
+        self.spawn::<CaBundle, _>(
             "ca bundles",
-            Api::<CaBundle>::all(client.clone()),
+            Api::all,
             watcher::Config::default().fields(&name_selector(keys::CA_BUNDLE_CONFIGMAP)),
             writers.ca_bundles,
             |_| {}, // read when the next Job is made
-        );
+        )?;
         for (namespace, name, writer) in writers.sources {
             let this = self.clone();
-            self.spawn(
+            self.spawn::<NamedSecret, _>(
                 "shared secret",
-                Api::<NamedSecret>::namespaced(client.clone(), &namespace),
+                move |client| Api::namespaced(client, &namespace),
                 watcher::Config::default().fields(&name_selector(name)),
                 writer,
                 move |event| this.on_source(event),
-            );
+            )?;
         }
 
         let managed: Arc<DashSet<String>> = Arc::default();
         let this = self.clone();
-        self.spawn(
+        self.spawn::<Namespace, _>(
             "namespaces",
-            Api::<Namespace>::all(client.clone()),
+            Api::all,
             watcher::Config::default().labels(&managed_namespace_selector()),
             writers.namespaces,
             move |event| this.on_namespace(event, &managed),
-        );
+        )?;
 
         let generations: Arc<DashMap<String, i64>> = Arc::default();
         let this = self.clone();
-        self.spawn(
+        self.spawn::<ProjectSettings, _>(
             "projectsettings",
-            Api::<ProjectSettings>::all(client),
+            Api::all,
             all,
             writers.project_settings,
             move |event| this.on_project_settings(event, &generations),
-        );
+        )?;
+        Ok(())
     }
 
-    /// Runs one watch (with kube's default backoff on errors) into its cache, calling
-    /// `on_event` for every event after the cache has applied it.
+    /// Runs one watch of the `K`s `api` reaches (with kube's default backoff on errors) into
+    /// its cache,
+    /// calling `on_event` for every event after the cache has applied it. The watch has a
+    /// client of its own and reports to [`super::health`]; it stops (not dies) on shutdown.
     fn spawn<K, F>(
         &self,
         what: &'static str,
-        api: Api<K>,
+        api: impl FnOnce(kube::Client) -> Api<K>,
         config: watcher::Config,
         writer: Writer<K>,
         on_event: F,
-    ) where
+    ) -> Result<(), EngineError>
+    where
         K: Resource<DynamicType = ()>
             + Slim
             + Clone
@@ -299,9 +314,17 @@ impl Watches {
             + 'static,
         F: Fn(&Event<K>) + Send + 'static,
     {
+        let health = self.ctx.health.watch(what);
+        let client =
+            health
+                .client(&self.ctx.client_config)
+                .map_err(|source| EngineError::WatchClient {
+                    watch: what,
+                    source,
+                })?;
         let synced = Arc::clone(&self.synced);
         let shutdown = self.shutdown.clone();
-        let stream = watcher::watcher(api, config)
+        let stream = watcher::watcher(api(client), config)
             .default_backoff()
             .modify(Slim::slim)
             .reflect(writer);
@@ -310,11 +333,15 @@ impl Watches {
             let mut stream = std::pin::pin!(stream);
             loop {
                 let next = tokio::select! {
-                    _ = shutdown.cancelled() => break,
+                    _ = shutdown.cancelled() => {
+                        health.stopped();
+                        return;
+                    }
                     next = stream.next() => next,
                 };
                 match next {
                     Some(Ok(event)) => {
+                        health.succeeded();
                         if matches!(event, Event::InitDone) {
                             synced.mark(first_sync);
                             first_sync = false;
@@ -322,12 +349,15 @@ impl Watches {
                         on_event(&event);
                     }
                     Some(Err(error)) => {
-                        tracing::warn!(watch = what, %error, "watch error; retrying")
+                        health.failed(&error);
+                        tracing::warn!(watch = what, %error, "watch error; retrying");
                     }
-                    None => break,
+                    // Never, from kube's watcher: dropping `health` marks the watch dead.
+                    None => return,
                 }
             }
         });
+        Ok(())
     }
 
     fn on_session(

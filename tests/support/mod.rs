@@ -9,6 +9,7 @@ pub mod fake_runner;
 pub mod faults;
 pub mod operator;
 pub mod process;
+pub mod proxy;
 pub mod rbac;
 pub mod scenarios;
 

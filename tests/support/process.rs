@@ -46,6 +46,21 @@ impl OperatorProcess {
     /// (e.g. with the test's PID): it is the Lease identity, and a Lease still held by a killed
     /// replica of the same name would be taken as this one's own.
     pub fn start(cluster: &ClusterInfo, name: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        // As its own ServiceAccount under the shipped RBAC (deploy/), so its requests are in the
+        // audit log like a real deployment's.
+        let kubeconfig = super::rbac::operator_kubeconfig(cluster);
+        Self::start_with_kubeconfig(cluster, &kubeconfig, name, args, env)
+    }
+
+    /// [`start`](Self::start), talking to the API server through `kubeconfig` (e.g. one whose
+    /// server is a [`super::proxy::ApiProxy`]).
+    pub fn start_with_kubeconfig(
+        cluster: &ClusterInfo,
+        kubeconfig: &std::path::Path,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         install_crds(cluster);
         let metrics_address = format!("127.0.0.1:{}", free_port());
         let probe_address = format!("127.0.0.1:{}", free_port());
@@ -57,13 +72,10 @@ impl OperatorProcess {
         let log = File::create(&log_path)
             .unwrap_or_else(|e| panic!("creating {}: {e}", log_path.display()));
         let stderr = log.try_clone().expect("duplicating the log file handle");
-        // As its own ServiceAccount under the shipped RBAC (deploy/), in its own namespace
-        // (the leader Lease lives there), so its requests are in the audit log like a real
-        // deployment's.
-        let kubeconfig = super::rbac::operator_kubeconfig(cluster);
+        // In its own namespace: the leader Lease lives there.
         let child = Command::new(env!("CARGO_BIN_EXE_agentic-operator"))
             .arg("--kubeconfig")
-            .arg(&kubeconfig)
+            .arg(kubeconfig)
             .args(["--metrics-bind-address", &metrics_address])
             .args(["--health-probe-bind-address", &probe_address])
             .args(["--namespace", super::rbac::NAMESPACE])
