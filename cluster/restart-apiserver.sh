@@ -8,6 +8,9 @@
 # argument for argument); a copy is kept in STATE_DIR/pids/kube-apiserver.cmdline so a restart
 # still works if the process is already gone. The new PID replaces the recorded one, so
 # down.sh stops the new process.
+#
+# CLUSTER_SHARDED_LIST_AND_WATCH=true|false restarts it with that ShardedListAndWatch feature gate
+# instead (cluster.env records the new value); the sharding tests run both ways.
 set -euo pipefail
 state=${1:?usage: restart-apiserver.sh STATE_DIR [TERM|KILL]}
 signal=${2:-TERM}
@@ -30,6 +33,18 @@ fi
 [ -s "$cmd_file" ] || die "no recorded command line in $cmd_file"
 
 mapfile -d '' argv < "$cmd_file"
+if [ -n "${CLUSTER_SHARDED_LIST_AND_WATCH:-}" ]; then
+  case $CLUSTER_SHARDED_LIST_AND_WATCH in true|false) ;; *) die "CLUSTER_SHARDED_LIST_AND_WATCH must be true or false";; esac
+  gate="--feature-gates=ShardedListAndWatch=$CLUSTER_SHARDED_LIST_AND_WATCH"
+  replaced=false
+  for i in "${!argv[@]}"; do
+    case ${argv[$i]} in --feature-gates=*) argv[$i]=$gate; replaced=true;; esac
+  done
+  $replaced || argv+=("$gate")
+  printf '%s\0' "${argv[@]}" > "$cmd_file"
+  sed -i '/^SHARDED_LIST_AND_WATCH=/d' "$state/cluster.env"
+  echo "SHARDED_LIST_AND_WATCH=$CLUSTER_SHARDED_LIST_AND_WATCH" >> "$state/cluster.env"
+fi
 setsid "${argv[@]}" >> "$state/logs/kube-apiserver.log" 2>&1 < /dev/null &
 echo $! > "$pid_file"
 started=$SECONDS

@@ -11,6 +11,10 @@ state=${1:?usage: up.sh STATE_DIR}
 mkdir -p "$state"
 state=$(cd "$state" && pwd)
 nodes=${CLUSTER_NODES:-3}
+# KEP-5866 sharded list/watch (alpha in 1.36): on unless CLUSTER_SHARDED_LIST_AND_WATCH=false, so
+# the operator's shard selectors are honoured; tests switch it with restart-apiserver.sh.
+sharded_list=${CLUSTER_SHARDED_LIST_AND_WATCH:-true}
+case $sharded_list in true|false) ;; *) echo "CLUSTER_SHARDED_LIST_AND_WATCH must be true or false" >&2; exit 1;; esac
 started=$SECONDS
 log() { printf '[cluster up] %s\n' "$*" >&2; }
 die() { printf '[cluster up] error: %s\n' "$*" >&2; exit 1; }
@@ -126,6 +130,7 @@ start kube-apiserver "$bin/kube-apiserver" --etcd-servers "http://127.0.0.1:$etc
   --service-cluster-ip-range 10.0.0.0/16 --authorization-mode Node,RBAC --allow-privileged=true \
   --watch-cache-sizes podtemplates#0 --max-requests-inflight 800 --max-mutating-requests-inflight 400 \
   --enable-admission-plugins OwnerReferencesPermissionEnforcement \
+  "--feature-gates=ShardedListAndWatch=$sharded_list" \
   --audit-policy-file "$state/audit-policy.yaml" --audit-log-path "$state/logs/audit.log" \
   --audit-log-format json --audit-log-mode blocking
 wait_for kube-apiserver 90 curl_api /readyz
@@ -152,6 +157,7 @@ KUBECONFIG=$kubeconfig
 API_SERVER=$server
 ETCD_ENDPOINT=http://127.0.0.1:$etcd_port
 BIN_DIR=$bin
+SHARDED_LIST_AND_WATCH=$sharded_list
 ENV
 
 log "$nodes fake nodes"
