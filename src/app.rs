@@ -1,5 +1,5 @@
-//! Wires the operator together: client, metrics, admin servers, leader election, the chosen
-//! engine, and signal-driven shutdown.
+//! Wires the operator together: client, metrics, admin servers, leader election or sharding
+//! membership, the chosen engine, and signal-driven shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +18,7 @@ use crate::engine::health::Health;
 use crate::engine::queued;
 use crate::leader::{LeaderElector, LeaseTiming};
 use crate::metrics::Metrics;
+use crate::shard::{Coordinator, Membership, ShardGate};
 
 /// Why the operator could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +38,9 @@ pub enum AppError {
     /// Leadership was lost; the process exits so it restarts as a standby.
     #[error("lost the leader Lease")]
     LostLeadership,
+    /// The member Lease was lost (renewals stalled); the process exits so it rejoins afresh.
+    #[error("lost the member Lease")]
+    LostMembership,
 }
 
 /// The client configuration from `--kubeconfig`, or in-cluster / default kubeconfig discovery.
@@ -57,7 +61,14 @@ pub async fn client_config(config: &Config) -> Result<kube::Config, AppError> {
 
 /// Runs the operator until a shutdown signal (or lost leadership).
 pub async fn run(config: Config) -> Result<(), AppError> {
-    let client_config = client_config(&config).await?;
+    let identity = identity(&config);
+    let mut client_config = client_config(&config).await?;
+    // Every request names the replica (audit logs tell replicas of one ServiceAccount apart).
+    if let Ok(agent) = http::HeaderValue::from_str(&user_agent(&identity)) {
+        client_config
+            .headers
+            .push((http::header::USER_AGENT, agent));
+    }
     let client = Client::try_from(client_config.clone())
         .map_err(|e| AppError::ClientConfig(e.to_string()))?;
     let metrics = Metrics::new()?;
@@ -89,20 +100,52 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     }
 
     let (caches, writers) = new_caches(&config.shared_secret_sources());
+    let gate = config
+        .args
+        .sharding
+        .then(|| ShardGate::new(metrics.families().shard.keys_dropped.clone()));
     let ctx = Context::new(
         client.clone(),
         client_config,
         config.clone(),
-        metrics,
+        metrics.clone(),
         caches,
         health,
+        gate.clone(),
     );
     let leading = Arc::new(Notify::new());
     let lost_leadership = CancellationToken::new();
     let resign = CancellationToken::new();
-    let elector = if config.args.leader_elect {
+    let elector = if let Some(gate) = gate {
+        // The ring is read before the engine starts: the watches need the scope.
+        let membership = Membership {
+            namespace: config.args.namespace.clone(),
+            ring: config.args.sharding_ring.clone(),
+            identity: identity.clone(),
+            timing: lease_timing(&config),
+        };
+        let mut coordinator =
+            Coordinator::new(membership, client, gate, metrics, ctx.events.clone());
+        match coordinator.join(&shutdown).await {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
+            Err(lost) => {
+                tracing::error!(reason = %lost, "lost the member Lease while joining");
+                return Err(AppError::LostMembership);
+            }
+        }
+        leading.notify_one();
+        let (lost, shutdown, resign) = (lost_leadership.clone(), shutdown.clone(), resign.clone());
+        Some(tokio::spawn(async move {
+            if coordinator.run(resign).await.is_err() {
+                lost.cancel();
+                shutdown.cancel();
+            }
+        }))
+    } else if config.args.leader_elect {
         Some(spawn_election(
             &config,
+            identity,
             client,
             Arc::clone(&leading),
             Election {
@@ -131,10 +174,15 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     };
     // A replica that lost the Lease must not finish its queue: another one is reconciling now.
     // Dropping the engine aborts its workers at their next await.
+    let lease_kind = if config.args.sharding {
+        "member"
+    } else {
+        "leader"
+    };
     tokio::select! {
         result = engine => result?,
         _ = lost_leadership.cancelled() => {
-            tracing::error!("stopped reconciling: lost the leader Lease");
+            tracing::error!("stopped reconciling: lost the {lease_kind} Lease");
         }
     }
     shutdown.cancel();
@@ -145,7 +193,11 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         let _ = elector.await;
     }
     if lost_leadership.is_cancelled() {
-        return Err(AppError::LostLeadership);
+        return Err(if config.args.sharding {
+            AppError::LostMembership
+        } else {
+            AppError::LostLeadership
+        });
     }
     Ok(())
 }
@@ -192,26 +244,17 @@ struct Election {
 /// resign (then releases it) or until it is lost (then cancels `lost` and `shutdown`).
 fn spawn_election(
     config: &Config,
+    identity: String,
     client: Client,
     leading: Arc<Notify>,
     election: Election,
 ) -> tokio::task::JoinHandle<()> {
-    let identity = config
-        .args
-        .pod_name
-        .clone()
-        .unwrap_or_else(default_identity);
-    let timing = LeaseTiming {
-        lease_duration: config.args.leader_elect_lease_duration,
-        renew_deadline: config.args.leader_elect_renew_deadline,
-        retry_period: config.args.leader_elect_retry_period,
-    };
     let mut elector = LeaderElector::new(
         client,
         &config.args.namespace,
         keys::LEADER_LEASE_NAME,
         identity,
-        timing,
+        lease_timing(config),
     );
     tokio::spawn(async move {
         tracing::info!(identity = elector.identity(), "waiting to become leader");
@@ -236,6 +279,32 @@ fn spawn_election(
             }
         }
     })
+}
+
+/// This replica's identity: `--pod-name`, else [`default_identity`].
+fn identity(config: &Config) -> String {
+    config
+        .args
+        .pod_name
+        .clone()
+        .unwrap_or_else(default_identity)
+}
+
+/// `agentic-operator/<version> (<identity>)`: the User-Agent of every request.
+pub fn user_agent(identity: &str) -> String {
+    format!(
+        "agentic-operator/{} ({identity})",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// Lease timing from the `--leader-elect-*` flags (leader and member Leases alike).
+fn lease_timing(config: &Config) -> LeaseTiming {
+    LeaseTiming {
+        lease_duration: config.args.leader_elect_lease_duration,
+        renew_deadline: config.args.leader_elect_renew_deadline,
+        retry_period: config.args.leader_elect_retry_period,
+    }
 }
 
 /// `<hostname>-<random>` when no `POD_NAME` is given.

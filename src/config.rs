@@ -42,6 +42,17 @@ pub struct Args {
           num_args = 0..=1, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
     pub leader_elect: bool,
 
+    /// Share the sessions among replicas (SPEC §6): every replica reconciles its own part, by
+    /// namespace, coordinated through member Leases. Exclusive with `--leader-elect`.
+    #[arg(long, env = "SHARDING", default_value_t = false, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub sharding: bool,
+
+    /// The ring a sharded replica joins (label `ambient-code.io/operator-ring` of its member
+    /// Lease): the replicas that share the sessions.
+    #[arg(long, env = "SHARDING_RING", default_value = "default", value_parser = parse_label_value)]
+    pub sharding_ring: String,
+
     /// Use the raw-watch engine (events handled inline, no queue) instead of the work queue.
     #[arg(long, env = "LEGACY_WATCH", default_value_t = false, action = clap::ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
@@ -103,7 +114,7 @@ pub struct Args {
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
 
-    /// Leader-election lease duration.
+    /// Lease duration of the leader Lease, or of a member Lease with `--sharding`.
     #[arg(long, env = "LEADER_ELECT_LEASE_DURATION", default_value = "15s", value_parser = parse_positive_duration)]
     pub leader_elect_lease_duration: Duration,
     /// How long the leader keeps trying to renew before it gives up leadership.
@@ -258,6 +269,14 @@ pub enum ConfigError {
 impl Config {
     /// Applies the cross-flag rules that a single flag's parser cannot check.
     pub fn from_args(args: Args) -> Result<Self, ConfigError> {
+        if args.sharding && args.leader_elect {
+            return Err(ConfigError::Inconsistent {
+                flag: "--sharding",
+                message: "cannot be combined with --leader-elect (every sharded replica works; \
+                          choose one)"
+                    .into(),
+            });
+        }
         if args.leader_elect_renew_deadline >= args.leader_elect_lease_duration {
             return Err(ConfigError::Inconsistent {
                 flag: "--leader-elect-renew-deadline",
@@ -416,6 +435,23 @@ fn parse_dns_label(value: &str) -> Result<String, String> {
     }
 }
 
+/// A label value: at most 63 characters, alphanumeric at both ends, `-`, `_` and `.` inside.
+fn parse_label_value(value: &str) -> Result<String, String> {
+    let bytes = value.as_bytes();
+    let valid = !value.is_empty()
+        && value.len() <= 63
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b));
+    if valid {
+        Ok(value.to_string())
+    } else {
+        Err(format!("'{value}' is not a valid label value"))
+    }
+}
+
 /// A Kubernetes resource quantity such as `500m`, `2`, `1.5Gi` or `10G`.
 fn parse_quantity(value: &str) -> Result<String, String> {
     const SUFFIXES: [&str; 14] = [
@@ -459,7 +495,8 @@ mod tests {
             args.health_probe_bind_address,
             BindAddress::Listen("0.0.0.0:8081".parse().unwrap())
         );
-        assert!(!args.leader_elect && !args.legacy_watch && !args.dev_mode);
+        assert!(!args.leader_elect && !args.legacy_watch && !args.dev_mode && !args.sharding);
+        assert_eq!(args.sharding_ring, "default");
         assert_eq!(args.namespace, "default");
         assert_eq!(
             args.runner_image,
@@ -509,6 +546,8 @@ mod tests {
             ),
             (&["--namespace", "Not_A_Name"][..], "--namespace"),
             (&["--workspace-size", "lots"][..], "--workspace-size"),
+            (&["--sharding-ring", "not a ring"][..], "--sharding-ring"),
+            (&["--sharding-ring", "edge-"][..], "--sharding-ring"),
         ] {
             let message = parse(args).expect_err("must be rejected").to_string();
             assert!(message.contains(flag), "{message}");
@@ -523,6 +562,11 @@ mod tests {
             message.starts_with("--leader-elect-renew-deadline"),
             "{message}"
         );
+
+        let args = parse(&["--sharding", "--leader-elect"]).unwrap();
+        let message = Config::from_args(args).unwrap_err().to_string();
+        assert!(message.starts_with("--sharding"), "{message}");
+        assert!(Config::from_args(parse(&["--sharding=true"]).unwrap()).is_ok());
 
         let args = parse(&["--health-probe-bind-address", ":8080"]).unwrap();
         let message = Config::from_args(args).unwrap_err().to_string();

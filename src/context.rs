@@ -12,6 +12,7 @@ use crate::runtime::Catalog;
 use crate::session::children::RunnerSettings;
 use crate::session::events::{EventPublisher, Reporter};
 use crate::session::runner_sync::RunnerSyncs;
+use crate::shard::ShardGate;
 
 /// Name under which the operator reports Kubernetes Events and writes with server-side apply.
 pub const FIELD_MANAGER: &str = "ambient-code-operator";
@@ -47,6 +48,8 @@ pub struct ContextInner {
     pub syncs: RunnerSyncs,
     /// What `/healthz` reports: watches and in-flight reconciles.
     pub health: Health,
+    /// With `--sharding`: which buckets this replica may reconcile (see [`crate::shard`]).
+    pub shard: Option<ShardGate>,
 }
 
 impl Context {
@@ -58,6 +61,7 @@ impl Context {
         metrics: Metrics,
         caches: Caches,
         health: Health,
+        shard: Option<ShardGate>,
     ) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
@@ -104,6 +108,7 @@ impl Context {
                 claims: dashmap::DashSet::new(),
                 syncs,
                 health,
+                shard,
             }),
         }
     }

@@ -13,7 +13,12 @@
 //!
 //! Written against the Lease API directly (a few dozen lines) rather than through a crate: the
 //! maintained options either pull in a second Kubernetes client or lack release-on-shutdown.
+//!
+//! The same code keeps a sharded replica's member Lease (`crate::shard`): there the Lease is
+//! the replica's own, its labels name the ring and an annotation publishes its buckets, written
+//! with every renewal ([`LeaderElector::set_annotation`], [`LeaderElector::attempt`]).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -91,6 +96,10 @@ pub struct LeaderElector {
     observed: Option<(LeaseSpec, Instant)>,
     /// When the last attempt that wrote the Lease as ours started.
     renewed_at: Option<Instant>,
+    /// Set on the Lease with every write.
+    labels: BTreeMap<String, String>,
+    /// Set on the Lease with every write.
+    annotations: BTreeMap<String, String>,
 }
 
 impl LeaderElector {
@@ -110,7 +119,32 @@ impl LeaderElector {
             timing,
             observed: None,
             renewed_at: None,
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
         }
+    }
+
+    /// Labels every write sets on the Lease.
+    #[must_use]
+    pub fn with_labels(mut self, labels: BTreeMap<String, String>) -> Self {
+        self.labels = labels;
+        self
+    }
+
+    /// An annotation the next writes set on the Lease (a renewal, an acquisition, a release).
+    pub fn set_annotation(&mut self, key: &str, value: String) {
+        self.annotations.insert(key.to_string(), value);
+    }
+
+    /// When the last attempt that wrote the Lease as ours started (after [`acquire`](Self::acquire)
+    /// or a successful [`attempt`](Self::attempt)).
+    pub fn renewed_at(&self) -> Option<Instant> {
+        self.renewed_at
+    }
+
+    /// The Lease's name.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// This replica's identity.
@@ -157,9 +191,16 @@ impl LeaderElector {
         }
     }
 
-    /// One attempt bounded by `budget`: abandoned (its requests dropped) when it runs out.
-    async fn attempt(&mut self, budget: Duration) -> Result<bool, LeaderError> {
+    /// One attempt to acquire or renew, bounded by `budget`: abandoned (its requests dropped)
+    /// when it runs out. `Ok(true)`: the Lease was written as ours (and [`renewed_at`](Self::renewed_at)
+    /// is this attempt's start); `Ok(false)`: another holder has it.
+    pub async fn attempt(&mut self, budget: Duration) -> Result<bool, LeaderError> {
+        let started = Instant::now();
         match tokio::time::timeout(budget, self.try_acquire_or_renew()).await {
+            Ok(Ok(true)) => {
+                self.renewed_at = Some(started);
+                Ok(true)
+            }
             Ok(result) => result,
             Err(_) => Err(LeaderError::TimedOut {
                 after: budget,
@@ -181,6 +222,7 @@ impl LeaderElector {
         spec.holder_identity = None;
         spec.lease_duration_seconds = Some(1);
         spec.renew_time = Some(MicroTime(Timestamp::now()));
+        self.decorate(&mut lease.metadata);
         self.replace(&lease).await?;
         Ok(())
     }
@@ -221,7 +263,7 @@ impl LeaderElector {
         let duration_seconds =
             i32::try_from(self.timing.lease_duration.as_secs()).unwrap_or(i32::MAX);
         let Some(mut lease) = self.get().await? else {
-            let lease = Lease {
+            let mut lease = Lease {
                 metadata: ObjectMeta {
                     name: Some(self.name.clone()),
                     namespace: Some(self.namespace.clone()),
@@ -236,6 +278,7 @@ impl LeaderElector {
                     ..Default::default()
                 }),
             };
+            self.decorate(&mut lease.metadata);
             return match self.api.create(&PostParams::default(), &lease).await {
                 Ok(_) => Ok(true),
                 Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
@@ -275,7 +318,24 @@ impl LeaderElector {
         next.lease_duration_seconds = Some(duration_seconds);
         next.renew_time = Some(now);
         lease.spec = Some(next);
+        self.decorate(&mut lease.metadata);
         self.replace(&lease).await
+    }
+
+    /// Sets this elector's labels and annotations on a Lease about to be written.
+    fn decorate(&self, metadata: &mut ObjectMeta) {
+        if !self.labels.is_empty() {
+            metadata
+                .labels
+                .get_or_insert_with(Default::default)
+                .extend(self.labels.clone());
+        }
+        if !self.annotations.is_empty() {
+            metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .extend(self.annotations.clone());
+        }
     }
 }
 

@@ -19,4 +19,5 @@ pub mod projections;
 pub mod runner_events;
 pub mod runtime;
 pub mod session;
+pub mod shard;
 pub mod telemetry;

@@ -59,6 +59,28 @@ pub struct Families {
     pub config_reload_errors: IntCounterVec,
     /// client-go compatible work-queue metrics.
     pub workqueue: WorkqueueFamilies,
+    /// Sharding (`--sharding`, SPEC §6); zero without it.
+    pub shard: ShardFamilies,
+}
+
+/// `ambient_shard_*`: this replica's part of a sharded ring.
+pub struct ShardFamilies {
+    /// `ambient_shard_buckets_owned`: buckets whose keys this replica reconciles.
+    pub buckets_owned: prometheus::IntGauge,
+    /// `ambient_shard_members`: live members of the ring, this replica included.
+    pub members: prometheus::IntGauge,
+    /// `ambient_shard_handovers_total{direction}`: buckets `acquired` or `released`.
+    pub handovers: IntCounterVec,
+    /// `ambient_shard_handover_duration_seconds{direction}`: acquired: from the bucket becoming
+    /// ours by assignment to reconciling it (the previous holder's release and our caches
+    /// included); released: from it ceasing to be ours to its in-flight reconciles finishing.
+    pub handover_duration: HistogramVec,
+    /// `ambient_shard_keys_dropped_total`: keys not reconciled because their bucket is not
+    /// (or no longer) this replica's.
+    pub keys_dropped: prometheus::IntCounter,
+    /// `ambient_shard_server_filtering`: 1 when the API server honoured the shard selector of
+    /// the last probe (a list answered with `shardInfo`), 0 when it did not.
+    pub server_filtering: prometheus::IntGauge,
 }
 
 /// client-go's `workqueue_*` metric family, all labelled by queue `name`.
@@ -119,7 +141,50 @@ impl Metrics {
             .register(Box::new(depth.clone()))
             .map_err(MetricsError::Register)?;
 
+        let int_gauge = |name: &str, help: &str| {
+            let g = prometheus::IntGauge::new(name, help).map_err(MetricsError::Register)?;
+            registry
+                .register(Box::new(g.clone()))
+                .map_err(MetricsError::Register)?;
+            Ok::<_, MetricsError>(g)
+        };
+        let keys_dropped = prometheus::IntCounter::new(
+            "ambient_shard_keys_dropped_total",
+            "Keys not reconciled because their bucket is not (or no longer) this replica's",
+        )
+        .map_err(MetricsError::Register)?;
+        registry
+            .register(Box::new(keys_dropped.clone()))
+            .map_err(MetricsError::Register)?;
+        let shard = ShardFamilies {
+            buckets_owned: int_gauge(
+                "ambient_shard_buckets_owned",
+                "Namespace buckets this replica reconciles",
+            )?,
+            members: int_gauge(
+                "ambient_shard_members",
+                "Live members of the ring, this replica included",
+            )?,
+            handovers: counter(
+                "ambient_shard_handovers_total",
+                "Buckets acquired or released by this replica",
+                &["direction"],
+            )?,
+            handover_duration: histogram(
+                "ambient_shard_handover_duration_seconds",
+                "Acquired: from a bucket becoming this replica's to reconciling it; released: from it ceasing to be to its in-flight reconciles finishing",
+                &["direction"],
+                session_buckets(),
+            )?,
+            keys_dropped,
+            server_filtering: int_gauge(
+                "ambient_shard_server_filtering",
+                "1 when the API server honoured the shard selector (a sharded list came back with shardInfo), 0 when not",
+            )?,
+        };
+
         let families = Families {
+            shard,
             session_startup_duration: histogram(
                 "ambient_session_startup_duration_seconds",
                 "Time from Pending to Running",

@@ -114,6 +114,9 @@ async fn republish(ctx: &Context, limiter: &Mutex<Limiter>, event: &CoreEvent) {
     let (Some(namespace), Some(pod)) = (object.namespace.as_deref(), object.name.as_deref()) else {
         return;
     };
+    if ctx.shard.as_ref().is_some_and(|gate| !gate.owns(namespace)) {
+        return; // another replica's part
+    }
     let Some(session) = ctx
         .caches
         .pods

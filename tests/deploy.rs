@@ -66,7 +66,7 @@ fn ensure_operator_namespace(cluster: &ClusterInfo) {
 fn deploy_tree_and_ha_overlay_apply_to_a_real_api_server() {
     let cluster = ClusterInfo::from_env();
     ensure_operator_namespace(&cluster);
-    for dir in ["", "overlays/ha"] {
+    for dir in ["", "overlays/ha", "overlays/sharded"] {
         let path = deploy_dir().join(dir).display().to_string();
         let out = kubectl(&cluster, &["apply", "--dry-run=server", "-k", &path], None);
         for expected in [
@@ -149,11 +149,16 @@ fn monitoring_component_selects_the_metrics_service() {
 }
 
 /// The Deployment's args and env parse as the operator's configuration, with the probes and
-/// ports where the flags put them; the HA overlay differs only in replicas and leader election.
+/// ports where the flags put them; the HA overlay differs only in replicas and leader election,
+/// the sharded one in replicas and sharding.
 #[test]
 fn deployment_flags_are_the_operators_own() {
     let cluster = ClusterInfo::from_env();
-    for (dir, replicas, leader_elect) in [("base", 1, false), ("overlays/ha", 2, true)] {
+    for (dir, replicas, leader_elect, sharding) in [
+        ("base", 1, false, false),
+        ("overlays/ha", 2, true, false),
+        ("overlays/sharded", 3, false, true),
+    ] {
         let objects = render(&cluster, &deploy_dir().join(dir));
         let deployment = find(&objects, "Deployment", "agentic-operator");
         assert_eq!(deployment["spec"]["replicas"], replicas, "{dir}");
@@ -165,6 +170,7 @@ fn deployment_flags_are_the_operators_own() {
         )
         .unwrap_or_else(|e| panic!("{dir}: {e}"));
         assert_eq!(config.args.leader_elect, leader_elect, "{dir}");
+        assert_eq!(config.args.sharding, sharding, "{dir}");
         assert_eq!(
             config.args.metrics_bind_address,
             BindAddress::Listen("0.0.0.0:8080".parse().unwrap())

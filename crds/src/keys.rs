@@ -139,6 +139,15 @@ pub const CREATED_BY_USER_ID_ANNOTATION: &str = "ambient-code.io/created-by-user
 
 /// Name of the leader-election Lease in the operator's namespace.
 pub const LEADER_LEASE_NAME: &str = "ambient-code-operator.ambient-code.io";
+/// Label of a sharded replica's member Lease: `ambient-code.io/operator-ring=<ring>`. The live
+/// members of a ring are the unexpired Leases with that label (SPEC §6).
+pub const OPERATOR_RING_LABEL: &str = "ambient-code.io/operator-ring";
+/// Member Lease name prefix; the replica's pod name follows.
+pub const MEMBER_LEASE_PREFIX: &str = "ambient-code-operator-member-";
+/// Member Lease annotation: the buckets the replica holds (acts on, is claiming or is still
+/// releasing), 64 hex digits of a 256-bit set, bucket 0 the lowest bit. A bucket leaving it is
+/// the replica's acknowledgement that it stopped acting on it.
+pub const HELD_BUCKETS_ANNOTATION: &str = "ambient-code.io/held-buckets";
 /// Name of the LimitRange a `ProjectSettings` reconcile keeps in its namespace.
 pub const LIMIT_RANGE_NAME: &str = "ambient-default-limits";
 /// Prefix of the ClusterRoles group RoleBindings point to: `ambient-project-<role>`.

@@ -6,6 +6,11 @@
 //! and bookmark. A watch that ends (server timeout, disconnect) resumes from the last version
 //! seen; 410 Gone (history compacted) sends the loop back to `Empty`; other errors are retried
 //! after an exponential delay. Cancellation is checked at every wait.
+//!
+//! The caller may narrow what the loop holds with a filter ([`WatchLoop::with_filter`]): an
+//! object the filter refuses counts as absent, so one that leaves the filter is reported
+//! deleted by the next list. A new value on the relist channel ([`WatchLoop::with_relist`])
+//! sends the loop back to `Empty` at once, e.g. after the caller changed the filter.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
@@ -36,6 +41,8 @@ pub enum Change<K> {
     Listed {
         /// Whether this was the loop's first complete list.
         first: bool,
+        /// The relist channel's value when the list started (0 without a channel).
+        generation: u64,
     },
 }
 
@@ -80,6 +87,9 @@ impl LegacyError {
 
 type Key = (Option<String>, String);
 
+/// Which objects the loop holds (see [`WatchLoop::with_filter`]).
+pub type Filter<K> = Box<dyn Fn(&K) -> bool + Send + Sync>;
+
 fn key_of<K: Resource>(object: &K) -> Key {
     (object.namespace(), object.name_any())
 }
@@ -90,6 +100,8 @@ pub struct WatchLoop<K> {
     label_selector: Option<String>,
     field_selector: Option<String>,
     modify: fn(&mut K),
+    filter: Option<Filter<K>>,
+    relist: Option<tokio::sync::watch::Receiver<u64>>,
     known: BTreeMap<Key, K>,
     state: WatchState,
     delays: RetryDelays,
@@ -107,6 +119,8 @@ where
             label_selector,
             field_selector: None,
             modify: |_| {},
+            filter: None,
+            relist: None,
             known: BTreeMap::new(),
             state: WatchState::Empty,
             delays: RetryDelays::new(Duration::from_millis(200), Duration::from_secs(30)),
@@ -127,6 +141,26 @@ where
     pub fn with_modifier(mut self, modify: fn(&mut K)) -> Self {
         self.modify = modify;
         self
+    }
+
+    /// Holds only objects `filter` accepts; the others count as absent (an object the filter
+    /// stops accepting is reported deleted by the next list).
+    #[must_use]
+    pub fn with_filter(mut self, filter: Filter<K>) -> Self {
+        self.filter = Some(filter);
+        self
+    }
+
+    /// Relists (from `Empty`) whenever `relist` receives a new value; the value is reported in
+    /// the next [`Change::Listed`].
+    #[must_use]
+    pub fn with_relist(mut self, relist: tokio::sync::watch::Receiver<u64>) -> Self {
+        self.relist = Some(relist);
+        self
+    }
+
+    fn accepts(&self, object: &K) -> bool {
+        self.filter.as_ref().is_none_or(|filter| filter(object))
     }
 
     /// The current state.
@@ -174,6 +208,10 @@ where
         H: FnMut(Change<K>) -> Fut,
         Fut: Future<Output = ()>,
     {
+        let generation = self
+            .relist
+            .as_mut()
+            .map_or(0, |relist| *relist.borrow_and_update());
         let mut params = ListParams::default().limit(PAGE_SIZE);
         if let Some(selector) = &self.label_selector {
             params = params.labels(selector);
@@ -190,10 +228,12 @@ where
                 .resource_version
                 .clone()
                 .unwrap_or(resource_version);
-            listed.extend(page.items.into_iter().map(|mut item| {
-                (self.modify)(&mut item);
-                item
-            }));
+            for mut item in page.items {
+                if self.accepts(&item) {
+                    (self.modify)(&mut item);
+                    listed.push(item);
+                }
+            }
             match page.metadata.continue_.filter(|c| !c.is_empty()) {
                 Some(token) => params = params.continue_token(&token),
                 None => break,
@@ -213,6 +253,7 @@ where
         }
         handler(Change::Listed {
             first: !self.listed_once,
+            generation,
         })
         .await;
         self.listed_once = true;
@@ -243,9 +284,14 @@ where
             .await
             .map_err(LegacyError::Watch)?;
         let mut stream = std::pin::pin!(stream);
+        let mut relist = self.relist.clone();
         loop {
             let next = tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
+                Some(()) = relist_requested(&mut relist) => {
+                    self.state = WatchState::Empty;
+                    return Ok(());
+                }
                 next = stream.try_next() => next.map_err(LegacyError::Watch)?,
             };
             let Some(event) = next else {
@@ -255,14 +301,19 @@ where
                 WatchEvent::Added(mut object) | WatchEvent::Modified(mut object) => {
                     (self.modify)(&mut object);
                     self.advance(object.resource_version());
-                    self.known.insert(key_of(&object), object.clone());
-                    handler(Change::Applied(object)).await;
+                    if self.accepts(&object) {
+                        self.known.insert(key_of(&object), object.clone());
+                        handler(Change::Applied(object)).await;
+                    } else if let Some(known) = self.known.remove(&key_of(&object)) {
+                        handler(Change::Deleted(known)).await;
+                    }
                 }
                 WatchEvent::Deleted(mut object) => {
                     (self.modify)(&mut object);
                     self.advance(object.resource_version());
-                    self.known.remove(&key_of(&object));
-                    handler(Change::Deleted(object)).await;
+                    if self.known.remove(&key_of(&object)).is_some() || self.accepts(&object) {
+                        handler(Change::Deleted(object)).await;
+                    }
                 }
                 WatchEvent::Bookmark(bookmark) => {
                     self.advance(Some(bookmark.metadata.resource_version));
@@ -277,6 +328,17 @@ where
             self.state = WatchState::Watching { resource_version };
         }
     }
+}
+
+/// Resolves when the relist channel has a new value (never without a channel, or once its
+/// sender is gone).
+async fn relist_requested(relist: &mut Option<tokio::sync::watch::Receiver<u64>>) -> Option<()> {
+    if let Some(relist) = relist
+        && relist.changed().await.is_ok()
+    {
+        return Some(());
+    }
+    std::future::pending().await
 }
 
 /// Compares a fresh list with what was known: objects new or changed (by resourceVersion), and

@@ -248,14 +248,21 @@ impl WatchReporter {
     }
 
     /// A client built from `config` that reports every answer to this watch: a success
-    /// status is a success, an error status or a failed request a failure. Give it to this
-    /// watch alone.
-    pub fn client(&self, config: &kube::Config) -> Result<Client, kube::Error> {
-        Ok(ClientBuilder::try_from(config.clone())?
-            .with_layer(&ReportAnswers {
-                slot: Arc::clone(&self.slot),
-            })
-            .build())
+    /// status is a success, an error status or a failed request a failure. With `selector`,
+    /// its requests carry that shard selector ([`crate::shard::ShardSelector`]). Give it to
+    /// this watch alone.
+    pub fn client(
+        &self,
+        config: &kube::Config,
+        selector: Option<&crate::shard::ShardSelector>,
+    ) -> Result<Client, kube::Error> {
+        let builder = ClientBuilder::try_from(config.clone())?.with_layer(&ReportAnswers {
+            slot: Arc::clone(&self.slot),
+        });
+        Ok(match selector {
+            Some(selector) => builder.with_layer(selector).build(),
+            None => builder.build(),
+        })
     }
 }
 
@@ -438,7 +445,7 @@ mod tests {
         let health = Health::new(Duration::ZERO, TIMEOUT);
         let watch = health.watch("namespaces");
         let config = kube::Config::new(format!("http://{address}").parse().expect("a URL"));
-        let client = watch.client(&config).expect("a client");
+        let client = watch.client(&config, None).expect("a client");
         let request = || {
             hyper::Request::get("/version")
                 .body(Vec::new())

@@ -3,6 +3,10 @@
 //! [`super::handle`] the work-queue engine calls. No queue: a failing handler is retried inline
 //! a few times, and a periodic recheck of every unfinished session makes timers (start timeout,
 //! inactivity, token refresh) fire and failed keys converge. Slow, but never wrong.
+//!
+//! With `--sharding` the loops of namespaced kinds hold only the scope's buckets: a filter
+//! drops other namespaces' objects, their requests carry the scope's shard selector, and a
+//! scope change relists them (what left is reported deleted, what joined applied).
 
 use std::collections::BTreeSet;
 use std::panic::AssertUnwindSafe;
@@ -17,6 +21,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher::Event;
 use kube::{Api, Resource, ResourceExt};
+use parking_lot::RwLock;
 use tokio::sync::{Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -31,6 +36,7 @@ use crate::context::Context;
 use crate::projections::{
     CaBundle, NamedSecret, RunnerJob, RunnerPod, RunnerSecret, RunnerService,
 };
+use crate::shard::{Scope, ShardGate, ShardSelector, WatchSlot};
 
 /// How often every unfinished session is reconciled again.
 pub const RECHECK_INTERVAL: Duration = Duration::from_secs(5);
@@ -69,26 +75,43 @@ pub async fn run(
         synced: Arc::new(SyncTracker::new(KINDS + writers.sources.len(), readiness)),
     };
     let client = ctx.client.clone();
+    let part = ctx
+        .shard
+        .as_ref()
+        .map(|gate| Part::follow(&ctx, gate.clone(), shutdown.clone()));
+    // The client of the namespaced kinds: with sharding, its requests carry the selector.
+    let mine = part
+        .as_ref()
+        .map_or_else(|| client.clone(), |p| p.client.clone());
     let mut loops = tokio::task::JoinSet::new();
     let children = Some(child_selector());
-    loops.spawn(shared.clone().watch(
-        WatchLoop::new(Api::<AgenticSession>::all(client.clone()), None).with_modifier(Slim::slim),
-        writers.sessions,
-        |session: &AgenticSession| {
-            let mut keys: Vec<ObjectKey> = session_key(session).into_iter().collect();
-            // A finished session may leave its namespace needing fewer Secret copies.
-            if session.phase().is_terminal() {
-                keys.extend(session.namespace().map(ObjectKey::SecretCopies));
-            }
-            keys
-        },
-        |ctx, event| ctx.caches.unfinished.apply(event),
-        shutdown.clone(),
-    ));
     loops.spawn(
         shared.clone().watch(
-            WatchLoop::new(Api::<RunnerJob>::all(client.clone()), children.clone())
-                .with_modifier(Slim::slim),
+            Part::narrow(
+                &part,
+                WatchLoop::new(Api::<AgenticSession>::all(mine.clone()), None)
+                    .with_modifier(Slim::slim),
+            ),
+            writers.sessions,
+            |session: &AgenticSession| {
+                let mut keys: Vec<ObjectKey> = session_key(session).into_iter().collect();
+                // A finished session may leave its namespace needing fewer Secret copies.
+                if session.phase().is_terminal() {
+                    keys.extend(session.namespace().map(ObjectKey::SecretCopies));
+                }
+                keys
+            },
+            |ctx, event| ctx.caches.unfinished.apply(event),
+            shutdown.clone(),
+        ),
+    );
+    loops.spawn(
+        shared.clone().watch(
+            Part::narrow(
+                &part,
+                WatchLoop::new(Api::<RunnerJob>::all(mine.clone()), children.clone())
+                    .with_modifier(Slim::slim),
+            ),
             writers.jobs,
             |job: &RunnerJob| ObjectKey::owning_session(job).into_iter().collect(),
             |_, _| {},
@@ -97,8 +120,11 @@ pub async fn run(
     );
     loops.spawn(
         shared.clone().watch(
-            WatchLoop::new(Api::<RunnerPod>::all(client.clone()), children.clone())
-                .with_modifier(Slim::slim),
+            Part::narrow(
+                &part,
+                WatchLoop::new(Api::<RunnerPod>::all(mine.clone()), children.clone())
+                    .with_modifier(Slim::slim),
+            ),
             writers.pods,
             |pod: &RunnerPod| ObjectKey::owning_session(pod).into_iter().collect(),
             |ctx, event| ctx.caches.pods_by_session.apply(event),
@@ -107,11 +133,14 @@ pub async fn run(
     );
     loops.spawn(
         shared.clone().watch(
-            WatchLoop::new(
-                Api::<RunnerSecret>::all(client.clone()),
-                Some(secret_selector()),
-            )
-            .with_modifier(Slim::slim),
+            Part::narrow(
+                &part,
+                WatchLoop::new(
+                    Api::<RunnerSecret>::all(mine.clone()),
+                    Some(secret_selector()),
+                )
+                .with_modifier(Slim::slim),
+            ),
             writers.secrets,
             |secret: &RunnerSecret| match ObjectKey::owning_session(secret) {
                 Some(key) => vec![key],
@@ -127,11 +156,14 @@ pub async fn run(
     );
     loops.spawn(
         shared.clone().watch(
-            WatchLoop::new(
-                Api::<RunnerService>::all(client.clone()),
-                Some(service_selector()),
-            )
-            .with_modifier(Slim::slim),
+            Part::narrow(
+                &part,
+                WatchLoop::new(
+                    Api::<RunnerService>::all(mine.clone()),
+                    Some(service_selector()),
+                )
+                .with_modifier(Slim::slim),
+            ),
             writers.services,
             |service: &RunnerService| ObjectKey::owning_session(service).into_iter().collect(),
             |_, _| {},
@@ -151,9 +183,12 @@ pub async fn run(
     };
     loops.spawn(
         shared.clone().watch(
-            WatchLoop::new(Api::<NamedSecret>::all(client.clone()), None)
-                .with_field_selector(named(keys::RUNNER_SECRETS))
-                .with_modifier(Slim::slim),
+            Part::narrow(
+                &part,
+                WatchLoop::new(Api::<NamedSecret>::all(mine.clone()), None)
+                    .with_field_selector(named(keys::RUNNER_SECRETS))
+                    .with_modifier(Slim::slim),
+            ),
             writers.runner_secrets,
             sessions_of_namespace.clone(),
             |_, _| {},
@@ -162,9 +197,12 @@ pub async fn run(
     );
     loops.spawn(
         shared.clone().watch(
-            WatchLoop::new(Api::<NamedSecret>::all(client.clone()), None)
-                .with_field_selector(named(keys::INTEGRATIONS_SECRET))
-                .with_modifier(Slim::slim),
+            Part::narrow(
+                &part,
+                WatchLoop::new(Api::<NamedSecret>::all(mine.clone()), None)
+                    .with_field_selector(named(keys::INTEGRATIONS_SECRET))
+                    .with_modifier(Slim::slim),
+            ),
             writers.integration_secrets,
             move |secret: &NamedSecret| {
                 let mut keys = sessions_of_namespace(secret);
@@ -177,9 +215,12 @@ pub async fn run(
     );
     loops.spawn(
         shared.clone().watch(
-            WatchLoop::new(Api::<CaBundle>::all(client.clone()), None)
-                .with_field_selector(named(keys::CA_BUNDLE_CONFIGMAP))
-                .with_modifier(Slim::slim),
+            Part::narrow(
+                &part,
+                WatchLoop::new(Api::<CaBundle>::all(mine.clone()), None)
+                    .with_field_selector(named(keys::CA_BUNDLE_CONFIGMAP))
+                    .with_modifier(Slim::slim),
+            ),
             writers.ca_bundles,
             |_: &CaBundle| Vec::new(),
             |_, _| {},
@@ -191,12 +232,14 @@ pub async fn run(
         let caches = ctx.caches.clone();
         loops.spawn(
             shared.clone().watch(
-                WatchLoop::new(
-                    Api::<NamedSecret>::namespaced(client.clone(), &namespace),
-                    None,
-                )
-                .with_field_selector(named(name))
-                .with_modifier(Slim::slim),
+                Scoped::all(
+                    WatchLoop::new(
+                        Api::<NamedSecret>::namespaced(client.clone(), &namespace),
+                        None,
+                    )
+                    .with_field_selector(named(name))
+                    .with_modifier(Slim::slim),
+                ),
                 writer,
                 move |_: &NamedSecret| {
                     caches
@@ -213,11 +256,13 @@ pub async fn run(
     }
     loops.spawn(
         shared.clone().watch(
-            WatchLoop::new(
-                Api::<Namespace>::all(client.clone()),
-                Some(managed_namespace_selector()),
-            )
-            .with_modifier(Slim::slim),
+            Scoped::all(
+                WatchLoop::new(
+                    Api::<Namespace>::all(client.clone()),
+                    Some(managed_namespace_selector()),
+                )
+                .with_modifier(Slim::slim),
+            ),
             writers.namespaces,
             |namespace: &Namespace| vec![ObjectKey::Namespace(namespace.name_any())],
             |_, _| {},
@@ -225,7 +270,10 @@ pub async fn run(
         ),
     );
     loops.spawn(shared.clone().watch(
-        WatchLoop::new(Api::<ProjectSettings>::all(client), None).with_modifier(Slim::slim),
+        Part::narrow(
+            &part,
+            WatchLoop::new(Api::<ProjectSettings>::all(mine), None).with_modifier(Slim::slim),
+        ),
         writers.project_settings,
         |settings: &ProjectSettings| {
             settings
@@ -254,6 +302,18 @@ pub async fn run(
     }
     tracing::info!("legacy engine handling events inline");
     tokio::spawn(crate::runner_events::run(ctx.clone(), shutdown.clone()));
+    if let Some(gate) = &ctx.shard {
+        // Events of a bucket were dropped while it was not ours: handle all it holds.
+        let acquiring = shared.clone();
+        gate.on_acquired(Box::new(move |buckets| {
+            let shared = acquiring.clone();
+            tokio::spawn(async move {
+                for key in super::keys_in(&shared.ctx.caches, &buckets) {
+                    shared.handle_inline(key).await;
+                }
+            });
+        }));
+    }
     let waking = shared.clone();
     ctx.syncs.set_waker(Arc::new(move |key| {
         let shared = waking.clone();
@@ -272,11 +332,99 @@ pub async fn run(
     while loops.join_next().await.is_some() {}
 }
 
+/// With `--sharding`: the scope the namespaced loops hold, and how they follow it.
+struct Part {
+    gate: ShardGate,
+    /// The scope the filters read (updated before each relist is requested).
+    scope: Arc<RwLock<Scope>>,
+    /// Requests a relist of every namespaced loop (the scope's generation).
+    relist: tokio::sync::watch::Sender<u64>,
+    /// The namespaced loops' client, whose requests carry the scope's selector.
+    client: kube::Client,
+}
+
+impl Part {
+    /// Starts following the gate's scope (the coordinator published the first one before the
+    /// engine started): each new scope updates the filters and the selector, then relists.
+    fn follow(ctx: &Context, gate: ShardGate, shutdown: CancellationToken) -> Part {
+        let selector = ShardSelector::default();
+        let mut scopes = gate.subscribe();
+        let first = *scopes.borrow_and_update();
+        selector.set(first.buckets);
+        let client = kube::client::ClientBuilder::try_from(ctx.client_config.clone())
+            .map(|builder| builder.with_layer(&selector).build())
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, "no client for the shard selector: filtering client-side only");
+                ctx.client.clone()
+            });
+        let scope = Arc::new(RwLock::new(first));
+        let (relist, _) = tokio::sync::watch::channel(first.generation);
+        let part = Part {
+            gate,
+            scope: Arc::clone(&scope),
+            relist: relist.clone(),
+            client,
+        };
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    changed = scopes.changed() => if changed.is_err() { return },
+                }
+                let next = *scopes.borrow_and_update();
+                *scope.write() = next;
+                selector.set(next.buckets);
+                relist.send_replace(next.generation);
+            }
+        });
+        part
+    }
+
+    /// `watch` restricted to the scope (unchanged without sharding).
+    fn narrow<K>(part: &Option<Part>, watch: WatchLoop<K>) -> Scoped<K>
+    where
+        K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    {
+        let Some(part) = part else {
+            return Scoped::all(watch);
+        };
+        let scope = Arc::clone(&part.scope);
+        Scoped {
+            watch: watch
+                .with_filter(Box::new(move |object: &K| {
+                    object
+                        .meta()
+                        .namespace
+                        .as_deref()
+                        .is_some_and(|ns| scope.read().buckets.contains_namespace(ns))
+                }))
+                .with_relist(part.relist.subscribe()),
+            report: Some((part.gate.register_watch(), Arc::clone(&part.scope))),
+        }
+    }
+}
+
+/// A loop and, with sharding, where it reports the scope it synced.
+struct Scoped<K> {
+    watch: WatchLoop<K>,
+    report: Option<(WatchSlot, Arc<RwLock<Scope>>)>,
+}
+
+impl<K> Scoped<K> {
+    /// A loop holding everything it selects.
+    fn all(watch: WatchLoop<K>) -> Self {
+        Scoped {
+            watch,
+            report: None,
+        }
+    }
+}
+
 impl Shared {
     /// One kind's loop: apply each change to the cache, then handle the keys it affects.
     async fn watch<K, F>(
         self,
-        watch: WatchLoop<K>,
+        scoped: Scoped<K>,
         mut writer: Writer<K>,
         keys_of: F,
         after_apply: fn(&Context, &Event<K>),
@@ -298,6 +446,7 @@ impl Shared {
         writer.apply_watcher_event(&Event::Init);
         after_apply(&self.ctx, &Event::Init);
         let mut listed = false;
+        let Scoped { watch, report } = scoped;
         watch
             .run(
                 |change| {
@@ -309,7 +458,15 @@ impl Shared {
                         Change::Applied(object) if !listed => Some(Event::InitApply(object)),
                         Change::Applied(object) => Some(Event::Apply(object)),
                         Change::Deleted(object) => Some(Event::Delete(object)),
-                        Change::Listed { first } => {
+                        Change::Listed { first, generation } => {
+                            // The cache holds the scope this list was made for, unless the
+                            // scope changed meanwhile (another relist is on its way then).
+                            if let Some((slot, scope)) = &report {
+                                let scope = *scope.read();
+                                if scope.generation == generation {
+                                    slot.synced(scope.buckets);
+                                }
+                            }
                             if first {
                                 listed = true;
                                 writer.apply_watcher_event(&Event::InitDone);

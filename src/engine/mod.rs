@@ -120,12 +120,23 @@ pub enum HandlerError {
 /// Reconciles whatever `key` names, reading the object from the caches; returns when to look
 /// again. An object no longer in the cache was deleted: garbage collection removes its children.
 ///
-/// Both engines call this. It is registered with [`health::Health`] while it runs. A reconcile
+/// Both engines call this. With `--sharding`, a key whose bucket is not this replica's (or no
+/// longer is) is dropped at once (`Ok(None)`; the bucket's keys are queued again if it becomes
+/// ours), and the reconcile counts as in flight for its bucket until it returns, so a bucket
+/// is released only once its reconciles finished. It is registered with [`health::Health`]
+/// while it runs. A reconcile
 /// still running after `--reconcile-timeout` is cancelled
 /// (dropped at its next `.await`) and is a failed reconcile: counted (a session's under
 /// `ambient_session_errors_total{error_type="timeout"}` and
 /// `ambient_reconcile_duration_seconds{success="false"}`) and retried by the engine.
 pub async fn handle(key: ObjectKey, ctx: Context) -> Result<Option<Duration>, HandlerError> {
+    let _in_flight = match &ctx.shard {
+        Some(gate) => match gate.admit(key.namespace()) {
+            Some(in_flight) => Some(in_flight),
+            None => return Ok(None),
+        },
+        None => None,
+    };
     // In flight until dropped, even by a panic unwinding: /healthz spots a wedged worker.
     let _reconciling = ctx.health.reconciling(&key);
     let timeout = ctx.config.args.reconcile_timeout;
@@ -200,6 +211,45 @@ pub fn sessions_in(ctx: &Context, namespace: &str) -> Vec<ObjectKey> {
             name: s.name_any(),
         })
         .collect()
+}
+
+/// Every key of the cached objects in `buckets`: sessions, namespaces (with their Secret
+/// copies) and ProjectSettings.
+pub fn keys_in(
+    caches: &crate::caches::Caches,
+    buckets: &crate::shard::BucketSet,
+) -> Vec<ObjectKey> {
+    let mut keys: Vec<ObjectKey> = caches
+        .sessions
+        .state()
+        .iter()
+        .filter_map(|s| {
+            let namespace = s.namespace()?;
+            buckets
+                .contains_namespace(&namespace)
+                .then(|| ObjectKey::Session {
+                    namespace,
+                    name: s.name_any(),
+                })
+        })
+        .collect();
+    for namespace in caches.namespaces.state() {
+        let name = namespace.name_any();
+        if buckets.contains_namespace(&name) {
+            keys.push(ObjectKey::Namespace(name.clone()));
+            keys.push(ObjectKey::SecretCopies(name));
+        }
+    }
+    keys.extend(
+        caches
+            .project_settings
+            .state()
+            .iter()
+            .filter_map(|ps| ps.namespace())
+            .filter(|namespace| buckets.contains_namespace(namespace))
+            .map(ObjectKey::ProjectSettings),
+    );
+    keys
 }
 
 /// Counts watches whose initial list completed; marks the operator ready when all have. Both

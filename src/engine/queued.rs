@@ -17,6 +17,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::shard::{BucketSet, Scope, ShardGate, ShardSelector};
 use agentic_crds::{AgenticSession, ProjectSettings, keys};
 use agentic_queue::{
     BucketConfig, DrainReport, Priority, QueueConfig, QueueMetrics, Requeue, WorkQueue, WorkerPool,
@@ -97,6 +98,15 @@ pub async fn run(
 ) -> Result<DrainReport<ObjectKey>, EngineError> {
     let metrics = Arc::new(WorkqueueMetrics::new(&ctx.metrics));
     let queue = WorkQueue::with_tenant(queue_config(&ctx.config), metrics, tenant)?;
+    if let Some(gate) = &ctx.shard {
+        // Events of a bucket were dropped while it was not ours: queue all it holds.
+        let (queue, caches) = (queue.clone(), ctx.caches.clone());
+        gate.on_acquired(Box::new(move |buckets| {
+            for key in super::keys_in(&caches, &buckets) {
+                queue.add_with(&key, Priority::Low);
+            }
+        }));
+    }
     let synced = Arc::new(SyncTracker::new(WATCHES + writers.sources.len(), readiness));
     let watches = Watches {
         ctx: ctx.clone(),
@@ -169,6 +179,7 @@ impl Watches {
         let this = self.clone();
         self.spawn::<AgenticSession, _>(
             "sessions",
+            Part::Mine,
             Api::all,
             all.clone(),
             writers.sessions,
@@ -181,6 +192,7 @@ impl Watches {
         let this = self.clone();
         self.spawn::<RunnerJob, _>(
             "jobs",
+            Part::Mine,
             Api::all,
             children.clone(),
             writers.jobs,
@@ -190,6 +202,7 @@ impl Watches {
         let this = self.clone();
         self.spawn::<RunnerPod, _>(
             "pods",
+            Part::Mine,
             Api::all,
             children.clone(),
             writers.pods,
@@ -202,6 +215,7 @@ impl Watches {
         let this = self.clone();
         self.spawn::<RunnerSecret, _>(
             "secrets",
+            Part::Mine,
             Api::all,
             watcher::Config::default()
                 .labels(&secret_selector())
@@ -226,6 +240,7 @@ impl Watches {
         let this = self.clone();
         self.spawn::<RunnerService, _>(
             "services",
+            Part::Mine,
             Api::all,
             watcher::Config::default()
                 .labels(&service_selector())
@@ -238,6 +253,7 @@ impl Watches {
         let this = self.clone();
         self.spawn::<NamedSecret, _>(
             "runner secrets",
+            Part::Mine,
             Api::all,
             watcher::Config::default().fields(&name_selector(keys::RUNNER_SECRETS)),
             writers.runner_secrets,
@@ -246,6 +262,7 @@ impl Watches {
         let this = self.clone();
         self.spawn::<NamedSecret, _>(
             "integration secrets",
+            Part::Mine,
             Api::all,
             watcher::Config::default().fields(&name_selector(keys::INTEGRATIONS_SECRET)),
             writers.integration_secrets,
@@ -253,6 +270,7 @@ impl Watches {
         )?;
         self.spawn::<CaBundle, _>(
             "ca bundles",
+            Part::Mine,
             Api::all,
             watcher::Config::default().fields(&name_selector(keys::CA_BUNDLE_CONFIGMAP)),
             writers.ca_bundles,
@@ -262,6 +280,7 @@ impl Watches {
             let this = self.clone();
             self.spawn::<NamedSecret, _>(
                 "shared secret",
+                Part::All,
                 move |client| Api::namespaced(client, &namespace),
                 watcher::Config::default().fields(&name_selector(name)),
                 writer,
@@ -273,6 +292,7 @@ impl Watches {
         let this = self.clone();
         self.spawn::<Namespace, _>(
             "namespaces",
+            Part::All,
             Api::all,
             watcher::Config::default().labels(&managed_namespace_selector()),
             writers.namespaces,
@@ -283,6 +303,7 @@ impl Watches {
         let this = self.clone();
         self.spawn::<ProjectSettings, _>(
             "projectsettings",
+            Part::Mine,
             Api::all,
             all,
             writers.project_settings,
@@ -292,15 +313,24 @@ impl Watches {
     }
 
     /// Runs one watch of the `K`s `api` reaches (with kube's default backoff on errors) into
-    /// its cache,
-    /// calling `on_event` for every event after the cache has applied it. The watch has a
-    /// client of its own and reports to [`super::health`]; it stops (not dies) on shutdown.
+    /// its cache, calling `on_event` for every event after the cache has applied it. The watch
+    /// has a client of its own and reports to [`super::health`]; it stops (not dies) on
+    /// shutdown.
+    ///
+    /// With `--sharding` a [`Part::Mine`] watch holds only the scope's buckets (see
+    /// [`crate::shard`]): its requests carry their shard selector and events of other
+    /// namespaces are dropped before the cache (the API server may not filter). A scope that
+    /// shrinks is applied by deleting what left it from the cache (events included); one that
+    /// grows restarts the watch with the new selector: its list replaces the cache at once when
+    /// complete (kube's store swaps it in), so no change of a bucket kept is missed, and the
+    /// watch reports the scope it synced to the gate.
     fn spawn<K, F>(
         &self,
         what: &'static str,
+        part: Part,
         api: impl FnOnce(kube::Client) -> Api<K>,
         config: watcher::Config,
-        writer: Writer<K>,
+        mut writer: Writer<K>,
         on_event: F,
     ) -> Result<(), EngineError>
     where
@@ -315,46 +345,83 @@ impl Watches {
         F: Fn(&Event<K>) + Send + 'static,
     {
         let health = self.ctx.health.watch(what);
-        let client =
-            health
-                .client(&self.ctx.client_config)
-                .map_err(|source| EngineError::WatchClient {
-                    watch: what,
-                    source,
-                })?;
+        let gate = match part {
+            Part::Mine => self.ctx.shard.clone(),
+            Part::All => None,
+        };
+        let selector = ShardSelector::default();
+        let client = health
+            .client(&self.ctx.client_config, gate.as_ref().map(|_| &selector))
+            .map_err(|source| EngineError::WatchClient {
+                watch: what,
+                source,
+            })?;
+        let api = api(client);
+        let slot = gate.as_ref().map(ShardGate::register_watch);
+        let mut scopes = gate.as_ref().map(ShardGate::subscribe);
         let synced = Arc::clone(&self.synced);
         let shutdown = self.shutdown.clone();
-        let stream = watcher::watcher(api(client), config)
-            .default_backoff()
-            .modify(Slim::slim)
-            .reflect(writer);
         tokio::spawn(async move {
             let mut first_sync = true;
-            let mut stream = std::pin::pin!(stream);
+            // With a gate: the coordinator has published the first scope before the engine
+            // started.
+            let mut scope = scopes.as_mut().map(|s| s.borrow_and_update().buckets);
             loop {
-                let next = tokio::select! {
-                    _ = shutdown.cancelled() => {
-                        health.stopped();
-                        return;
-                    }
-                    next = stream.next() => next,
-                };
-                match next {
-                    Some(Ok(event)) => {
-                        health.succeeded();
-                        if matches!(event, Event::InitDone) {
-                            synced.mark(first_sync);
-                            first_sync = false;
-                        }
-                        on_event(&event);
-                    }
-                    Some(Err(error)) => {
-                        health.failed(&error);
-                        tracing::warn!(watch = what, %error, "watch error; retrying");
-                    }
-                    // Never, from kube's watcher: dropping `health` marks the watch dead.
-                    None => return,
+                if let Some(buckets) = scope {
+                    selector.set(buckets);
                 }
+                let stream = watcher::watcher(api.clone(), config.clone())
+                    .default_backoff()
+                    .modify(Slim::slim);
+                let mut stream = std::pin::pin!(stream);
+                let mut listed = false;
+                let grown = loop {
+                    let next = tokio::select! {
+                        _ = shutdown.cancelled() => {
+                            health.stopped();
+                            return;
+                        }
+                        Some(buckets) = next_scope(&mut scopes) => {
+                            let held = scope.unwrap_or(BucketSet::ALL);
+                            if !listed || !buckets.is_subset(&held) {
+                                break buckets;
+                            }
+                            purge(&mut writer, &buckets, &on_event);
+                            scope = Some(buckets);
+                            if let Some(slot) = &slot {
+                                slot.synced(buckets);
+                            }
+                            continue;
+                        }
+                        next = stream.next() => next,
+                    };
+                    match next {
+                        Some(Ok(event)) => {
+                            health.succeeded();
+                            if !in_scope(&event, scope.as_ref()) {
+                                continue;
+                            }
+                            writer.apply_watcher_event(&event);
+                            if matches!(event, Event::InitDone) {
+                                synced.mark(first_sync);
+                                first_sync = false;
+                                listed = true;
+                                if let (Some(slot), Some(buckets)) = (&slot, scope) {
+                                    slot.synced(buckets);
+                                }
+                            }
+                            on_event(&event);
+                        }
+                        Some(Err(error)) => {
+                            health.failed(&error);
+                            tracing::warn!(watch = what, %error, "watch error; retrying");
+                        }
+                        // Never, from kube's watcher: dropping `health` marks the watch dead.
+                        None => return,
+                    }
+                };
+                tracing::debug!(watch = what, buckets = %grown, "shard scope grew: relisting");
+                scope = Some(grown);
             }
         });
         Ok(())
@@ -506,6 +573,66 @@ impl Watches {
             }
             Event::Init | Event::InitDone => {}
         }
+    }
+}
+
+/// Which objects a watch holds with `--sharding`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// Those of this replica's buckets (namespaced kinds a session's reconcile reads).
+    Mine,
+    /// All it selects (cluster-scoped namespaces, the shared Secret sources every replica copies).
+    All,
+}
+
+/// The next scope published, if this watch follows one (never resolves otherwise).
+async fn next_scope(scopes: &mut Option<tokio::sync::watch::Receiver<Scope>>) -> Option<BucketSet> {
+    match scopes {
+        Some(scopes) => match scopes.changed().await {
+            Ok(()) => Some(scopes.borrow_and_update().buckets),
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether `event` concerns an object of `scope` (every event without a scope).
+fn in_scope<K: Resource>(event: &Event<K>, scope: Option<&BucketSet>) -> bool {
+    let (Some(scope), Event::InitApply(object) | Event::Apply(object) | Event::Delete(object)) =
+        (scope, event)
+    else {
+        return true;
+    };
+    object
+        .meta()
+        .namespace
+        .as_deref()
+        .is_some_and(|namespace| scope.contains_namespace(namespace))
+}
+
+/// Deletes from a watch's cache every object outside `scope`, through the watch's own event
+/// handler (indexes and fingerprints follow).
+fn purge<K, F>(writer: &mut Writer<K>, scope: &BucketSet, on_event: &F)
+where
+    K: Resource<DynamicType = ()> + Clone,
+    F: Fn(&Event<K>),
+{
+    let leaving: Vec<_> = writer
+        .as_reader()
+        .state()
+        .into_iter()
+        .filter(|object| {
+            !object
+                .meta()
+                .namespace
+                .as_deref()
+                .is_some_and(|namespace| scope.contains_namespace(namespace))
+        })
+        .collect();
+    for object in leaving {
+        let event = Event::Delete(K::clone(&object));
+        writer.apply_watcher_event(&event);
+        on_event(&event);
     }
 }
 

@@ -165,6 +165,30 @@ pub fn restart_apiserver(cluster: &ClusterInfo, signal: &str) {
     );
 }
 
+/// Restarts the API server with its `ShardedListAndWatch` feature gate `on` or off (see
+/// `cluster/restart-apiserver.sh`), unless it already runs that way; waits until it is ready.
+pub fn restart_apiserver_with_sharded_list(cluster: &ClusterInfo, on: bool) {
+    let env = std::fs::read_to_string(cluster.state_dir.join("cluster.env")).unwrap_or_default();
+    let value = if on { "true" } else { "false" };
+    if env
+        .lines()
+        .any(|l| l == format!("SHARDED_LIST_AND_WATCH={value}"))
+    {
+        return;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/cluster/restart-apiserver.sh");
+    let output = Command::new(script)
+        .arg(&cluster.state_dir)
+        .env("CLUSTER_SHARDED_LIST_AND_WATCH", value)
+        .output()
+        .expect("running restart-apiserver.sh");
+    assert!(
+        output.status.success(),
+        "restart-apiserver.sh failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// Keeps bumping the resourceVersion of every session of a burst, one round of patches every
 /// `pause` (a label: not a change the operator reacts to, but it voids every status write
 /// prepared from an older copy) until stopped. Counts the writes it made.

@@ -87,9 +87,11 @@ pub fn render(cluster: &ClusterInfo, dir: &Path) -> Vec<Value> {
         .collect()
 }
 
-/// The RBAC objects of `deploy/base` (namespace, ServiceAccount, roles, bindings).
+/// The RBAC objects the operator may run under: `deploy/base`'s (namespace, ServiceAccount,
+/// roles, bindings) plus the member-Lease Role of `deploy/overlays/sharded` (which includes
+/// base), since the suite runs sharded replicas too.
 pub fn rbac_objects(cluster: &ClusterInfo) -> Vec<Value> {
-    render(cluster, &deploy_dir().join("base"))
+    render(cluster, &deploy_dir().join("overlays/sharded"))
         .into_iter()
         .filter(|o| RBAC_KINDS.contains(&o["kind"].as_str().unwrap_or_default()))
         .collect()
@@ -116,6 +118,7 @@ pub fn apply_rbac(cluster: &ClusterInfo) {
     for check in [
         ["list", "agenticsessions.vteam.ambient-code", "-A"],
         ["create", "leases.coordination.k8s.io", "-n=ambient-code"],
+        ["list", "leases.coordination.k8s.io", "-n=ambient-code"],
     ] {
         loop {
             let answer = Command::new(cluster.bin_dir.join("kubectl"))
