@@ -9,8 +9,6 @@
 //! - Workers start only once every cache has synced (readiness turns true at the same moment),
 //!   so no decision is made from a half-filled cache.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +26,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{ObjectKey, SyncTracker, handle, sessions_in};
+use super::{ObjectKey, SyncTracker, handle, session_fingerprint, sessions_in};
 use crate::admin::Readiness;
 use crate::caches::{CacheWriters, Slim, child_selector, managed_namespace_selector};
 use crate::config::Config;
@@ -267,10 +265,10 @@ impl Watches {
     fn on_session(&self, event: &Event<AgenticSession>, fingerprints: &DashMap<ObjectKey, u64>) {
         match event {
             Event::InitApply(session) | Event::Apply(session) => {
-                let Some(key) = session_key(session) else {
+                let Some(key) = ObjectKey::of_session(session) else {
                     return;
                 };
-                let print = fingerprint(session);
+                let print = session_fingerprint(session);
                 let unchanged = fingerprints.insert(key.clone(), print) == Some(print);
                 if matches!(event, Event::InitApply(_)) {
                     self.queue.add_with(&key, Priority::Low);
@@ -279,7 +277,7 @@ impl Watches {
                 }
             }
             Event::Delete(session) => {
-                if let Some(key) = session_key(session) {
+                if let Some(key) = ObjectKey::of_session(session) {
                     fingerprints.remove(&key);
                 }
             }
@@ -365,28 +363,6 @@ impl Watches {
             Event::Init | Event::InitDone => {}
         }
     }
-}
-
-fn session_key(session: &AgenticSession) -> Option<ObjectKey> {
-    Some(ObjectKey::Session {
-        namespace: session.namespace()?,
-        name: session.name_any(),
-    })
-}
-
-/// What, in a session, can change a reconcile's outcome besides status: spec (generation),
-/// annotations (stop/start requests) and deletion.
-fn fingerprint(session: &AgenticSession) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    session.meta().generation.hash(&mut hasher);
-    session.annotations().hash(&mut hasher);
-    session
-        .meta()
-        .deletion_timestamp
-        .is_some()
-        .hash(&mut hasher);
-    session.status.is_none().hash(&mut hasher);
-    hasher.finish()
 }
 
 /// Feeds the queue's hooks into the `workqueue_*` families under [`QUEUE_NAME`].
