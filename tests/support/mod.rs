@@ -9,6 +9,7 @@ pub mod operator;
 pub mod process;
 pub mod rbac;
 pub mod scenarios;
+pub mod timer_scenarios;
 
 use std::collections::BTreeMap;
 use std::future::Future;

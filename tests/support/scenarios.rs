@@ -9,7 +9,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{DeleteParams, Patch, PatchParams};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 
 use super::operator::{annotate, create, ready_reason, session, wait_for_phase};
 use super::{ClusterInfo, JobCreationBlocked, TestNamespace, wait_until, wait_until_gone as gone};
@@ -207,14 +207,16 @@ pub async fn stop_while_running_then_restart_resumes(cluster: &ClusterInfo) {
         stopped.status.as_ref().and_then(|s| s.stopped_reason),
         Some(StoppedReason::User)
     );
-    assert!(
-        !stopped
-            .metadata
-            .annotations
-            .unwrap_or_default()
-            .contains_key(keys::DESIRED_PHASE_ANNOTATION),
-        "the honoured stop request is cleared"
-    );
+    // The honoured stop request is cleared by a write of its own, after the Stopped status.
+    let sessions = ns.api::<AgenticSession>();
+    wait_until("the honoured stop request to be cleared", LIMIT, || async {
+        let session = sessions.get("pausable").await.ok()?;
+        (!session
+            .annotations()
+            .contains_key(keys::DESIRED_PHASE_ANNOTATION))
+        .then_some(())
+    })
+    .await;
     gone(&ns.api::<Job>(), "pausable-job").await;
 
     annotate(
