@@ -110,6 +110,7 @@ async fn samples_apply_once_the_crds_are_installed() {
             o
         })
         .collect();
+    let expected = items.len();
     let list = json!({"apiVersion": "v1", "kind": "List", "items": items});
     let out = kubectl(
         &cluster,
@@ -117,7 +118,7 @@ async fn samples_apply_once_the_crds_are_installed() {
         Some(&list.to_string()),
     );
     // The ProjectSettings may already exist if an operator watches the cluster: configured.
-    assert_eq!(out.matches("(server dry run)").count(), 5, "{out}");
+    assert_eq!(out.matches("(server dry run)").count(), expected, "{out}");
     drop(ns);
 }
 
@@ -256,6 +257,11 @@ impl Replica {
             let value = match key {
                 "NAMESPACE" => rbac::NAMESPACE.to_string(),
                 "POD_NAME" => name.to_string(),
+                // The ConfigMaps mounted there are generated from these files.
+                "AGENT_REGISTRY_PATH" => config_source("agent-registry.json"),
+                "MODELS_MANIFEST_PATH" => config_source("models.json"),
+                // An optional Secret the test cluster does not have: unset, as in a pod.
+                _ if var["valueFrom"]["secretKeyRef"]["optional"] == true => continue,
                 _ => var["value"].as_str().expect("plain env value").to_string(),
             };
             command.env(key, value);
@@ -639,4 +645,13 @@ fn rbac_check_reports_unused_grants_and_denials() {
             .any(|p| p.contains("denied") && p.contains("delete"))
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Path of a file under `deploy/base/config` (what the Deployment's ConfigMaps are made of).
+fn config_source(file: &str) -> String {
+    deploy_dir()
+        .join("base/config")
+        .join(file)
+        .display()
+        .to_string()
 }

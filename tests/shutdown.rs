@@ -125,7 +125,9 @@ async fn sigterm_during_a_burst_exits_cleanly_and_a_successor_finishes_every_ses
     let mut second = start(&cluster, "shutdown-second", &[]).await;
     join_all(sessions.iter().map(|s| {
         let name = s.metadata.name.as_deref().unwrap_or_default();
-        wait_for_phase(client, &ns.name, name, Phase::Completed, LIMIT)
+        // A run claimed by the first operator without a Job yet waits out the claim grace.
+        let limit = LIMIT + agentic_operator::session::phases::CLAIM_GRACE;
+        wait_for_phase(client, &ns.name, name, Phase::Completed, limit)
     }))
     .await;
     jobs.assert_each_job_created_once();
