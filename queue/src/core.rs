@@ -13,7 +13,7 @@
 //!   `done` until `forget`, exactly like client-go's failure map.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,7 +53,8 @@ struct Slot<K> {
     flags: u8,
     /// Stale entries of this slot still in the low lane (left by promotions). They are always
     /// older than a live entry, so the next `stale_low` low-lane pops of this slot are skipped.
-    /// Survives slot reuse, like the entries themselves.
+    /// A slot is not reused while it has stale entries (its key is gone, the slot is not yet in
+    /// the free list), so all entries of a slot belong to one key, hence to one tenant.
     stale_low: u16,
 }
 
@@ -69,8 +70,14 @@ struct Timer {
     /// Insertion order: equal deadlines fire first-in first-out.
     seq: u32,
     idx: u32,
-    /// For rate-limited timers: how long (ms, saturating) the key may then wait for a token.
-    slack_ms: u32,
+}
+
+/// A due rate-limited retry waiting for a token; valid while the slot is still throttled with
+/// this deadline and timer tag.
+struct Throttled {
+    at: u64,
+    seq: u32,
+    idx: u32,
 }
 
 /// Who must be woken after an operation (done by the caller, outside the lock).
@@ -103,11 +110,13 @@ pub(crate) struct Core<K> {
     tenant: Option<TenantFn<K>>,
     timers: BinaryHeap<Reverse<Timer>>,
     timer_seq: u32,
-    throttled: BinaryHeap<Reverse<(u64, u32)>>,
+    /// Due rate-limited retries in the order they became due: the bucket serves the oldest first.
+    throttled: VecDeque<Throttled>,
+    /// When the bucket has its next token for the head of `throttled`.
     throttle_wake: Option<u64>,
     bucket: Option<Bucket>,
     policy: Arc<dyn BackoffPolicy>,
-    max_delay: u64,
+    max_delay: Duration,
     metrics: Arc<dyn QueueMetrics>,
     epoch: tokio::time::Instant,
     processing: usize,
@@ -125,6 +134,20 @@ pub(crate) struct Core<K> {
 
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The `stale` callback of the lanes: whether the entry `idx` popped from the low (`low`) or
+/// high lane is stale, consuming it. A slot whose key is gone is freed with its last stale entry.
+fn consume_stale<K>(slots: &mut [Slot<K>], free: &mut Vec<u32>, idx: u32, low: bool) -> bool {
+    let s = &mut slots[idx as usize];
+    if low && s.stale_low > 0 {
+        s.stale_low -= 1;
+        if s.stale_low == 0 && s.key.is_none() {
+            free.push(idx);
+        }
+        return true;
+    }
+    s.flags & QUEUED == 0 || (s.flags & LOW != 0) != low
 }
 
 impl<K: Clone + Eq + Hash> Core<K> {
@@ -153,11 +176,11 @@ impl<K: Clone + Eq + Hash> Core<K> {
             tenant: if fair { tenant } else { None },
             timers: BinaryHeap::new(),
             timer_seq: 0,
-            throttled: BinaryHeap::new(),
+            throttled: VecDeque::new(),
             throttle_wake: None,
             bucket,
             policy,
-            max_delay: nanos(max_delay),
+            max_delay,
             metrics,
             epoch: tokio::time::Instant::now(),
             processing: 0,
@@ -257,7 +280,10 @@ impl<K: Clone + Eq + Hash> Core<K> {
         if let Ok(e) = self.table.find_entry(hash, |&i| i == idx) {
             e.remove();
         }
-        self.free.push(idx);
+        if self.slots[idx as usize].stale_low == 0 {
+            self.free.push(idx);
+        }
+        // Otherwise the slot is freed when its last stale entry is consumed (`consume_stale`).
     }
 
     fn tenant_of(&self, idx: u32) -> u64 {
@@ -326,6 +352,10 @@ impl<K: Clone + Eq + Hash> Core<K> {
                 s.flags &= !LOW;
                 s.stale_low = s.stale_low.saturating_add(1);
                 self.low_valid -= 1;
+                let tenant = self.tenant_of(idx);
+                let (slots, free) = (&mut self.slots, &mut self.free);
+                self.low
+                    .invalidate(tenant, |i| consume_stale(slots, free, i, true));
                 self.push_lane(idx, false);
             }
             return Wake::default();
@@ -343,9 +373,9 @@ impl<K: Clone + Eq + Hash> Core<K> {
         }
     }
 
-    /// Delayed add; `slack` is `Some` for rate-limited adds (how long the key may wait for the
-    /// bucket after its delay). Earliest deadline wins.
-    fn schedule(&mut self, key: &K, delay: Duration, slack: Option<u64>) -> Wake {
+    /// Delayed add; `rate_limited` for retries (their firing goes through the bucket and counts a
+    /// requeue). Earliest deadline wins.
+    fn schedule(&mut self, key: &K, delay: Duration, rate_limited: bool) -> Wake {
         if self.shutting_down {
             self.rejected += 1;
             return Wake::default();
@@ -353,7 +383,7 @@ impl<K: Clone + Eq + Hash> Core<K> {
         if self.track_times {
             self.metrics.retry();
         }
-        if delay.is_zero() && slack.is_none() {
+        if delay.is_zero() && !rate_limited {
             return self.add(key, Priority::High);
         }
         let idx = self.find_or_insert(key);
@@ -369,7 +399,7 @@ impl<K: Clone + Eq + Hash> Core<K> {
             return Wake::default();
         }
         s.flags |= DELAYED;
-        if slack.is_some() {
+        if rate_limited {
             s.flags |= RATE_LIMITED;
         }
         s.deadline = at;
@@ -377,13 +407,7 @@ impl<K: Clone + Eq + Hash> Core<K> {
         self.timer_seq = self.timer_seq.wrapping_add(1);
         let seq = self.timer_seq;
         self.slots[idx as usize].timer_tag = seq as u16;
-        let slack_ms = u32::try_from(slack.unwrap_or(0) / 1_000_000).unwrap_or(u32::MAX);
-        self.timers.push(Reverse(Timer {
-            at,
-            seq,
-            idx,
-            slack_ms,
-        }));
+        self.timers.push(Reverse(Timer { at, seq, idx }));
         Wake {
             timekeeper: earliest,
             ..Wake::default()
@@ -391,18 +415,17 @@ impl<K: Clone + Eq + Hash> Core<K> {
     }
 
     pub(crate) fn add_after(&mut self, key: &K, delay: Duration) -> Wake {
-        self.schedule(key, delay, None)
+        self.schedule(key, delay, false)
     }
 
-    /// Rate-limited add: per-key backoff by the number of retries that actually fired, then
-    /// the global bucket, never longer than `max_delay` in total.
+    /// Rate-limited add: the per-key backoff for the number of retries that actually fired
+    /// (at most `max_delay`), then a token of the global bucket, whatever the wait.
     pub(crate) fn add_rate_limited(&mut self, key: &K) -> Wake {
         let retries = self
             .find(key)
             .map_or(0, |i| u32::from(self.slots[i as usize].requeues));
-        let per_key = nanos(self.policy.delay(retries)).min(self.max_delay);
-        let slack = self.max_delay - per_key;
-        self.schedule(key, Duration::from_nanos(per_key), Some(slack))
+        let per_key = self.policy.delay(retries).min(self.max_delay);
+        self.schedule(key, per_key, true)
     }
 
     pub(crate) fn forget(&mut self, key: &K) {
@@ -427,7 +450,8 @@ impl<K: Clone + Eq + Hash> Core<K> {
         self.make_ready(idx, false)
     }
 
-    /// Moves due timers to the ready lanes (rate-limited ones through the bucket).
+    /// Moves due timers to the ready lanes; due rate-limited retries queue for the bucket and
+    /// leave that queue oldest first, one token each. The bucket is never bypassed.
     fn promote_due(&mut self) -> usize {
         let now = self.now();
         let mut ready = 0;
@@ -444,27 +468,27 @@ impl<K: Clone + Eq + Hash> Core<K> {
             }
             if s.flags & RATE_LIMITED != 0 && self.bucket.is_some() {
                 s.flags = (s.flags & !DELAYED) | THROTTLED;
-                self.throttled.push(Reverse((
-                    t.at.saturating_add(u64::from(t.slack_ms) * 1_000_000),
-                    t.idx,
-                )));
+                self.throttled.push_back(Throttled {
+                    at: t.at,
+                    seq: t.seq,
+                    idx: t.idx,
+                });
             } else {
                 ready += usize::from(self.fire(t.idx));
             }
         }
         self.throttle_wake = None;
-        while let Some(&Reverse((hard, idx))) = self.throttled.peek() {
-            if self.slots[idx as usize].flags & THROTTLED == 0 {
-                self.throttled.pop();
+        while let Some(t) = self.throttled.front() {
+            let (idx, s) = (t.idx, &self.slots[t.idx as usize]);
+            if s.flags & THROTTLED == 0 || s.deadline != t.at || s.timer_tag != t.seq as u16 {
+                self.throttled.pop_front();
                 continue;
             }
-            if hard > now
-                && let Some(Err(wait)) = self.bucket.as_ref().map(Bucket::try_take)
-            {
-                self.throttle_wake = Some(now.saturating_add(nanos(wait)).min(hard));
+            if let Some(Err(wait)) = self.bucket.as_ref().map(Bucket::try_take) {
+                self.throttle_wake = Some(now.saturating_add(nanos(wait)));
                 break;
             }
-            self.throttled.pop();
+            self.throttled.pop_front();
             ready += usize::from(self.fire(idx));
         }
         ready
@@ -473,13 +497,11 @@ impl<K: Clone + Eq + Hash> Core<K> {
     /// When the timekeeper must wake next, if anything is pending.
     pub(crate) fn next_wake(&self) -> Option<u64> {
         let timer = self.timers.peek().map(|Reverse(t)| t.at);
-        let throttle = self
-            .throttled
-            .peek()
-            .map(|Reverse((hard, _))| match self.throttle_wake {
-                Some(w) => w.min(*hard),
-                None => 0,
-            });
+        let throttle = if self.throttled.is_empty() {
+            None
+        } else {
+            Some(self.throttle_wake.unwrap_or(0))
+        };
         match (timer, throttle) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -487,43 +509,34 @@ impl<K: Clone + Eq + Hash> Core<K> {
     }
 
     fn pop_ready(&mut self) -> Option<u32> {
-        loop {
-            if self.high_valid + self.low_valid == 0 {
-                return None;
-            }
-            let use_low = self.low_valid > 0
-                && (self.high_valid == 0 || self.high_streak + 1 >= self.low_every);
-            let idx = if use_low {
-                self.low.pop()
-            } else {
-                self.high.pop()
-            };
-            let Some(idx) = idx else {
-                // Unreachable by the lane invariant; recover rather than spin.
-                if use_low {
-                    self.low_valid = 0
-                } else {
-                    self.high_valid = 0
-                }
-                continue;
-            };
-            let s = &mut self.slots[idx as usize];
-            if use_low && s.stale_low > 0 {
-                s.stale_low -= 1;
-                continue;
-            }
-            if s.flags & QUEUED == 0 || (s.flags & LOW != 0) != use_low {
-                continue;
-            }
-            if use_low {
-                self.low_valid -= 1;
-                self.high_streak = 0;
-            } else {
-                self.high_valid -= 1;
-                self.high_streak += 1;
-            }
-            return Some(idx);
+        if self.high_valid + self.low_valid == 0 {
+            return None;
         }
+        let use_low =
+            self.low_valid > 0 && (self.high_valid == 0 || self.high_streak + 1 >= self.low_every);
+        let (slots, free) = (&mut self.slots, &mut self.free);
+        let lane = if use_low {
+            &mut self.low
+        } else {
+            &mut self.high
+        };
+        let Some(idx) = lane.pop(|i| consume_stale(slots, free, i, use_low)) else {
+            // Unreachable by the lane invariant (the valid count matches the live entries).
+            if use_low {
+                self.low_valid = 0;
+            } else {
+                self.high_valid = 0;
+            }
+            return self.pop_ready();
+        };
+        if use_low {
+            self.low_valid -= 1;
+            self.high_streak = 0;
+        } else {
+            self.high_valid -= 1;
+            self.high_streak += 1;
+        }
+        Some(idx)
     }
 
     /// Hands the next ready key to a worker. `.1` is how many more keys became ready on the way
@@ -625,36 +638,53 @@ impl<K: Clone + Eq + Hash> Core<K> {
             };
         }
         self.shutting_down = true;
-        for i in 0..self.slots.len() {
-            let s = &mut self.slots[i];
+        let mut released = Vec::new();
+        for (i, s) in self.slots.iter_mut().enumerate() {
             if s.flags & (DELAYED | THROTTLED) != 0 {
                 s.flags &= !(DELAYED | THROTTLED | RATE_LIMITED);
                 if let Some(k) = &s.key {
                     self.dropped.push(k.clone());
                 }
+                released.push(i as u32);
             }
         }
         self.timers.clear();
         self.throttled.clear();
+        self.throttle_wake = None;
+        released.into_iter().for_each(|i| self.release(i));
         Wake {
             all: true,
             ..Wake::default()
         }
     }
 
-    /// Ends the drain: ready keys are dropped, `get` returns `None` from now on.
-    /// Returns the keys still being processed.
+    /// Frees the slot `idx` if its key no longer needs it.
+    fn release(&mut self, idx: u32) {
+        if let Some(k) = &self.slots[idx as usize].key {
+            let hash = self.hasher.hash_one(k);
+            self.maybe_free(idx, hash);
+        }
+    }
+
+    /// Ends intake and hand-outs: ready keys are dropped (kept for the report) and `get`
+    /// returns `None` from now on; keys being processed may still call `done` (a re-run they
+    /// asked for is dropped too). Returns the keys still being processed.
     pub(crate) fn stop(&mut self) -> Vec<K> {
         self.shutdown();
         self.stopped = true;
         let mut unfinished = Vec::new();
-        for s in &mut self.slots {
+        let mut released = Vec::new();
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            if s.stale_low > 0 && s.key.is_none() {
+                self.free.push(i as u32);
+            }
             s.stale_low = 0;
             if s.flags & QUEUED != 0 {
                 s.flags &= !(QUEUED | LOW);
                 if let Some(k) = &s.key {
                     self.dropped.push(k.clone());
                 }
+                released.push(i as u32);
             }
             if s.flags & PROCESSING != 0
                 && let Some(k) = &s.key
@@ -667,8 +697,53 @@ impl<K: Clone + Eq + Hash> Core<K> {
         self.high_valid = 0;
         self.low_valid = 0;
         self.depth = self.dirty;
-        self.metrics.depth(self.depth);
+        if self.track_times {
+            self.metrics.depth(self.depth);
+        }
+        released.into_iter().for_each(|i| self.release(i));
         unfinished
+    }
+
+    /// Keys with a slot (tests).
+    #[cfg(test)]
+    pub(crate) fn remembered_keys(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Panics if the counters, the table and the free list disagree with the slots (tests).
+    #[cfg(test)]
+    pub(crate) fn check_invariants(&self) {
+        let count = |f: &dyn Fn(&Slot<K>) -> bool| self.slots.iter().filter(|s| f(s)).count();
+        let queued = |low: bool| {
+            count(&|s| s.flags & QUEUED != 0 && (s.flags & LOW != 0) == low && s.key.is_some())
+        };
+        assert_eq!(self.high_valid, queued(false), "high lane count");
+        assert_eq!(self.low_valid, queued(true), "low lane count");
+        assert_eq!(self.processing, count(&|s| s.flags & PROCESSING != 0));
+        assert_eq!(self.dirty, count(&|s| s.flags & DIRTY != 0));
+        assert_eq!(
+            self.table.len(),
+            count(&|s| s.key.is_some()),
+            "table vs keys"
+        );
+        let quarantined = count(&|s| s.key.is_none() && s.stale_low > 0);
+        assert_eq!(
+            self.free.len() + quarantined + self.table.len(),
+            self.slots.len(),
+            "every slot is live, free or waiting for its stale entries"
+        );
+        for &i in &self.free {
+            let s = &self.slots[i as usize];
+            assert!(s.key.is_none() && s.stale_low == 0, "free slot {i} in use");
+        }
+        for (i, s) in self.slots.iter().enumerate() {
+            if s.key.is_some() {
+                assert!(
+                    s.flags != 0 || s.requeues != 0,
+                    "slot {i} holds a key the queue no longer needs"
+                );
+            }
+        }
     }
 
     /// Sum of ages of in-flight keys and the oldest, for `unfinished_work`.
