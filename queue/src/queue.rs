@@ -27,13 +27,16 @@ struct Shared<K> {
 /// What a drain left undone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DrainReport<K> {
-    /// Keys that were queued, delayed or waiting for the bucket and will not be processed.
+    /// Keys that were queued (never started, or asked to re-run), delayed or waiting for the
+    /// bucket, and will not be processed.
     pub dropped: Vec<K>,
     /// Keys still being processed when the grace period ended (empty if the drain finished).
     pub unfinished: Vec<K>,
     /// Adds refused because the queue was shutting down.
     pub rejected_adds: u64,
-    /// Whether everything in flight and queued finished within the grace period.
+    /// Whether the work the shutdown waits for (in flight and queued for
+    /// [`WorkQueue::shutdown_with_drain`], in flight only for [`WorkQueue::shutdown_in_flight`])
+    /// finished within the grace period.
     pub completed: bool,
 }
 
@@ -61,6 +64,8 @@ pub struct DrainReport<K> {
 ///   within a lane, ready keys are served round-robin across tenants.
 /// * **Shutdown**: [`shutdown`](Self::shutdown) refuses new adds and drops pending delays; ready
 ///   keys are still handed out, then [`get`](Self::get) returns `None`.
+///   [`shutdown_in_flight`](Self::shutdown_in_flight) also drops the ready keys at once and only
+///   waits for the keys being processed.
 ///
 /// Timers are driven by parked `get` calls (no background task): at least one worker must be
 /// waiting in `get` for delayed keys to become ready on time.
@@ -392,6 +397,24 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
     /// Reports what was dropped and what was still running.
     pub async fn shutdown_with_drain(&self, grace: Duration) -> DrainReport<K> {
         self.shutdown();
+        self.wait_idle_then_stop(grace).await
+    }
+
+    /// Stops at once: later adds are ignored, pending delays *and ready keys* are dropped and
+    /// [`get`](Self::get) returns `None`; then waits up to `grace` for the keys being processed
+    /// to be [`done`](Self::done) (a re-run they ask for is dropped). For a consumer that must
+    /// not start new work, e.g. because what it decides from is no longer kept up to date.
+    /// Reports the ready keys that were never started as dropped.
+    pub async fn shutdown_in_flight(&self, grace: Duration) -> DrainReport<K> {
+        self.shared.core.lock().stop();
+        self.wake(
+            Wake {
+                all: true,
+                ..Wake::default()
+            },
+            0,
+            false,
+        );
         self.wait_idle_then_stop(grace).await
     }
 
@@ -745,6 +768,32 @@ pub(crate) mod tests {
         assert_eq!(report.unfinished, vec![busy]);
         let dropped: HashSet<u32> = report.dropped.into_iter().collect();
         assert_eq!(dropped, HashSet::from([1, 2, 9]));
+        assert_eq!(q.get().await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_in_flight_drops_ready_keys_and_waits_for_running_ones() {
+        let q = queue();
+        for k in 0..3 {
+            q.add(&k);
+        }
+        q.add_after(&9, Duration::from_secs(60));
+        let busy = try_get(&q).expect("ready");
+        let worker = tokio::spawn({
+            let q = q.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                q.add(&busy); // refused: the queue is shutting down
+                q.done(&busy);
+            }
+        });
+        let report = q.shutdown_in_flight(Duration::from_secs(1)).await;
+        worker.await.expect("worker");
+        assert!(report.completed, "{report:?}");
+        assert!(report.unfinished.is_empty());
+        let dropped: HashSet<u32> = report.dropped.into_iter().collect();
+        assert_eq!(dropped, HashSet::from([1, 2, 9]));
+        assert_eq!(report.rejected_adds, 1);
         assert_eq!(q.get().await, None);
     }
 
