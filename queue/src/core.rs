@@ -10,7 +10,12 @@
 //!   driven by whichever worker is idle, so no background task or runtime is needed to build a
 //!   queue; one tokio `sleep_until` for the earliest deadline is enough;
 //! * a key with a non-zero retry count keeps its slot while idle, so `num_requeues` survives
-//!   `done` until `forget`, exactly like client-go's failure map.
+//!   `done` until `forget`, exactly like client-go's failure map;
+//! * a key the queue no longer needs (idle, no retry count) is not removed at once: it stays in
+//!   its slot, listed as idle, until a new key needs a slot and none is free, when the oldest
+//!   idle key is evicted. Re-adding a recently finished key (the common case: requeues, events)
+//!   then costs no insertion, `done` costs one lookup and no removal, and the number of slots
+//!   never exceeds the peak number of keys the queue held at once (as before).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -21,7 +26,7 @@ use std::time::Duration;
 use hashbrown::HashTable;
 
 use crate::backoff::BackoffPolicy;
-use crate::config::Priority;
+use crate::config::{Priority, QueueConfig};
 use crate::lanes::Lane;
 use crate::metrics::QueueMetrics;
 use crate::rate_limit::Bucket;
@@ -56,6 +61,15 @@ struct Slot<K> {
     /// A slot is not reused while it has stale entries (its key is gone, the slot is not yet in
     /// the free list), so all entries of a slot belong to one key, hence to one tenant.
     stale_low: u16,
+    /// In the idle list (`Core::idle_slots`); the key may have become busy again since.
+    idle_listed: bool,
+}
+
+impl<K> Slot<K> {
+    /// Holds a key the queue does not need: nothing pending, no retry count.
+    fn is_idle(&self) -> bool {
+        self.key.is_some() && self.flags == 0 && self.requeues == 0
+    }
 }
 
 #[derive(Clone, Copy, Default)]
@@ -94,11 +108,31 @@ pub(crate) struct Wake {
 /// Maps a key to its tenant id (a hash of the tenant name).
 pub(crate) type TenantFn<K> = Box<dyn Fn(&K) -> u64 + Send + Sync>;
 
+/// The hasher of the key table; the async layer hashes keys before taking the lock.
+pub(crate) type KeyHasher = foldhash::fast::RandomState;
+
+/// A key with its hash by the queue's [`KeyHasher`].
+pub(crate) struct Hashed<'a, K> {
+    pub(crate) key: &'a K,
+    pub(crate) hash: u64,
+}
+
+impl<K> Clone for Hashed<'_, K> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<K> Copy for Hashed<'_, K> {}
+
 pub(crate) struct Core<K> {
     table: HashTable<u32>,
-    hasher: foldhash::fast::RandomState,
+    hasher: KeyHasher,
     slots: Vec<Slot<K>>,
+    /// Slots without a key.
     free: Vec<u32>,
+    /// Slots whose key became idle, oldest first (evicted when a new key needs a slot).
+    idle_slots: VecDeque<u32>,
     times: Vec<Times>,
     track_times: bool,
     high: Lane,
@@ -151,20 +185,21 @@ fn consume_stale<K>(slots: &mut [Slot<K>], free: &mut Vec<u32>, idx: u32, low: b
 }
 
 impl<K: Clone + Eq + Hash> Core<K> {
+    /// A core for a validated `config`.
     pub(crate) fn new(
+        config: &QueueConfig,
+        hasher: KeyHasher,
         policy: Arc<dyn BackoffPolicy>,
-        bucket: Option<Bucket>,
-        max_delay: Duration,
-        fair: bool,
-        low_every: u32,
         tenant: Option<TenantFn<K>>,
         metrics: Arc<dyn QueueMetrics>,
     ) -> Self {
+        let fair = config.fairness;
         Self {
             table: HashTable::new(),
-            hasher: foldhash::fast::RandomState::default(),
+            hasher,
             slots: Vec::new(),
             free: Vec::new(),
+            idle_slots: VecDeque::new(),
             times: Vec::new(),
             track_times: metrics.enabled(),
             high: Lane::new(fair),
@@ -172,15 +207,15 @@ impl<K: Clone + Eq + Hash> Core<K> {
             high_valid: 0,
             low_valid: 0,
             high_streak: 0,
-            low_every: low_every.max(1),
+            low_every: config.low_priority_every.max(1),
             tenant: if fair { tenant } else { None },
             timers: BinaryHeap::new(),
             timer_seq: 0,
             throttled: VecDeque::new(),
             throttle_wake: None,
-            bucket,
+            bucket: config.bucket.and_then(Bucket::new),
             policy,
-            max_delay,
+            max_delay: config.max_delay,
             metrics,
             epoch: tokio::time::Instant::now(),
             processing: 0,
@@ -209,30 +244,21 @@ impl<K: Clone + Eq + Hash> Core<K> {
             })
     }
 
-    fn find(&self, key: &K) -> Option<u32> {
-        self.find_hashed(key).1
+    fn find(&self, key: Hashed<'_, K>) -> Option<u32> {
+        let slots = &self.slots;
+        self.table
+            .find(key.hash, |&i| {
+                slots[i as usize].key.as_ref() == Some(key.key)
+            })
+            .copied()
     }
 
-    fn find_hashed(&self, key: &K) -> (u64, Option<u32>) {
-        let hash = self.hasher.hash_one(key);
-        let slots = &self.slots;
-        let idx = self
-            .table
-            .find(hash, |&i| slots[i as usize].key.as_ref() == Some(key))
-            .copied();
-        (hash, idx)
-    }
-
-    fn find_or_insert(&mut self, key: &K) -> u32 {
-        let hash = self.hasher.hash_one(key);
-        let slots = &self.slots;
-        if let Some(&i) = self
-            .table
-            .find(hash, |&i| slots[i as usize].key.as_ref() == Some(key))
-        {
+    fn find_or_insert(&mut self, key: Hashed<'_, K>) -> u32 {
+        if let Some(i) = self.find(key) {
             return i;
         }
-        let idx = match self.free.pop() {
+        let (hash, key) = (key.hash, key.key);
+        let idx = match self.take_slot() {
             Some(i) => {
                 let s = &mut self.slots[i as usize];
                 s.key = Some(key.clone());
@@ -250,6 +276,7 @@ impl<K: Clone + Eq + Hash> Core<K> {
                     timer_tag: 0,
                     flags: 0,
                     stale_low: 0,
+                    idle_listed: false,
                 });
                 if self.track_times {
                     self.times.push(Times::default());
@@ -267,23 +294,40 @@ impl<K: Clone + Eq + Hash> Core<K> {
         idx
     }
 
-    /// Releases the slot of a key the queue no longer needs to remember.
-    /// `hash` is the key's hash (the callers just looked it up).
-    fn maybe_free(&mut self, idx: u32, hash: u64) {
-        let s = &self.slots[idx as usize];
-        if s.flags != 0 || s.requeues != 0 {
-            return;
+    /// A slot for a new key: a free one, else the oldest idle key's (evicted), else `None`.
+    fn take_slot(&mut self) -> Option<u32> {
+        loop {
+            if let Some(i) = self.free.pop() {
+                return Some(i);
+            }
+            let i = self.idle_slots.pop_front()?;
+            let s = &mut self.slots[i as usize];
+            s.idle_listed = false;
+            if !s.is_idle() {
+                continue; // busy again; listed anew when it next becomes idle
+            }
+            let Some(old) = s.key.take() else {
+                continue;
+            };
+            let quarantined = s.stale_low > 0;
+            let hash = self.hasher.hash_one(&old);
+            if let Ok(e) = self.table.find_entry(hash, |&j| j == i) {
+                e.remove();
+            }
+            if !quarantined {
+                return Some(i);
+            }
+            // Stale lane entries remain: the slot is freed with the last one (`consume_stale`).
         }
-        if self.slots[idx as usize].key.take().is_none() {
-            return;
+    }
+
+    /// Lists the slot as idle if its key is no longer needed (see the module docs).
+    fn settle(&mut self, idx: u32) {
+        let s = &mut self.slots[idx as usize];
+        if s.is_idle() && !s.idle_listed {
+            s.idle_listed = true;
+            self.idle_slots.push_back(idx);
         }
-        if let Ok(e) = self.table.find_entry(hash, |&i| i == idx) {
-            e.remove();
-        }
-        if self.slots[idx as usize].stale_low == 0 {
-            self.free.push(idx);
-        }
-        // Otherwise the slot is freed when its last stale entry is consumed (`consume_stale`).
     }
 
     fn tenant_of(&self, idx: u32) -> u64 {
@@ -337,7 +381,7 @@ impl<K: Clone + Eq + Hash> Core<K> {
     }
 
     /// Immediate add. An add cancels any pending delay or throttle of the key.
-    pub(crate) fn add(&mut self, key: &K, priority: Priority) -> Wake {
+    pub(crate) fn add(&mut self, key: Hashed<'_, K>, priority: Priority) -> Wake {
         if self.shutting_down {
             self.rejected += 1;
             return Wake::default();
@@ -375,7 +419,7 @@ impl<K: Clone + Eq + Hash> Core<K> {
 
     /// Delayed add; `rate_limited` for retries (their firing goes through the bucket and counts a
     /// requeue). Earliest deadline wins.
-    fn schedule(&mut self, key: &K, delay: Duration, rate_limited: bool) -> Wake {
+    fn schedule(&mut self, key: Hashed<'_, K>, delay: Duration, rate_limited: bool) -> Wake {
         if self.shutting_down {
             self.rejected += 1;
             return Wake::default();
@@ -414,13 +458,13 @@ impl<K: Clone + Eq + Hash> Core<K> {
         }
     }
 
-    pub(crate) fn add_after(&mut self, key: &K, delay: Duration) -> Wake {
+    pub(crate) fn add_after(&mut self, key: Hashed<'_, K>, delay: Duration) -> Wake {
         self.schedule(key, delay, false)
     }
 
     /// Rate-limited add: the per-key backoff for the number of retries that actually fired
     /// (at most `max_delay`), then a token of the global bucket, whatever the wait.
-    pub(crate) fn add_rate_limited(&mut self, key: &K) -> Wake {
+    pub(crate) fn add_rate_limited(&mut self, key: Hashed<'_, K>) -> Wake {
         let retries = self
             .find(key)
             .map_or(0, |i| u32::from(self.slots[i as usize].requeues));
@@ -428,14 +472,14 @@ impl<K: Clone + Eq + Hash> Core<K> {
         self.schedule(key, per_key, true)
     }
 
-    pub(crate) fn forget(&mut self, key: &K) {
-        if let (hash, Some(idx)) = self.find_hashed(key) {
+    pub(crate) fn forget(&mut self, key: Hashed<'_, K>) {
+        if let Some(idx) = self.find(key) {
             self.slots[idx as usize].requeues = 0;
-            self.maybe_free(idx, hash);
+            self.settle(idx);
         }
     }
 
-    pub(crate) fn num_requeues(&self, key: &K) -> u32 {
+    pub(crate) fn num_requeues(&self, key: Hashed<'_, K>) -> u32 {
         self.find(key)
             .map_or(0, |i| u32::from(self.slots[i as usize].requeues))
     }
@@ -539,9 +583,9 @@ impl<K: Clone + Eq + Hash> Core<K> {
         Some(idx)
     }
 
-    /// Hands the next ready key to a worker. `.1` is how many more keys became ready on the way
-    /// (timers that fired), for waking other workers.
-    pub(crate) fn try_pop(&mut self) -> (Option<K>, usize) {
+    /// Hands the next ready key (and its slot, a hint for `done`) to a worker. `.1` is how many
+    /// more keys became ready on the way (timers that fired), for waking other workers.
+    pub(crate) fn try_pop(&mut self) -> (Option<(K, u32)>, usize) {
         if self.stopped {
             return (None, 0);
         }
@@ -569,12 +613,18 @@ impl<K: Clone + Eq + Hash> Core<K> {
             t.added = 0;
             t.started = now.max(1);
         }
-        (key, fired.saturating_sub(1))
+        (key.map(|k| (k, idx)), fired.saturating_sub(1))
     }
 
-    /// A worker finished `key`. Re-queues it if it was added meanwhile.
-    pub(crate) fn done(&mut self, key: &K) -> Wake {
-        let (hash, Some(idx)) = self.find_hashed(key) else {
+    /// A worker finished `key`. Re-queues it if it was added meanwhile. `hint` is the slot the
+    /// caller was handed the key from, if it knows (checked, so any value is safe).
+    pub(crate) fn done(&mut self, key: Hashed<'_, K>, hint: Option<u32>) -> Wake {
+        let hinted = hint.filter(|&i| {
+            self.slots
+                .get(i as usize)
+                .is_some_and(|s| s.key.as_ref() == Some(key.key))
+        });
+        let Some(idx) = hinted.or_else(|| self.find(key)) else {
             return Wake::default();
         };
         let flags = self.slots[idx as usize].flags;
@@ -609,7 +659,7 @@ impl<K: Clone + Eq + Hash> Core<K> {
         } else {
             self.slots[idx as usize].flags = flags & !PROCESSING;
         }
-        self.maybe_free(idx, hash);
+        self.settle(idx);
         wake.all = self.is_drained();
         wake
     }
@@ -651,18 +701,10 @@ impl<K: Clone + Eq + Hash> Core<K> {
         self.timers.clear();
         self.throttled.clear();
         self.throttle_wake = None;
-        released.into_iter().for_each(|i| self.release(i));
+        released.into_iter().for_each(|i| self.settle(i));
         Wake {
             all: true,
             ..Wake::default()
-        }
-    }
-
-    /// Frees the slot `idx` if its key no longer needs it.
-    fn release(&mut self, idx: u32) {
-        if let Some(k) = &self.slots[idx as usize].key {
-            let hash = self.hasher.hash_one(k);
-            self.maybe_free(idx, hash);
         }
     }
 
@@ -700,14 +742,17 @@ impl<K: Clone + Eq + Hash> Core<K> {
         if self.track_times {
             self.metrics.depth(self.depth);
         }
-        released.into_iter().for_each(|i| self.release(i));
+        released.into_iter().for_each(|i| self.settle(i));
         unfinished
     }
 
-    /// Keys with a slot (tests).
+    /// Keys the queue needs (tests): anything pending or a retry count; idle keys excluded.
     #[cfg(test)]
     pub(crate) fn remembered_keys(&self) -> usize {
-        self.table.len()
+        self.slots
+            .iter()
+            .filter(|s| s.key.is_some() && !s.is_idle())
+            .count()
     }
 
     /// Panics if the counters, the table and the free list disagree with the slots (tests).
@@ -734,16 +779,19 @@ impl<K: Clone + Eq + Hash> Core<K> {
         );
         for &i in &self.free {
             let s = &self.slots[i as usize];
-            assert!(s.key.is_none() && s.stale_low == 0, "free slot {i} in use");
+            assert!(
+                s.key.is_none() && s.stale_low == 0 && !s.idle_listed,
+                "free slot {i} in use"
+            );
         }
         for (i, s) in self.slots.iter().enumerate() {
-            if s.key.is_some() {
-                assert!(
-                    s.flags != 0 || s.requeues != 0,
-                    "slot {i} holds a key the queue no longer needs"
-                );
-            }
+            assert!(!s.is_idle() || s.idle_listed, "idle slot {i} not listed");
         }
+        assert_eq!(
+            self.idle_slots.len(),
+            count(&|s| s.idle_listed),
+            "each listed slot once in the idle list"
+        );
     }
 
     /// Sum of ages of in-flight keys and the oldest, for `unfinished_work`.

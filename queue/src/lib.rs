@@ -11,6 +11,7 @@ mod backoff;
 mod config;
 mod core;
 mod lanes;
+mod lock;
 mod metrics;
 mod queue;
 mod rate_limit;

@@ -1,21 +1,24 @@
 //! The cloneable, async queue handle.
 
+use std::hash::BuildHasher as _;
 use std::hash::Hash;
 use std::pin::pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::backoff::{BackoffPolicy, ExponentialBackoffPolicy};
 use crate::config::{ConfigError, Priority, QueueConfig};
-use crate::core::{Core, Wake};
+use crate::core::{Core, Hashed, KeyHasher, Wake};
+use crate::lock::Lock;
 use crate::metrics::{NoopMetrics, QueueMetrics};
-use crate::rate_limit::Bucket;
 
 struct Shared<K> {
-    core: Mutex<Core<K>>,
+    core: Lock<Core<K>>,
+    /// The core's key hasher: keys are hashed before taking the lock.
+    hasher: KeyHasher,
     /// Parked `get`s wait here.
     ready: Notify,
     /// The timekeeper (one parked `get`) also waits here for an earlier deadline.
@@ -75,12 +78,17 @@ pub struct DrainReport<K> {
 /// tokio runtime with the `time` driver enabled (they read tokio's clock).
 pub struct WorkQueue<K> {
     shared: Arc<Shared<K>>,
+    /// 1 + the slot of the key this handle's last `get` returned (0: none): lets `done` skip
+    /// the table lookup when a worker finishes the key it was just handed. A hint only, checked
+    /// under the lock; each clone has its own.
+    last_get: AtomicU64,
 }
 
 impl<K> Clone for WorkQueue<K> {
     fn clone(&self) -> Self {
         Self {
             shared: Arc::clone(&self.shared),
+            last_get: AtomicU64::new(0),
         }
     }
 }
@@ -185,24 +193,25 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
                 config.backoff_jitter,
             ))
         });
-        let bucket = config.bucket.and_then(Bucket::new);
-        let core = Core::new(
-            policy,
-            bucket,
-            config.max_delay,
-            config.fairness,
-            config.low_priority_every,
-            tenant,
-            metrics,
-        );
+        let hasher = KeyHasher::default();
+        let core = Core::new(&config, hasher.clone(), policy, tenant, metrics);
         Ok(Self {
             shared: Arc::new(Shared {
-                core: Mutex::new(core),
+                core: Lock::new(core),
+                hasher,
                 ready: Notify::new(),
                 timer: Notify::new(),
                 drained: Notify::new(),
             }),
+            last_get: AtomicU64::new(0),
         })
+    }
+
+    fn hashed<'a>(&self, key: &'a K) -> Hashed<'a, K> {
+        Hashed {
+            key,
+            hash: self.shared.hasher.hash_one(key),
+        }
     }
 
     fn wake(&self, wake: Wake, idle: usize, has_timekeeper: bool) {
@@ -239,38 +248,46 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
     /// Adds `key` to the high-priority lane now. No-op if it is already queued; if it is being
     /// processed it runs once more after [`done`](Self::done). Ignored after shutdown.
     pub fn add(&self, key: &K) {
+        let key = self.hashed(key);
         self.with_core(|c| c.add(key, Priority::High));
     }
 
     /// Adds `key` to the given lane (see [`Priority`]).
     pub fn add_with(&self, key: &K, priority: Priority) {
+        let key = self.hashed(key);
         self.with_core(|c| c.add(key, priority));
     }
 
     /// Adds `key` once `delay` has passed; earliest deadline wins. Never blocks.
     pub fn add_after(&self, key: &K, delay: Duration) {
+        let key = self.hashed(key);
         self.with_core(|c| c.add_after(key, delay));
     }
 
     /// Adds `key` after its per-key backoff (capped at `max_delay`) and then a token of the
     /// global bucket (never bypassed).
     pub fn add_rate_limited(&self, key: &K) {
+        let key = self.hashed(key);
         self.with_core(|c| c.add_rate_limited(key));
     }
 
     /// Resets the retry count of `key`.
     pub fn forget(&self, key: &K) {
+        let key = self.hashed(key);
         self.shared.core.lock().forget(key);
     }
 
     /// Retries of `key` that fired since the last [`forget`](Self::forget).
     pub fn num_requeues(&self, key: &K) -> u32 {
+        let key = self.hashed(key);
         self.shared.core.lock().num_requeues(key)
     }
 
     /// Marks `key` as finished; re-queues it if it was added while processing.
     pub fn done(&self, key: &K) {
-        self.with_core(|c| c.done(key));
+        let key = self.hashed(key);
+        let hint = self.last_get.load(Ordering::Relaxed).checked_sub(1);
+        self.with_core(|c| c.done(key, hint.and_then(|i| u32::try_from(i).ok())));
     }
 
     /// Number of ready keys (client-go `Len`).
@@ -323,12 +340,13 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
             {
                 let mut core = shared.core.lock();
                 let (key, more) = core.try_pop();
-                if let Some(key) = key {
+                if let Some((key, idx)) = key {
                     let idle = core.idle;
                     if was_timekeeper {
                         hand_off_timekeeper(shared, &core);
                     }
                     drop(core);
+                    self.last_get.store(u64::from(idx) + 1, Ordering::Relaxed);
                     for _ in 0..more.min(idle) {
                         shared.ready.notify_one();
                     }
@@ -342,10 +360,16 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
             ready.as_mut().enable();
             let (wake_at, parked) = {
                 let mut core = shared.core.lock();
-                let (key, _) = core.try_pop();
-                if let Some(key) = key {
+                let (key, more) = core.try_pop();
+                if let Some((key, idx)) = key {
+                    let idle = core.idle;
                     if was_timekeeper {
                         hand_off_timekeeper(shared, &core);
+                    }
+                    drop(core);
+                    self.last_get.store(u64::from(idx) + 1, Ordering::Relaxed);
+                    for _ in 0..more.min(idle) {
+                        shared.ready.notify_one();
                     }
                     return Some(key);
                 }
@@ -744,6 +768,32 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
+    async fn a_reused_slot_never_inherits_the_stale_lane_entry_of_its_previous_key() {
+        let cfg = QueueConfig {
+            fairness: true,
+            bucket: None,
+            ..QueueConfig::default()
+        };
+        let q: WorkQueue<u32> = WorkQueue::with_tenant(cfg, Arc::new(NoopMetrics), |k: &u32| {
+            Some(if *k >= 100 { "b" } else { "a" })
+        })
+        .expect("valid");
+        for k in [3, 1, 2] {
+            q.add_with(&k, Priority::Low);
+        }
+        q.add(&1); // promoted: its low-lane entry is stale now
+        assert_eq!(try_get(&q), Some(1));
+        q.done(&1); // idle: the next new key evicts it
+        q.add_with(&101, Priority::Low);
+        q.add_with(&102, Priority::Low);
+        assert_eq!(
+            drain_now(&q),
+            vec![3, 101, 2, 102],
+            "round-robin a, b, a, b"
+        );
+    }
+
+    #[tokio::test]
     async fn shutdown_refuses_adds_and_get_returns_none_once_drained() {
         let q = queue();
         q.add(&1);
@@ -952,16 +1002,19 @@ pub(crate) mod tests {
         //! Model-based test: random operation sequences applied to the queue and to an
         //! obviously-correct model (plain collections, linear scans), which must agree on every
         //! `get`, `len` and `num_requeues`, in four set-ups: with or without the global bucket,
-        //! with or without tenant fairness. Keys are freed and their slots reused all along; the
-        //! queue's internal bookkeeping is checked after every step. Independently of the model,
-        //! the retries that fired are checked against the bucket's rate.
+        //! with or without tenant fairness. A few hot keys interact; colder keys keep arriving,
+        //! so idle keys are evicted and their slots reused all along. After every step the
+        //! queue's bookkeeping is checked and the keys it holds must be exactly those the model
+        //! needs. Independently of the model, the retries that fired are checked against the
+        //! bucket's rate.
         use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
         use proptest::prelude::*;
 
         use super::*;
 
-        const KEYS: u8 = 6;
+        /// Keys 0..4 are hot, 4..KEYS cold.
+        const KEYS: u8 = 16;
         const LOW_EVERY: u32 = 3;
         /// The bucket of the set-ups that have one: a token every 100 ms, 2 at most.
         const PERIOD_MS: u64 = 100;
@@ -980,8 +1033,12 @@ pub(crate) mod tests {
             Shutdown,
         }
 
+        fn key() -> impl Strategy<Value = u8> + Clone {
+            prop_oneof![3 => 0u8..4, 1 => 4..KEYS]
+        }
+
         fn op() -> impl Strategy<Value = Op> {
-            let k = 0..KEYS;
+            let k = key();
             prop_oneof![
                 4 => k.clone().prop_map(Op::Add),
                 3 => k.clone().prop_map(Op::AddLow),
