@@ -105,6 +105,16 @@ pub(crate) struct Wake {
     pub(crate) all: bool,
 }
 
+/// Metric events of one locked operation, reported by the async layer once the lock is
+/// released (all hooks but `depth`, which must follow the lock's order).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub(crate) struct Observations {
+    pub(crate) adds: u32,
+    pub(crate) retries: u32,
+    pub(crate) queue_latency: Option<Duration>,
+    pub(crate) work_duration: Option<Duration>,
+}
+
 /// Maps a key to its tenant id (a hash of the tenant name).
 pub(crate) type TenantFn<K> = Box<dyn Fn(&K) -> u64 + Send + Sync>;
 
@@ -135,6 +145,8 @@ pub(crate) struct Core<K> {
     idle_slots: VecDeque<u32>,
     times: Vec<Times>,
     track_times: bool,
+    /// Metric events since the async layer last took them.
+    obs: Observations,
     high: Lane,
     low: Lane,
     high_valid: usize,
@@ -166,7 +178,7 @@ pub(crate) struct Core<K> {
     pub(crate) timekeeper: bool,
 }
 
-fn nanos(d: Duration) -> u64 {
+pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
@@ -202,6 +214,7 @@ impl<K: Clone + Eq + Hash> Core<K> {
             idle_slots: VecDeque::new(),
             times: Vec::new(),
             track_times: metrics.enabled(),
+            obs: Observations::default(),
             high: Lane::new(fair),
             low: Lane::new(fair),
             high_valid: 0,
@@ -233,6 +246,11 @@ impl<K: Clone + Eq + Hash> Core<K> {
     /// Nanoseconds since the queue was built, on tokio's (pausable) clock.
     pub(crate) fn now(&self) -> u64 {
         nanos(self.epoch.elapsed())
+    }
+
+    /// The instant [`Self::now`] counts from.
+    pub(crate) fn epoch(&self) -> tokio::time::Instant {
+        self.epoch
     }
 
     pub(crate) fn instant_at(&self, at: u64) -> tokio::time::Instant {
@@ -352,7 +370,7 @@ impl<K: Clone + Eq + Hash> Core<K> {
     fn note_add(&mut self, idx: u32) {
         self.depth += 1;
         if self.track_times {
-            self.metrics.add();
+            self.obs.adds += 1;
             self.metrics.depth(self.depth);
             let now = self.now();
             let t = &mut self.times[idx as usize];
@@ -425,7 +443,7 @@ impl<K: Clone + Eq + Hash> Core<K> {
             return Wake::default();
         }
         if self.track_times {
-            self.metrics.retry();
+            self.obs.retries += 1;
         }
         if delay.is_zero() && !rate_limited {
             return self.add(key, Priority::High);
@@ -584,8 +602,9 @@ impl<K: Clone + Eq + Hash> Core<K> {
     }
 
     /// Hands the next ready key (and its slot, a hint for `done`) to a worker. `.1` is how many
-    /// more keys became ready on the way (timers that fired), for waking other workers.
-    pub(crate) fn try_pop(&mut self) -> (Option<(K, u32)>, usize) {
+    /// more keys became ready on the way (timers that fired), for waking other workers. `now`
+    /// is [`Self::now`] read by the caller before taking the lock, if metrics are on.
+    pub(crate) fn try_pop(&mut self, now: Option<u64>) -> (Option<(K, u32)>, usize) {
         if self.stopped {
             return (None, 0);
         }
@@ -604,11 +623,10 @@ impl<K: Clone + Eq + Hash> Core<K> {
         self.depth -= 1;
         if self.track_times {
             self.metrics.depth(self.depth);
-            let now = self.now();
+            let now = now.unwrap_or_else(|| self.now());
             let t = &mut self.times[idx as usize];
             if t.added != 0 {
-                self.metrics
-                    .queue_latency(Duration::from_nanos(now.saturating_sub(t.added)));
+                self.obs.queue_latency = Some(Duration::from_nanos(now.saturating_sub(t.added)));
             }
             t.added = 0;
             t.started = now.max(1);
@@ -617,8 +635,9 @@ impl<K: Clone + Eq + Hash> Core<K> {
     }
 
     /// A worker finished `key`. Re-queues it if it was added meanwhile. `hint` is the slot the
-    /// caller was handed the key from, if it knows (checked, so any value is safe).
-    pub(crate) fn done(&mut self, key: Hashed<'_, K>, hint: Option<u32>) -> Wake {
+    /// caller was handed the key from, if it knows (checked, so any value is safe); `now` as for
+    /// [`Self::try_pop`].
+    pub(crate) fn done(&mut self, key: Hashed<'_, K>, hint: Option<u32>, now: Option<u64>) -> Wake {
         let hinted = hint.filter(|&i| {
             self.slots
                 .get(i as usize)
@@ -633,11 +652,10 @@ impl<K: Clone + Eq + Hash> Core<K> {
         }
         self.processing -= 1;
         if self.track_times {
-            let now = self.now();
+            let now = now.unwrap_or_else(|| self.now());
             let t = &mut self.times[idx as usize];
             if t.started != 0 {
-                self.metrics
-                    .work_duration(Duration::from_nanos(now.saturating_sub(t.started)));
+                self.obs.work_duration = Some(Duration::from_nanos(now.saturating_sub(t.started)));
             }
             t.started = 0;
         }
@@ -794,10 +812,16 @@ impl<K: Clone + Eq + Hash> Core<K> {
         );
     }
 
-    /// Sum of ages of in-flight keys and the oldest, for `unfinished_work`.
-    pub(crate) fn update_unfinished_work(&self) {
+    /// Metric events since the last call (see [`Observations`]).
+    pub(crate) fn take_observations(&mut self) -> Observations {
+        std::mem::take(&mut self.obs)
+    }
+
+    /// Sum of ages of in-flight keys and the oldest, for `unfinished_work` (`None` without
+    /// metrics).
+    pub(crate) fn unfinished_work(&self) -> Option<(Duration, Duration)> {
         if !self.track_times {
-            return;
+            return None;
         }
         let now = self.now();
         let (mut total, mut oldest) = (0u64, 0u64);
@@ -808,7 +832,6 @@ impl<K: Clone + Eq + Hash> Core<K> {
                 oldest = oldest.max(age);
             }
         }
-        self.metrics
-            .unfinished_work(Duration::from_nanos(total), Duration::from_nanos(oldest));
+        Some((Duration::from_nanos(total), Duration::from_nanos(oldest)))
     }
 }

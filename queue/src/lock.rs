@@ -13,6 +13,10 @@ use spinning_top::relax::Relax;
 /// A mutex over `T` with the [`SpinThenYield`] policy.
 pub(crate) type Lock<T> = spinning_top::lock_api::Mutex<RawSpinlock<SpinThenYield>, T>;
 
+/// The guard of a [`Lock`].
+pub(crate) type LockGuard<'a, T> =
+    spinning_top::lock_api::MutexGuard<'a, RawSpinlock<SpinThenYield>, T>;
+
 /// Spin 1, 2, 4, … 32 times (63 pause hints in all), then yield the thread on each attempt.
 #[derive(Debug, Default)]
 pub(crate) struct SpinThenYield {

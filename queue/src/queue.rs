@@ -11,14 +11,20 @@ use tokio::sync::Notify;
 
 use crate::backoff::{BackoffPolicy, ExponentialBackoffPolicy};
 use crate::config::{ConfigError, Priority, QueueConfig};
-use crate::core::{Core, Hashed, KeyHasher, Wake};
-use crate::lock::Lock;
+use crate::core::{Core, Hashed, KeyHasher, Observations, Wake};
+use crate::lock::{Lock, LockGuard};
 use crate::metrics::{NoopMetrics, QueueMetrics};
 
 struct Shared<K> {
     core: Lock<Core<K>>,
     /// The core's key hasher: keys are hashed before taking the lock.
     hasher: KeyHasher,
+    /// The core's metrics, fed after the lock is released (see [`Observations`]).
+    metrics: Arc<dyn QueueMetrics>,
+    /// `metrics.enabled()`.
+    measured: bool,
+    /// The core's epoch, to read its clock before taking the lock.
+    epoch: tokio::time::Instant,
     /// Parked `get`s wait here.
     ready: Notify,
     /// The timekeeper (one parked `get`) also waits here for an earlier deadline.
@@ -194,11 +200,22 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
             ))
         });
         let hasher = KeyHasher::default();
-        let core = Core::new(&config, hasher.clone(), policy, tenant, metrics);
+        let measured = metrics.enabled();
+        let core = Core::new(
+            &config,
+            hasher.clone(),
+            policy,
+            tenant,
+            Arc::clone(&metrics),
+        );
+        let epoch = core.epoch();
         Ok(Self {
             shared: Arc::new(Shared {
                 core: Lock::new(core),
                 hasher,
+                metrics,
+                measured,
+                epoch,
                 ready: Notify::new(),
                 timer: Notify::new(),
                 drained: Notify::new(),
@@ -234,14 +251,44 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
         }
     }
 
+    #[inline]
     fn with_core(&self, f: impl FnOnce(&mut Core<K>) -> Wake) {
-        let (wake, idle, has_timekeeper) = {
+        let (wake, idle, has_timekeeper, obs) = {
             let mut core = self.shared.core.lock();
             let wake = f(&mut core);
-            (wake, core.idle, core.timekeeper)
+            let obs = self.shared.measured.then(|| core.take_observations());
+            (wake, core.idle, core.timekeeper, obs)
         };
+        if let Some(obs) = obs {
+            self.report(obs);
+        }
         if wake != Wake::default() {
             self.wake(wake, idle, has_timekeeper);
+        }
+    }
+
+    /// The core's clock, read before taking the lock, when metrics need it.
+    #[inline]
+    fn metrics_now(&self) -> Option<u64> {
+        self.shared
+            .measured
+            .then(|| crate::core::nanos(self.shared.epoch.elapsed()))
+    }
+
+    /// Feeds the metric events of a locked operation to the metrics, outside the lock.
+    fn report(&self, obs: Observations) {
+        let m = &*self.shared.metrics;
+        for _ in 0..obs.adds {
+            m.add();
+        }
+        for _ in 0..obs.retries {
+            m.retry();
+        }
+        if let Some(d) = obs.queue_latency {
+            m.queue_latency(d);
+        }
+        if let Some(d) = obs.work_duration {
+            m.work_duration(d);
         }
     }
 
@@ -287,7 +334,9 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
     pub fn done(&self, key: &K) {
         let key = self.hashed(key);
         let hint = self.last_get.load(Ordering::Relaxed).checked_sub(1);
-        self.with_core(|c| c.done(key, hint.and_then(|i| u32::try_from(i).ok())));
+        let hint = hint.and_then(|i| u32::try_from(i).ok());
+        let now = self.metrics_now();
+        self.with_core(|c| c.done(key, hint, now));
     }
 
     /// Number of ready keys (client-go `Len`).
@@ -307,7 +356,10 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
 
     /// Reports in-flight work to the metrics (client-go does this every 500 ms).
     pub fn update_unfinished_work(&self) {
-        self.shared.core.lock().update_unfinished_work();
+        let work = self.shared.core.lock().unfinished_work();
+        if let Some((unfinished, longest)) = work {
+            self.shared.metrics.unfinished_work(unfinished, longest);
+        }
     }
 
     /// Keys the queue holds a slot for (tests: forgotten keys must not linger).
@@ -337,45 +389,16 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
         // Whether this call held the timekeeper role: leaving with a key then hands it over.
         let mut was_timekeeper = false;
         loop {
-            {
-                let mut core = shared.core.lock();
-                let (key, more) = core.try_pop();
-                if let Some((key, idx)) = key {
-                    let idle = core.idle;
-                    if was_timekeeper {
-                        hand_off_timekeeper(shared, &core);
-                    }
-                    drop(core);
-                    self.last_get.store(u64::from(idx) + 1, Ordering::Relaxed);
-                    for _ in 0..more.min(idle) {
-                        shared.ready.notify_one();
-                    }
-                    return Some(key);
-                }
-                if core.is_drained() {
-                    return None;
-                }
+            if let Ok(key) = self.attempt(was_timekeeper) {
+                return key;
             }
             let mut ready = pin!(shared.ready.notified());
             ready.as_mut().enable();
             let (wake_at, parked) = {
-                let mut core = shared.core.lock();
-                let (key, more) = core.try_pop();
-                if let Some((key, idx)) = key {
-                    let idle = core.idle;
-                    if was_timekeeper {
-                        hand_off_timekeeper(shared, &core);
-                    }
-                    drop(core);
-                    self.last_get.store(u64::from(idx) + 1, Ordering::Relaxed);
-                    for _ in 0..more.min(idle) {
-                        shared.ready.notify_one();
-                    }
-                    return Some(key);
-                }
-                if core.is_drained() {
-                    return None;
-                }
+                let mut core = match self.attempt(was_timekeeper) {
+                    Ok(key) => return key,
+                    Err(core) => core,
+                };
                 core.idle += 1;
                 let wake_at = match core.next_wake() {
                     Some(at) if !core.timekeeper => {
@@ -407,6 +430,45 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
                 None => ready.await,
             }
             parked.resign();
+        }
+    }
+
+    /// One attempt of `get` under the lock: a key (`Ok(Some)`), the end (`Ok(None)`), or, when
+    /// nothing is ready, the lock still held (to park atomically with the check).
+    #[inline]
+    fn attempt(&self, was_timekeeper: bool) -> Result<Option<K>, LockGuard<'_, Core<K>>> {
+        let shared = &*self.shared;
+        let now = self.metrics_now();
+        let mut core = shared.core.lock();
+        let (key, more) = core.try_pop(now);
+        let obs = shared.measured.then(|| core.take_observations());
+        match key {
+            Some((key, idx)) => {
+                let idle = core.idle;
+                if was_timekeeper {
+                    hand_off_timekeeper(shared, &core);
+                }
+                drop(core);
+                if let Some(obs) = obs {
+                    self.report(obs);
+                }
+                self.last_get.store(u64::from(idx) + 1, Ordering::Relaxed);
+                for _ in 0..more.min(idle) {
+                    shared.ready.notify_one();
+                }
+                Ok(Some(key))
+            }
+            None => {
+                // Rare: timers fired into keys still being processed (counted as adds).
+                if let Some(obs) = obs {
+                    self.report(obs);
+                }
+                if core.is_drained() {
+                    Ok(None)
+                } else {
+                    Err(core)
+                }
+            }
         }
     }
 
