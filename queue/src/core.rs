@@ -1,8 +1,10 @@
 //! The queue's state machine, synchronous and lock-free of any async concern.
 //!
 //! Layout (chosen for memory per key and for speed):
-//! * every known key lives once, in a slab slot (`slots`), found through an index-only
-//!   `hashbrown::HashTable<u32>` — no second copy of the key anywhere;
+//! * every known key lives once, in a slot of a chunked [`Slab`] (`slots`: no doubling slack,
+//!   no copy on growth), found through an index-only `hashbrown::HashTable<u32>` — no second
+//!   copy of the key anywhere; with metrics on, the time a key became dirty shares the slot's
+//!   deadline field and the time it was handed out sits in a parallel slab (8 bytes a key);
 //! * ready keys are `u32` slot indices in one of two [`Lane`]s (high / low priority);
 //! * delayed keys are entries of a binary heap of `(deadline, slot)` — a hand-rolled heap rather
 //!   than `tokio_util::time::DelayQueue`: it costs 24 bytes per pending timer, needs no per-entry
@@ -30,6 +32,7 @@ use crate::config::{Priority, QueueConfig};
 use crate::lanes::Lane;
 use crate::metrics::QueueMetrics;
 use crate::rate_limit::Bucket;
+use crate::slab::Slab;
 
 /// In a ready lane.
 const QUEUED: u8 = 1;
@@ -48,6 +51,9 @@ const RATE_LIMITED: u8 = 64;
 
 struct Slot<K> {
     key: Option<K>,
+    /// While DELAYED or THROTTLED: the deadline. With metrics on, while QUEUED or DIRTY: when
+    /// the key became dirty (for the queue latency). The two never overlap: a queued or dirty
+    /// key ignores delayed adds, and a delay ends before the key becomes ready.
     deadline: u64,
     /// Retries that fired (saturating; the backoff is capped long before 65 535).
     requeues: u16,
@@ -65,17 +71,25 @@ struct Slot<K> {
     idle_listed: bool,
 }
 
+impl<K> Default for Slot<K> {
+    fn default() -> Self {
+        Self {
+            key: None,
+            deadline: 0,
+            requeues: 0,
+            timer_tag: 0,
+            flags: 0,
+            stale_low: 0,
+            idle_listed: false,
+        }
+    }
+}
+
 impl<K> Slot<K> {
     /// Holds a key the queue does not need: nothing pending, no retry count.
     fn is_idle(&self) -> bool {
         self.key.is_some() && self.flags == 0 && self.requeues == 0
     }
-}
-
-#[derive(Clone, Copy, Default)]
-struct Times {
-    added: u64,
-    started: u64,
 }
 
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
@@ -138,12 +152,13 @@ impl<K> Copy for Hashed<'_, K> {}
 pub(crate) struct Core<K> {
     table: HashTable<u32>,
     hasher: KeyHasher,
-    slots: Vec<Slot<K>>,
+    slots: Slab<Slot<K>>,
     /// Slots without a key.
     free: Vec<u32>,
     /// Slots whose key became idle, oldest first (evicted when a new key needs a slot).
     idle_slots: VecDeque<u32>,
-    times: Vec<Times>,
+    /// With metrics on: when each slot's key was handed out (0: not processing).
+    started: Slab<u64>,
     track_times: bool,
     /// Metric events since the async layer last took them.
     obs: Observations,
@@ -184,7 +199,7 @@ pub(crate) fn nanos(d: Duration) -> u64 {
 
 /// The `stale` callback of the lanes: whether the entry `idx` popped from the low (`low`) or
 /// high lane is stale, consuming it. A slot whose key is gone is freed with its last stale entry.
-fn consume_stale<K>(slots: &mut [Slot<K>], free: &mut Vec<u32>, idx: u32, low: bool) -> bool {
+fn consume_stale<K>(slots: &mut Slab<Slot<K>>, free: &mut Vec<u32>, idx: u32, low: bool) -> bool {
     let s = &mut slots[idx as usize];
     if low && s.stale_low > 0 {
         s.stale_low -= 1;
@@ -209,10 +224,10 @@ impl<K: Clone + Eq + Hash> Core<K> {
         Self {
             table: HashTable::new(),
             hasher,
-            slots: Vec::new(),
+            slots: Slab::default(),
             free: Vec::new(),
             idle_slots: VecDeque::new(),
-            times: Vec::new(),
+            started: Slab::default(),
             track_times: metrics.enabled(),
             obs: Observations::default(),
             high: Lane::new(fair),
@@ -297,7 +312,7 @@ impl<K: Clone + Eq + Hash> Core<K> {
                     idle_listed: false,
                 });
                 if self.track_times {
-                    self.times.push(Times::default());
+                    self.started.push(0);
                 }
                 i
             }
@@ -373,10 +388,7 @@ impl<K: Clone + Eq + Hash> Core<K> {
             self.obs.adds += 1;
             self.metrics.depth(self.depth);
             let now = self.now();
-            let t = &mut self.times[idx as usize];
-            if t.added == 0 {
-                t.added = now.max(1);
-            }
+            self.slots[idx as usize].deadline = now.max(1);
         }
     }
 
@@ -624,12 +636,12 @@ impl<K: Clone + Eq + Hash> Core<K> {
         if self.track_times {
             self.metrics.depth(self.depth);
             let now = now.unwrap_or_else(|| self.now());
-            let t = &mut self.times[idx as usize];
-            if t.added != 0 {
-                self.obs.queue_latency = Some(Duration::from_nanos(now.saturating_sub(t.added)));
+            let s = &mut self.slots[idx as usize];
+            if s.deadline != 0 {
+                self.obs.queue_latency = Some(Duration::from_nanos(now.saturating_sub(s.deadline)));
             }
-            t.added = 0;
-            t.started = now.max(1);
+            s.deadline = 0;
+            self.started[idx as usize] = now.max(1);
         }
         (key.map(|k| (k, idx)), fired.saturating_sub(1))
     }
@@ -653,11 +665,10 @@ impl<K: Clone + Eq + Hash> Core<K> {
         self.processing -= 1;
         if self.track_times {
             let now = now.unwrap_or_else(|| self.now());
-            let t = &mut self.times[idx as usize];
-            if t.started != 0 {
-                self.obs.work_duration = Some(Duration::from_nanos(now.saturating_sub(t.started)));
+            let started = std::mem::take(&mut self.started[idx as usize]);
+            if started != 0 {
+                self.obs.work_duration = Some(Duration::from_nanos(now.saturating_sub(started)));
             }
-            t.started = 0;
         }
         let mut wake = Wake::default();
         if flags & DIRTY != 0 {
@@ -825,9 +836,9 @@ impl<K: Clone + Eq + Hash> Core<K> {
         }
         let now = self.now();
         let (mut total, mut oldest) = (0u64, 0u64);
-        for (s, t) in self.slots.iter().zip(&self.times) {
-            if s.flags & PROCESSING != 0 && t.started != 0 {
-                let age = now.saturating_sub(t.started);
+        for (s, &started) in self.slots.iter().zip(self.started.iter()) {
+            if s.flags & PROCESSING != 0 && started != 0 {
+                let age = now.saturating_sub(started);
                 total = total.saturating_add(age);
                 oldest = oldest.max(age);
             }

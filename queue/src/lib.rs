@@ -16,6 +16,7 @@ mod metrics;
 mod queue;
 mod rate_limit;
 mod runner;
+mod slab;
 
 pub use crate::backoff::{BackoffPolicy, ExponentialBackoffPolicy};
 pub use crate::config::{BucketConfig, ConfigError, Priority, QueueConfig};
