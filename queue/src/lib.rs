@@ -13,6 +13,7 @@ mod core;
 mod lanes;
 mod lock;
 mod metrics;
+mod precise;
 mod queue;
 mod rate_limit;
 mod runner;

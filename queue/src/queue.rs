@@ -14,6 +14,7 @@ use crate::config::{ConfigError, Priority, QueueConfig};
 use crate::core::{Core, Hashed, KeyHasher, Observations, Wake};
 use crate::lock::{Lock, LockGuard};
 use crate::metrics::{NoopMetrics, QueueMetrics};
+use crate::precise::PreciseTimer;
 
 struct Shared<K> {
     core: Lock<Core<K>>,
@@ -29,6 +30,8 @@ struct Shared<K> {
     ready: Notify,
     /// The timekeeper (one parked `get`) also waits here for an earlier deadline.
     timer: Notify,
+    /// The timekeeper's sub-millisecond wake-up (tokio's timer has 1 ms ticks).
+    precise: PreciseTimer,
     /// `shutdown_with_drain` waits here for the queue to become idle.
     drained: Notify,
 }
@@ -218,6 +221,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
                 epoch,
                 ready: Notify::new(),
                 timer: Notify::new(),
+                precise: PreciseTimer::default(),
                 drained: Notify::new(),
             }),
             last_get: AtomicU64::new(0),
@@ -425,6 +429,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
                         _ = ready => {}
                         _ = timer => {}
                         _ = tokio::time::sleep_until(at) => {}
+                        _ = shared.precise.sleep_until(at) => {}
                     }
                 }
                 None => ready.await,
