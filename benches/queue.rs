@@ -531,6 +531,64 @@ fn timers_ours(queues: &Queues, setup: Setup, ks: &[Key]) -> f64 {
     })
 }
 
+/// CPU time of this process so far: the sum of its threads' run times
+/// (`/proc/self/task/*/schedstat`, nanoseconds).
+fn process_cpu() -> Duration {
+    let tasks = std::fs::read_dir("/proc/self/task").expect("/proc/self/task");
+    Duration::from_nanos(
+        tasks
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .sum(),
+    )
+}
+
+/// 2 workers wait in get while 10k keys are delayed by an hour and, with `stream`, a key is
+/// re-added with a 10 ms delay every 10 ms (100 timers a second): the CPU the process uses
+/// over 1 s, in % of one core (same in the Go mirror).
+fn idle_cpu_ours(queues: &Queues, setup: Setup, ks: &[Key], stream: bool) -> f64 {
+    let rt = two_threads();
+    rt.block_on(async {
+        let q = queues.build(setup, false);
+        for k in ks {
+            q.add_after(k, Duration::from_secs(3600));
+        }
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let q = q.clone();
+                tokio::spawn(async move {
+                    while let Some(k) = q.get().await {
+                        q.done(&k);
+                    }
+                })
+            })
+            .collect();
+        let hot = keys(200_000).split_off(199_900);
+        let producer = stream.then(|| {
+            let q = q.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(10));
+                for k in hot.iter().cycle() {
+                    tick.tick().await;
+                    q.add_after(k, Duration::from_millis(10));
+                }
+            })
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (cpu, wall) = (process_cpu(), std::time::Instant::now());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let used = (process_cpu() - cpu).as_secs_f64() / wall.elapsed().as_secs_f64();
+        if let Some(p) = producer {
+            p.abort();
+        }
+        q.shutdown_with_drain(Duration::ZERO).await;
+        for w in workers {
+            w.await.expect("worker");
+        }
+        used * 100.0
+    })
+}
+
 /// kube-runtime: the same 10k deadlines, sent from another thread while the stream is consumed.
 fn timers_kube(ks: &[Key]) -> f64 {
     two_threads().block_on(async {
@@ -896,6 +954,13 @@ fn round(r: &mut Rows) {
         v,
         "ms",
     );
+
+    for s in [Prod, Bare] {
+        let v = idle_cpu_ours(&queues, s, &k10, false);
+        r.put("idle_cpu_10k_delayed_keys", s, "ours", v, "% of a core");
+        let v = idle_cpu_ours(&queues, s, &k10, true);
+        r.put("idle_cpu_100_timers_per_s", s, "ours", v, "% of a core");
+    }
 
     for s in [Prod, Bare] {
         r.put(

@@ -27,7 +27,7 @@ go_round() {
   "$out/workqueue.test" -test.run '^$' -test.benchtime 1s -test.count 1 \
     -test.bench '^Benchmark(SerialAddGetDone|DedupHit|AddAfter)' | tee "$out/queue-go-$r.txt"
   "$out/workqueue.test" -test.run '^$' -test.benchtime 1x -test.count 1 \
-    -test.bench '^Benchmark(Drain|AddStorm|Memory|TimerLateness|FailureTail|SpuriousEvents|NewKeyWait|Fairness)' \
+    -test.bench '^Benchmark(Drain|AddStorm|Memory|TimerLateness|IdleCPU|FailureTail|SpuriousEvents|NewKeyWait|Fairness)' \
     | tee -a "$out/queue-go-$r.txt"
 }
 
@@ -71,6 +71,8 @@ go_map = {
     "MemoryPerReadyKey": [("B/key", "memory_per_ready_key")],
     "MemoryPerDelayedKey": [("B/key", "memory_per_delayed_key")],
     "TimerLateness": [("ms_p99", "timers_10k_in_100ms_p99_lateness")],
+    "IdleCPUDelayed": [("pct_core", "idle_cpu_10k_delayed_keys")],
+    "IdleCPUTimerStream": [("pct_core", "idle_cpu_100_timers_per_s")],
     "FailureTail": [("s_tail", "failures_10k_last_retry_wait"),
                     ("retries_peak_1s", "failures_10k_peak_retries_in_1s")],
     "SpuriousEvents": [("ms_next_backoff", "spurious_100_events_next_backoff")],

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -386,6 +387,74 @@ func BenchmarkTimerLateness(b *testing.B) {
 		b.ReportMetric(p99, "ms_p99")
 	})
 }
+
+// cpuTime is the CPU time (user + system) this process used so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		panic(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// idleCPU: 2 workers wait in Get while 10k keys are delayed by an hour and, with stream, a key is
+// re-added with a 10 ms delay every 10 ms (100 timers a second): the CPU the process uses over
+// 1 s, in % of one core (same in benches/queue.rs).
+func idleCPU(b *testing.B, stream bool) {
+	configs(b, func(b *testing.B, prod bool) {
+		ks := keys(10_000)
+		hot := keys(200_000)[199_900:]
+		var pct float64
+		for i := 0; i < b.N; i++ {
+			q := newQueue(prod)
+			for _, k := range ks {
+				q.AddAfter(k, time.Hour)
+			}
+			var wg sync.WaitGroup
+			for w := 0; w < 2; w++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						item, shutdown := q.Get()
+						if shutdown {
+							return
+						}
+						q.Done(item)
+					}
+				}()
+			}
+			stop := make(chan struct{})
+			if stream {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					tick := time.NewTicker(10 * time.Millisecond)
+					defer tick.Stop()
+					for j := 0; ; j++ {
+						select {
+						case <-stop:
+							return
+						case <-tick.C:
+							q.AddAfter(hot[j%len(hot)], 10*time.Millisecond)
+						}
+					}
+				}()
+			}
+			time.Sleep(200 * time.Millisecond)
+			cpu, wall := cpuTime(), time.Now()
+			time.Sleep(time.Second)
+			pct = float64(cpuTime()-cpu) / float64(time.Since(wall)) * 100
+			close(stop)
+			q.ShutDown()
+			wg.Wait()
+		}
+		b.ReportMetric(pct, "pct_core")
+	})
+}
+
+func BenchmarkIdleCPUDelayed(b *testing.B)     { idleCPU(b, false) }
+func BenchmarkIdleCPUTimerStream(b *testing.B) { idleCPU(b, true) }
 
 // BenchmarkFailureTail: 10k simultaneous failures (AddRateLimited of 10k keys at once). The
 // rate-limiting queue is AddAfter(item, limiter.When(item)) and its delaying queue releases an
