@@ -649,13 +649,19 @@ impl<K: Clone + Eq + Hash> Core<K> {
     /// A worker finished `key`. Re-queues it if it was added meanwhile. `hint` is the slot the
     /// caller was handed the key from, if it knows (checked, so any value is safe); `now` as for
     /// [`Self::try_pop`].
-    pub(crate) fn done(&mut self, key: Hashed<'_, K>, hint: Option<u32>, now: Option<u64>) -> Wake {
+    pub(crate) fn done(&mut self, key: &K, hint: Option<u32>, now: Option<u64>) -> Wake {
         let hinted = hint.filter(|&i| {
             self.slots
                 .get(i as usize)
-                .is_some_and(|s| s.key.as_ref() == Some(key.key))
+                .is_some_and(|s| s.key.as_ref() == Some(key))
         });
-        let Some(idx) = hinted.or_else(|| self.find(key)) else {
+        // Hashed here, under the lock, only when the hint misses (rarely: a worker finishing a
+        // key it was not just handed).
+        let found = hinted.or_else(|| {
+            let hash = self.hasher.hash_one(key);
+            self.find(Hashed { key, hash })
+        });
+        let Some(idx) = found else {
             return Wake::default();
         };
         let flags = self.slots[idx as usize].flags;

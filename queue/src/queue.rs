@@ -336,7 +336,6 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
 
     /// Marks `key` as finished; re-queues it if it was added while processing.
     pub fn done(&self, key: &K) {
-        let key = self.hashed(key);
         let hint = self.last_get.load(Ordering::Relaxed).checked_sub(1);
         let hint = hint.and_then(|i| u32::try_from(i).ok());
         let now = self.metrics_now();
