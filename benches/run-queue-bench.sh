@@ -17,7 +17,13 @@ rm -f "$out"/queue-go-*.txt "$out/queue-rust.jsonl" "$out/queue-rust.txt" "$out/
   "$out/queue.json" "$out/queue.md" "$out/queue-go.txt"
 
 echo "== building both sides" >&2
-cargo bench --bench queue --locked --no-run
+# Every round runs these two binaries, built once: an edit during the run cannot mix versions.
+rust_bin=$(cargo bench --bench queue --locked --no-run --message-format=json-render-diagnostics |
+  python3 -c 'import json, sys
+for m in map(json.loads, sys.stdin):
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "queue" and m.get("executable"):
+        print(m["executable"])')
+[[ -x "$rust_bin" ]] || { echo "no bench binary" >&2; exit 1; }
 (cd benches/go-workqueue && GOTOOLCHAIN=local GOFLAGS=-mod=readonly \
   go test -c -o "$out/workqueue.test" .)
 
@@ -33,8 +39,8 @@ go_round() {
 
 rust_round() {
   local r=$1
-  QUEUE_BENCH_ROUND=$r QUEUE_BENCH_OUT="$out/queue-rust.jsonl" \
-    cargo bench --bench queue --locked 2>&1 | tee -a "$out/queue-rust.txt"
+  QUEUE_BENCH_ROUND=$r QUEUE_BENCH_OUT="$out/queue-rust.jsonl" "$rust_bin" --bench 2>&1 |
+    tee -a "$out/queue-rust.txt"
 }
 
 for r in $(seq 1 "$rounds"); do
