@@ -89,6 +89,8 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     }
 
     let (caches, writers) = new_caches(&config.shared_secret_sources());
+    metrics.register_operator_state(readiness.clone(), caches.sessions.clone())?;
+    let leader_gauge = metrics.families().leader.clone();
     let ctx = Context::new(
         client.clone(),
         client_config,
@@ -109,9 +111,11 @@ pub async fn run(config: Config) -> Result<(), AppError> {
                 shutdown: shutdown.clone(),
                 resign: resign.clone(),
                 lost: lost_leadership.clone(),
+                leader_gauge,
             },
         ))
     } else {
+        leader_gauge.set(1);
         leading.notify_one();
         None
     };
@@ -186,6 +190,8 @@ struct Election {
     resign: CancellationToken,
     /// Set by the election task when the Lease was lost (it also cancels `shutdown`).
     lost: CancellationToken,
+    /// `ambient_operator_leader`: 1 while the Lease is held.
+    leader_gauge: prometheus::IntGauge,
 }
 
 /// Campaigns for the Lease; notifies `leading` once held and keeps renewing it until told to
@@ -220,9 +226,11 @@ fn spawn_election(
             () = elector.acquire() => {}
         }
         tracing::info!(identity = elector.identity(), "became leader");
+        election.leader_gauge.set(1);
         leading.notify_one();
         tokio::select! {
             _ = election.resign.cancelled() => {
+                election.leader_gauge.set(0);
                 match tokio::time::timeout(Duration::from_secs(5), elector.release()).await {
                     Ok(Ok(())) => tracing::info!("released the leader Lease"),
                     Ok(Err(error)) => tracing::warn!(%error, "could not release the leader Lease"),
@@ -230,6 +238,7 @@ fn spawn_election(
                 }
             }
             lost = elector.hold() => {
+                election.leader_gauge.set(0);
                 tracing::error!(reason = %lost, "lost the leader Lease: stopping");
                 election.lost.cancel();
                 election.shutdown.cancel();

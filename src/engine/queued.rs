@@ -532,7 +532,8 @@ fn fingerprint(session: &AgenticSession) -> u64 {
 }
 
 /// Feeds the queue's hooks into the `workqueue_*` families under [`QUEUE_NAME`].
-struct WorkqueueMetrics {
+/// Public so that the queue benchmarks build the queue exactly as [`run`] does.
+pub struct WorkqueueMetrics {
     depth: prometheus::IntGauge,
     adds: prometheus::IntCounter,
     queue_duration: prometheus::Histogram,
@@ -543,7 +544,8 @@ struct WorkqueueMetrics {
 }
 
 impl WorkqueueMetrics {
-    fn new(metrics: &Metrics) -> Self {
+    /// The children of `metrics`' `workqueue_*` families for this queue.
+    pub fn new(metrics: &Metrics) -> Self {
         let w = &metrics.families().workqueue;
         let name = [QUEUE_NAME];
         WorkqueueMetrics {

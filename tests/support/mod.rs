@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod fake_runner;
 pub mod faults;
+pub mod monitoring;
 pub mod operator;
 pub mod process;
 pub mod proxy;
@@ -232,6 +233,15 @@ impl Drop for TestNamespace {
             ])
             .output();
     }
+}
+
+/// The first `binary` on `PATH`.
+pub fn which(binary: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(binary))
+            .find(|path| path.is_file())
+    })
 }
 
 /// Polls `probe` every 100 ms until it yields `Some`, or panics naming `what` after `limit`.
