@@ -67,7 +67,8 @@ pub enum CreateOutcome {
     /// 201: the object was made.
     Created,
     /// A server error or timeout (e.g. 504 "context canceled" when the operator exited with the
-    /// request in flight): the object may or may not have been stored.
+    /// request in flight), or no answer at all (the API server was killed while handling it):
+    /// the object may or may not have been stored.
     Unknown,
 }
 
@@ -90,10 +91,13 @@ pub fn creates(
         {
             continue;
         }
-        let outcome = match event["responseStatus"]["code"].as_u64().unwrap_or(0) {
-            201 => CreateOutcome::Created,
-            code if code >= 500 => CreateOutcome::Unknown,
-            _ => continue,
+        let outcome = match event["responseStatus"]["code"].as_u64() {
+            Some(201) => CreateOutcome::Created,
+            Some(code) if code >= 500 => CreateOutcome::Unknown,
+            // Only the RequestReceived stage on file: the API server stopped (a test killed
+            // it) after the request arrived and before it answered; etcd may hold the object.
+            None => CreateOutcome::Unknown,
+            Some(_) => continue,
         };
         let Some(name) = object_name(&event) else {
             continue;
