@@ -96,6 +96,30 @@ async fn samples_apply_once_the_crds_are_installed() {
         3,
         "{kinds:?}"
     );
+    // The scheduled session runs the trigger as the backend's CronJobs do, with an environment
+    // the trigger accepts.
+    let cron = find(&samples, "CronJob", "schedule-nightly-report");
+    assert_eq!(cron["spec"]["concurrencyPolicy"], "Forbid");
+    let pod = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], keys::SESSION_TRIGGER_NAME);
+    let trigger = &pod["containers"][0];
+    assert_eq!(
+        strings(&trigger["command"]),
+        ["./operator", agentic_operator::trigger::SUBCOMMAND]
+    );
+    let env: std::collections::BTreeMap<String, std::ffi::OsString> = trigger["env"]
+        .as_array()
+        .expect("the trigger's env")
+        .iter()
+        .map(|e| {
+            let name = e["name"].as_str().expect("env name").to_string();
+            (name, e["value"].as_str().expect("a plain value").into())
+        })
+        .collect();
+    let config = agentic_operator::trigger::TriggerConfig::from_lookup(|n| env.get(n).cloned())
+        .unwrap_or_else(|e| panic!("the sample's trigger environment is refused: {e}"));
+    assert_eq!(config.namespace, cron["metadata"]["namespace"]);
+    assert_eq!(config.scheduled_session_name, cron["metadata"]["name"]);
     // The sample Namespace (cluster-scoped) as is; the namespaced samples into a throwaway
     // namespace, since a dry run cannot create the sample one.
     let ns = TestNamespace::create(&cluster, "samples").await;

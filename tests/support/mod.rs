@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod audit;
+pub mod backend;
 pub mod fake_runner;
 pub mod faults;
 pub mod monitoring;
