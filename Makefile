@@ -4,12 +4,15 @@ CLUSTER_DIR := $(CURDIR)/.cluster
 # Test-only hooks (tests/faults.rs injects handler panics); never in release builds.
 TEST_FEATURES := agentic-operator/fault-injection
 
-.PHONY: help dev cluster-build cluster-up cluster-down test test-unit lint bench-queue bench-e2e test-faults-scale
+.PHONY: help deps dev cluster-build cluster-up cluster-down image test test-unit lint bench-queue bench-e2e test-faults-scale
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-dev: ## local cluster + operator + a sample session, phases shown live; Ctrl-C to stop
+deps: ## install the Debian packages building and testing need (idempotent; quiet when nothing is missing)
+	@cluster/install-deps.sh
+
+dev: deps ## local cluster + operator + a sample session, phases shown live; Ctrl-C to stop
 	@cluster/dev.sh
 
 cluster-build: ## build (or reuse cached) control-plane binaries from Go modules
@@ -27,6 +30,9 @@ cluster-up: ## start a persistent local cluster; kubeconfig at .cluster/kubeconf
 cluster-down: ## stop the cluster started by cluster-up
 	@cluster/down.sh $(CLUSTER_DIR)
 
+image: ## the operator image FROM scratch (static binary, buildah, offline): target/image/agentic-operator.oci.tar
+	image/build.sh
+
 lint: ## formatting and clippy, warnings are errors
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -34,8 +40,9 @@ lint: ## formatting and clippy, warnings are errors
 test-unit: ## unit tests only (no cluster)
 	cargo test --workspace --locked --lib --bins
 
-test: lint ## the whole suite: lint, unit tests, integration tests on a real control plane, RBAC check
+test: deps lint ## the whole suite: lint, unit tests, integration tests on a real control plane, RBAC check
 	cluster/build.sh >/dev/null
+	image/build.sh
 	cargo test --workspace --locked --features $(TEST_FEATURES) --no-run
 	cluster/with-cluster.sh tests/suite.sh --locked --features $(TEST_FEATURES)
 

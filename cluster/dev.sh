@@ -34,6 +34,8 @@ if [ -f "$state/pids/dev-operator.pid" ] && kill -0 "$(cat "$state/pids/dev-oper
   kill "$(cat "$state/pids/dev-operator.pid")"; sleep 1
 fi
 DEV_MODE=true "$repo/target/debug/agentic-operator" --kubeconfig "$state/kubeconfig" \
+  --agent-registry-path "$repo/deploy/base/config/agent-registry.json" \
+  --models-manifest-path "$repo/deploy/base/config/models.json" \
   --metrics-bind-address 127.0.0.1:8080 --health-probe-bind-address 127.0.0.1:8081 \
   > "$state/logs/operator.log" 2>&1 &
 operator=$!
@@ -52,6 +54,15 @@ kind: Namespace
 metadata:
   name: demo
   labels: {ambient-code.io/managed: "true"}
+---
+# The runners' model credentials: a managed namespace needs them before sessions start.
+apiVersion: v1
+kind: Secret
+metadata:
+  name: ambient-runner-secrets
+  namespace: demo
+stringData:
+  ANTHROPIC_API_KEY: sk-ant-replace-me
 YAML
 kc -n demo delete agenticsession hello --ignore-not-found --wait=true >/dev/null
 # Watch first, so even a phase that lasts milliseconds is seen.

@@ -99,11 +99,12 @@ wait_for etcd 30 curl -fsS "http://127.0.0.1:$etcd_port/health"
 log "kube-apiserver on $server"
 # Audit log of the operator's deployed ServiceAccount only: tests/deploy.rs compares what it
 # used during the suite with the RBAC in deploy/. Bodies (Request level) for writes, which show
-# the Roles, roleRefs and ownerReferences RBAC and admission check; never Secret bodies.
+# the Roles, roleRefs and ownerReferences RBAC and admission check; never Secret bodies. Every
+# stage is kept: a create in flight when a test kills the API server leaves only its
+# RequestReceived event, and etcd may still have stored the object.
 cat > "$state/audit-policy.yaml" <<'POLICY'
 apiVersion: audit.k8s.io/v1
 kind: Policy
-omitStages: [RequestReceived]
 rules:
 - level: Metadata
   users: ["system:serviceaccount:ambient-code:agentic-operator"]
@@ -123,7 +124,7 @@ start kube-apiserver "$bin/kube-apiserver" --etcd-servers "http://127.0.0.1:$etc
   --client-ca-file "$pki/ca.crt" \
   --service-account-issuer https://kubernetes.default.svc.cluster.local \
   --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
-  --service-cluster-ip-range 10.0.0.0/24 --authorization-mode Node,RBAC --allow-privileged=true \
+  --service-cluster-ip-range 10.0.0.0/16 --authorization-mode Node,RBAC --allow-privileged=true \
   --watch-cache-sizes podtemplates#0 --max-requests-inflight 800 --max-mutating-requests-inflight 400 \
   --enable-admission-plugins OwnerReferencesPermissionEnforcement \
   --audit-policy-file "$state/audit-policy.yaml" --audit-log-path "$state/logs/audit.log" \

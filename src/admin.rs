@@ -1,5 +1,10 @@
 //! Admin HTTP servers (hyper): `/metrics` on the metrics address; `/healthz` and `/readyz` on the
 //! probe address. Readiness starts false and turns true only once every cache has synced.
+//! `/healthz` answers 503, one reason a line, while [`Health`] reports a dead watch or a
+//! wedged worker.
+//!
+//! They serve until the process exits, on a thread and runtime of their own: a shutdown drain
+//! (SIGTERM) keeps them answering, and so does a runtime whose workers are all stuck.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -13,8 +18,8 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
+use crate::engine::health::Health;
 use crate::metrics::Metrics;
 
 /// Shared readiness flag: false until the engine reports its caches synced.
@@ -45,66 +50,123 @@ pub enum AdminError {
         #[source]
         source: std::io::Error,
     },
+    /// The servers' thread or runtime could not be started.
+    #[error("cannot start the admin servers: {0}")]
+    Start(#[source] std::io::Error),
+}
+
+/// What the admin servers serve, and where (`None`: that endpoint is disabled).
+pub struct AdminConfig {
+    /// Address of `/metrics`.
+    pub metrics_address: Option<SocketAddr>,
+    /// Address of `/healthz` and `/readyz`.
+    pub probe_address: Option<SocketAddr>,
+    /// The metrics served.
+    pub metrics: Metrics,
+    /// Whether the caches have synced.
+    pub readiness: Readiness,
+    /// Whether watches and workers are alive.
+    pub health: Health,
+}
+
+/// The addresses the admin servers are bound to (useful with port 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bound {
+    /// Where `/metrics` is served.
+    pub metrics: Option<SocketAddr>,
+    /// Where `/healthz` and `/readyz` are served.
+    pub probes: Option<SocketAddr>,
 }
 
 /// What an admin endpoint serves.
 #[derive(Clone)]
 enum Endpoint {
     Metrics(Metrics),
-    Probes(Readiness),
+    Probes(Readiness, Health),
 }
 
-/// Binds the metrics endpoint; serving runs until `shutdown` is cancelled.
-pub async fn serve_metrics(
-    address: SocketAddr,
-    metrics: Metrics,
-    shutdown: CancellationToken,
-) -> Result<SocketAddr, AdminError> {
-    serve(address, Endpoint::Metrics(metrics), shutdown).await
-}
-
-/// Binds the probe endpoint; serving runs until `shutdown` is cancelled.
-pub async fn serve_probes(
-    address: SocketAddr,
-    readiness: Readiness,
-    shutdown: CancellationToken,
-) -> Result<SocketAddr, AdminError> {
-    serve(address, Endpoint::Probes(readiness), shutdown).await
-}
-
-/// Binds now (so a bad address fails start-up), then accepts in a background task.
-/// Returns the bound address (useful with port 0).
-async fn serve(
-    address: SocketAddr,
-    endpoint: Endpoint,
-    shutdown: CancellationToken,
-) -> Result<SocketAddr, AdminError> {
-    let listener = TcpListener::bind(address)
-        .await
-        .map_err(|source| AdminError::Bind { address, source })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|source| AdminError::Bind { address, source })?;
-    tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                accepted = listener.accept() => accepted,
-            };
-            let Ok((stream, _)) = accepted else { continue };
-            let endpoint = endpoint.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |request| {
-                    let endpoint = endpoint.clone();
-                    async move { Ok::<_, Infallible>(respond(&endpoint, &request)) }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+/// Binds every enabled endpoint now (so a bad address fails start-up), then serves them on a
+/// thread of their own until the process exits.
+pub fn spawn(config: AdminConfig) -> Result<Bound, AdminError> {
+    let mut listeners = Vec::new();
+    let mut bound = Bound {
+        metrics: None,
+        probes: None,
+    };
+    if let Some(address) = config.metrics_address {
+        let listener = bind(address)?;
+        bound.metrics = Some(local_address(&listener, address)?);
+        listeners.push((listener, Endpoint::Metrics(config.metrics)));
+    }
+    if let Some(address) = config.probe_address {
+        let listener = bind(address)?;
+        bound.probes = Some(local_address(&listener, address)?);
+        listeners.push((listener, Endpoint::Probes(config.readiness, config.health)));
+    }
+    if listeners.is_empty() {
+        return Ok(bound);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(AdminError::Start)?;
+    std::thread::Builder::new()
+        .name("admin".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let mut servers = tokio::task::JoinSet::new();
+                for (listener, endpoint) in listeners {
+                    match TcpListener::from_std(listener) {
+                        Ok(listener) => {
+                            servers.spawn(serve(listener, endpoint));
+                        }
+                        Err(error) => tracing::error!(%error, "cannot serve an admin endpoint"),
+                    }
+                }
+                while servers.join_next().await.is_some() {}
             });
-        }
-    });
+        })
+        .map_err(AdminError::Start)?;
     Ok(bound)
+}
+
+fn bind(address: SocketAddr) -> Result<std::net::TcpListener, AdminError> {
+    let listener = std::net::TcpListener::bind(address)
+        .map_err(|source| AdminError::Bind { address, source })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| AdminError::Bind { address, source })?;
+    Ok(listener)
+}
+
+fn local_address(
+    listener: &std::net::TcpListener,
+    address: SocketAddr,
+) -> Result<SocketAddr, AdminError> {
+    listener
+        .local_addr()
+        .map_err(|source| AdminError::Bind { address, source })
+}
+
+/// Accepts connections on `listener` forever.
+async fn serve(listener: TcpListener, endpoint: Endpoint) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            // Out of file descriptors, say: try again shortly instead of spinning.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        let endpoint = endpoint.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let endpoint = endpoint.clone();
+                async move { Ok::<_, Infallible>(respond(&endpoint, &request)) }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
 }
 
 fn respond(endpoint: &Endpoint, request: &Request<Incoming>) -> Response<Full<Bytes>> {
@@ -119,11 +181,19 @@ fn respond(endpoint: &Endpoint, request: &Request<Incoming>) -> Response<Full<By
                 .unwrap_or_default(),
             Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
         },
-        (Endpoint::Probes(_), "/healthz") => text(StatusCode::OK, "ok\n"),
-        (Endpoint::Probes(readiness), "/readyz") if readiness.is_ready() => {
+        (Endpoint::Probes(_, health), "/healthz") => {
+            let problems = health.problems();
+            if problems.is_empty() {
+                text(StatusCode::OK, "ok\n")
+            } else {
+                let reasons: String = problems.iter().map(|p| format!("{p}\n")).collect();
+                text(StatusCode::SERVICE_UNAVAILABLE, &reasons)
+            }
+        }
+        (Endpoint::Probes(readiness, _), "/readyz") if readiness.is_ready() => {
             text(StatusCode::OK, "ok\n")
         }
-        (Endpoint::Probes(_), "/readyz") => {
+        (Endpoint::Probes(..), "/readyz") => {
             text(StatusCode::SERVICE_UNAVAILABLE, "caches not synced\n")
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),

@@ -10,10 +10,11 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{self, Readiness};
+use crate::admin::{self, AdminConfig, Readiness};
 use crate::caches::new_caches;
 use crate::config::{BindAddress, Config};
 use crate::context::Context;
+use crate::engine::health::Health;
 use crate::engine::queued;
 use crate::leader::{LeaderElector, LeaseTiming};
 use crate::metrics::Metrics;
@@ -38,42 +39,66 @@ pub enum AppError {
     LostLeadership,
 }
 
-/// Builds the API client from `--kubeconfig`, or in-cluster / default kubeconfig discovery.
-pub async fn client(config: &Config) -> Result<Client, AppError> {
-    let kube_config = match &config.args.kubeconfig {
+/// The client configuration from `--kubeconfig`, or in-cluster / default kubeconfig discovery.
+pub async fn client_config(config: &Config) -> Result<kube::Config, AppError> {
+    match &config.args.kubeconfig {
         Some(path) => {
             let file = Kubeconfig::read_from(path)
                 .map_err(|e| AppError::ClientConfig(format!("{}: {e}", path.display())))?;
             kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
                 .await
-                .map_err(|e| AppError::ClientConfig(format!("{}: {e}", path.display())))?
+                .map_err(|e| AppError::ClientConfig(format!("{}: {e}", path.display())))
         }
         None => kube::Config::infer()
             .await
-            .map_err(|e| AppError::ClientConfig(e.to_string()))?,
-    };
-    Client::try_from(kube_config).map_err(|e| AppError::ClientConfig(e.to_string()))
+            .map_err(|e| AppError::ClientConfig(e.to_string())),
+    }
 }
 
 /// Runs the operator until a shutdown signal (or lost leadership).
 pub async fn run(config: Config) -> Result<(), AppError> {
-    let client = client(&config).await?;
+    let client_config = client_config(&config).await?;
+    let client = Client::try_from(client_config.clone())
+        .map_err(|e| AppError::ClientConfig(e.to_string()))?;
     let metrics = Metrics::new()?;
     let readiness = Readiness::default();
+    let health = Health::new(
+        config.args.watch_failure_threshold,
+        config.args.reconcile_timeout,
+    );
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
 
-    if let BindAddress::Listen(address) = config.args.metrics_bind_address {
-        let bound = admin::serve_metrics(address, metrics.clone(), shutdown.clone()).await?;
+    let listen = |address| match address {
+        BindAddress::Listen(address) => Some(address),
+        BindAddress::Disabled => None,
+    };
+    // Served until the process exits, through the shutdown drain.
+    let bound = admin::spawn(AdminConfig {
+        metrics_address: listen(config.args.metrics_bind_address),
+        probe_address: listen(config.args.health_probe_bind_address),
+        metrics: metrics.clone(),
+        readiness: readiness.clone(),
+        health: health.clone(),
+    })?;
+    if let Some(bound) = bound.metrics {
         tracing::info!(%bound, "serving /metrics");
     }
-    if let BindAddress::Listen(address) = config.args.health_probe_bind_address {
-        let bound = admin::serve_probes(address, readiness.clone(), shutdown.clone()).await?;
+    if let Some(bound) = bound.probes {
         tracing::info!(%bound, "serving /healthz and /readyz");
     }
 
-    let (caches, writers) = new_caches();
-    let ctx = Context::new(client.clone(), config.clone(), metrics, caches);
+    let (caches, writers) = new_caches(&config.shared_secret_sources());
+    metrics.register_operator_state(readiness.clone(), caches.sessions.clone())?;
+    let leader_gauge = metrics.families().leader.clone();
+    let ctx = Context::new(
+        client.clone(),
+        client_config,
+        config.clone(),
+        metrics,
+        caches,
+        health,
+    );
     let leading = Arc::new(Notify::new());
     let lost_leadership = CancellationToken::new();
     let resign = CancellationToken::new();
@@ -86,9 +111,11 @@ pub async fn run(config: Config) -> Result<(), AppError> {
                 shutdown: shutdown.clone(),
                 resign: resign.clone(),
                 lost: lost_leadership.clone(),
+                leader_gauge,
             },
         ))
     } else {
+        leader_gauge.set(1);
         leading.notify_one();
         None
     };
@@ -110,7 +137,9 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     // Dropping the engine aborts its workers at their next await.
     tokio::select! {
         result = engine => result?,
-        _ = lost_leadership.cancelled() => {}
+        _ = lost_leadership.cancelled() => {
+            tracing::error!("stopped reconciling: lost the leader Lease");
+        }
     }
     shutdown.cancel();
     // The Lease is given up only now that the engine has drained, so the next leader never
@@ -161,6 +190,8 @@ struct Election {
     resign: CancellationToken,
     /// Set by the election task when the Lease was lost (it also cancels `shutdown`).
     lost: CancellationToken,
+    /// `ambient_operator_leader`: 1 while the Lease is held.
+    leader_gauge: prometheus::IntGauge,
 }
 
 /// Campaigns for the Lease; notifies `leading` once held and keeps renewing it until told to
@@ -195,17 +226,20 @@ fn spawn_election(
             () = elector.acquire() => {}
         }
         tracing::info!(identity = elector.identity(), "became leader");
+        election.leader_gauge.set(1);
         leading.notify_one();
         tokio::select! {
             _ = election.resign.cancelled() => {
+                election.leader_gauge.set(0);
                 match tokio::time::timeout(Duration::from_secs(5), elector.release()).await {
                     Ok(Ok(())) => tracing::info!("released the leader Lease"),
                     Ok(Err(error)) => tracing::warn!(%error, "could not release the leader Lease"),
                     Err(_) => tracing::warn!("timed out releasing the leader Lease"),
                 }
             }
-            () = elector.hold() => {
-                tracing::error!("lost the leader Lease: stopping");
+            lost = elector.hold() => {
+                election.leader_gauge.set(0);
+                tracing::error!(reason = %lost, "lost the leader Lease: stopping");
                 election.lost.cancel();
                 election.shutdown.cancel();
             }

@@ -17,11 +17,39 @@ use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 use kube::runtime::watcher::Event;
 use parking_lot::RwLock;
 
-use crate::projections::{RunnerChild, RunnerJob, RunnerPod, RunnerSecret};
+use crate::projections::{
+    CaBundle, NamedSecret, RunnerChild, RunnerJob, RunnerPod, RunnerSecret, RunnerService,
+};
 
-/// Label selector of every child the operator caches.
+/// Label selector of the Jobs and pods the operator caches.
 pub fn child_selector() -> String {
     format!("{}={}", keys::APP_LABEL, keys::RUNNER_APP)
+}
+
+/// Label selector of the Secrets the operator caches: its token Secrets and its copies of
+/// shared Secrets (never anything else).
+pub fn secret_selector() -> String {
+    format!(
+        "{} in ({},{})",
+        keys::APP_LABEL,
+        keys::RUNNER_APP,
+        keys::RUNNER_TOKEN_APP
+    )
+}
+
+/// Label selector of the sessions' Services.
+pub fn service_selector() -> String {
+    format!(
+        "{}={},{}",
+        keys::APP_LABEL,
+        keys::PLATFORM_APP,
+        keys::SESSION_LABEL
+    )
+}
+
+/// Field selector of one object name.
+pub fn name_selector(name: &str) -> String {
+    format!("metadata.name={name}")
 }
 
 /// Label selector of managed namespaces.
@@ -50,6 +78,37 @@ pub struct Caches {
     pub project_settings: Store<ProjectSettings>,
     /// Pod names by `(namespace, session)`.
     pub pods_by_session: PodIndex,
+    /// Unfinished sessions by namespace.
+    pub unfinished: UnfinishedIndex,
+    /// `ambient-runner-secrets` of every namespace (by name; key names only).
+    pub runner_secrets: Store<NamedSecret>,
+    /// `ambient-non-vertex-integrations` of every namespace (by name).
+    pub integration_secrets: Store<NamedSecret>,
+    /// The shared Secrets the operator copies, in the backend's and its own namespace.
+    pub sources: SourceStores,
+    /// `trusted-ca-bundle` ConfigMaps (by name; whether they have the bundle's key).
+    pub ca_bundles: Store<CaBundle>,
+    /// The sessions' Services (label-selected, metadata only).
+    pub services: Store<RunnerService>,
+}
+
+/// One store per shared Secret the operator may copy (each a watch on one name in one
+/// namespace); a source that is not in use (e.g. Langfuse off) is never watched and reads as
+/// absent.
+#[derive(Clone, Default)]
+pub struct SourceStores {
+    /// `(namespace, name)` → its store.
+    pub stores: Vec<(String, &'static str, Store<NamedSecret>)>,
+}
+
+impl SourceStores {
+    /// The source `name`, if watched and present.
+    pub fn get(&self, name: &str) -> Option<Arc<NamedSecret>> {
+        self.stores
+            .iter()
+            .find(|(_, n, _)| *n == name)
+            .and_then(|(namespace, n, store)| store.get(&ObjectRef::new(n).within(namespace)))
+    }
 }
 
 /// Write side of the caches, owned by the engine that feeds them.
@@ -66,11 +125,30 @@ pub struct CacheWriters {
     pub namespaces: Writer<Namespace>,
     /// Feeds [`Caches::project_settings`].
     pub project_settings: Writer<ProjectSettings>,
+    /// Feeds [`Caches::runner_secrets`].
+    pub runner_secrets: Writer<NamedSecret>,
+    /// Feeds [`Caches::integration_secrets`].
+    pub integration_secrets: Writer<NamedSecret>,
+    /// Feed [`Caches::sources`]: `(namespace, name, writer)`.
+    pub sources: Vec<(String, &'static str, Writer<NamedSecret>)>,
+    /// Feeds [`Caches::ca_bundles`].
+    pub ca_bundles: Writer<CaBundle>,
+    /// Feeds [`Caches::services`].
+    pub services: Writer<RunnerService>,
 }
 
-/// Makes an empty set of caches and the writers that fill them.
-pub fn new_caches() -> (Caches, CacheWriters) {
+/// Makes an empty set of caches and the writers that fill them; `sources` are the shared
+/// Secrets `(namespace, name)` to watch.
+pub fn new_caches(sources: &[(String, &'static str)]) -> (Caches, CacheWriters) {
     let sessions = Writer::default();
+    let runner_secrets = Writer::default();
+    let integration_secrets = Writer::default();
+    let ca_bundles = Writer::default();
+    let services = Writer::default();
+    let source_writers: Vec<(String, &'static str, Writer<NamedSecret>)> = sources
+        .iter()
+        .map(|(namespace, name)| (namespace.clone(), *name, Writer::default()))
+        .collect();
     let jobs = Writer::default();
     let pods = Writer::default();
     let secrets = Writer::default();
@@ -84,6 +162,17 @@ pub fn new_caches() -> (Caches, CacheWriters) {
         namespaces: namespaces.as_reader(),
         project_settings: project_settings.as_reader(),
         pods_by_session: PodIndex::default(),
+        unfinished: UnfinishedIndex::default(),
+        runner_secrets: runner_secrets.as_reader(),
+        integration_secrets: integration_secrets.as_reader(),
+        sources: SourceStores {
+            stores: source_writers
+                .iter()
+                .map(|(namespace, name, writer)| (namespace.clone(), *name, writer.as_reader()))
+                .collect(),
+        },
+        ca_bundles: ca_bundles.as_reader(),
+        services: services.as_reader(),
     };
     let writers = CacheWriters {
         sessions,
@@ -92,6 +181,11 @@ pub fn new_caches() -> (Caches, CacheWriters) {
         secrets,
         namespaces,
         project_settings,
+        runner_secrets,
+        integration_secrets,
+        sources: source_writers,
+        ca_bundles,
+        services,
     };
     (caches, writers)
 }
@@ -119,6 +213,32 @@ impl Caches {
     /// The cached Secret `name` in `namespace`.
     pub fn secret(&self, namespace: &str, name: &str) -> Option<Arc<RunnerSecret>> {
         self.secrets.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// The session's Service `session-<session>`, if cached.
+    pub fn service(&self, namespace: &str, session: &str) -> Option<Arc<RunnerService>> {
+        let name = agentic_crds::names::service_name(session);
+        self.services.get(&ObjectRef::new(&name).within(namespace))
+    }
+
+    /// Whether `namespace` has `ambient-runner-secrets`.
+    pub fn has_runner_secret(&self, namespace: &str) -> bool {
+        self.runner_secrets
+            .get(&ObjectRef::new(keys::RUNNER_SECRETS).within(namespace))
+            .is_some()
+    }
+
+    /// The namespace's `ambient-non-vertex-integrations`, if any.
+    pub fn integrations(&self, namespace: &str) -> Option<Arc<NamedSecret>> {
+        self.integration_secrets
+            .get(&ObjectRef::new(keys::INTEGRATIONS_SECRET).within(namespace))
+    }
+
+    /// Whether `namespace` has a `trusted-ca-bundle` ConfigMap with the bundle's key.
+    pub fn has_ca_bundle(&self, namespace: &str) -> bool {
+        self.ca_bundles
+            .get(&ObjectRef::new(keys::CA_BUNDLE_CONFIGMAP).within(namespace))
+            .is_some_and(|c| c.has_bundle)
     }
 
     /// The namespace's ProjectSettings singleton.
@@ -155,10 +275,10 @@ impl Slim for AgenticSession {
 }
 
 /// Metadata of a runner child keeps what the caches and handlers use: name, namespace, uid,
-/// resourceVersion and creation/deletion timestamps; the session label is moved to a field of
-/// its own ([`RunnerChild::compact_labels`]).
+/// resourceVersion and creation/deletion timestamps; the session label and the controller
+/// owner's UID are moved to fields of their own ([`RunnerChild::compact`]).
 fn slim_child_metadata(child: &mut impl RunnerChild) {
-    child.compact_labels();
+    child.compact();
     let metadata = child.meta_mut();
     metadata.managed_fields = None;
     metadata.owner_references = None;
@@ -167,10 +287,11 @@ fn slim_child_metadata(child: &mut impl RunnerChild) {
 }
 
 impl Slim for RunnerJob {
-    /// Keeps metadata and status (the Complete/Failed conditions decide the session's fate).
+    /// Keeps metadata, the run stamp and status (the Complete/Failed conditions decide the
+    /// session's fate).
     fn slim(&mut self) {
         slim_child_metadata(self);
-        self.metadata.annotations = None;
+        self.compact_annotations();
         if let Some(conditions) = self.status.as_mut().and_then(|s| s.conditions.as_mut()) {
             conditions.shrink_to_fit();
         }
@@ -208,6 +329,33 @@ impl Slim for RunnerSecret {
     }
 }
 
+impl Slim for NamedSecret {
+    /// Keeps name, namespace, uid and resourceVersion (copies follow the source's version).
+    fn slim(&mut self) {
+        self.metadata.managed_fields = None;
+        self.metadata.labels = None;
+        self.metadata.annotations = None;
+        self.metadata.owner_references = None;
+    }
+}
+
+impl Slim for CaBundle {
+    fn slim(&mut self) {
+        self.metadata.managed_fields = None;
+        self.metadata.labels = None;
+        self.metadata.annotations = None;
+        self.metadata.owner_references = None;
+    }
+}
+
+impl Slim for RunnerService {
+    /// Keeps name, uid and the owner's UID (whose Service it is).
+    fn slim(&mut self) {
+        slim_child_metadata(self);
+        self.metadata.annotations = None;
+    }
+}
+
 impl Slim for Namespace {
     fn slim(&mut self) {
         self.metadata.managed_fields = None;
@@ -220,6 +368,75 @@ impl Slim for ProjectSettings {
     fn slim(&mut self) {
         self.metadata.managed_fields = None;
         self.annotations_mut().remove(LAST_APPLIED);
+    }
+}
+
+/// The sessions of each namespace that are not in a terminal phase, kept in step with the
+/// session cache (so "does this namespace still need its Secret copies" costs O(1), not a scan
+/// of every session).
+#[derive(Clone, Default)]
+pub struct UnfinishedIndex {
+    inner: Arc<RwLock<UnfinishedState>>,
+}
+
+#[derive(Default)]
+struct UnfinishedState {
+    live: HashMap<String, std::collections::HashSet<String>>,
+    relisting: Option<HashMap<String, std::collections::HashSet<String>>>,
+}
+
+impl UnfinishedIndex {
+    /// Applies one watcher event of the session cache.
+    pub fn apply(&self, event: &Event<AgenticSession>) {
+        let mut state = self.inner.write();
+        let entry = |session: &AgenticSession| {
+            Some((
+                session.namespace()?,
+                session.name_any(),
+                session.phase().is_terminal(),
+            ))
+        };
+        let set = |map: &mut HashMap<String, std::collections::HashSet<String>>,
+                   (namespace, name, terminal): (String, String, bool)| {
+            if terminal {
+                if let Some(names) = map.get_mut(&namespace) {
+                    names.remove(&name);
+                    if names.is_empty() {
+                        map.remove(&namespace);
+                    }
+                }
+            } else {
+                map.entry(namespace).or_default().insert(name);
+            }
+        };
+        match event {
+            Event::Apply(session) => {
+                if let Some(e) = entry(session) {
+                    set(&mut state.live, e);
+                }
+            }
+            Event::Delete(session) => {
+                if let Some((namespace, name, _)) = entry(session) {
+                    set(&mut state.live, (namespace, name, true));
+                }
+            }
+            Event::Init => state.relisting = Some(HashMap::new()),
+            Event::InitApply(session) => {
+                if let (Some(e), Some(building)) = (entry(session), state.relisting.as_mut()) {
+                    set(building, e);
+                }
+            }
+            Event::InitDone => {
+                if let Some(built) = state.relisting.take() {
+                    state.live = built;
+                }
+            }
+        }
+    }
+
+    /// Whether `namespace` has a session that is not finished.
+    pub fn any_in(&self, namespace: &str) -> bool {
+        self.inner.read().live.contains_key(namespace)
     }
 }
 

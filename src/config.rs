@@ -17,7 +17,9 @@ pub const EXIT_BAD_CONFIG: u8 = 64;
 #[command(
     name = "agentic-operator",
     version,
-    about = "Runs AgenticSession custom resources as Kubernetes Jobs"
+    about = "Runs AgenticSession custom resources as Kubernetes Jobs",
+    after_help = "Sub-command:\n  session-trigger  create or resume one run of a scheduled session \
+                  (configured by environment; `agentic-operator session-trigger --help`)"
 )]
 pub struct Args {
     /// Kubeconfig file; in-cluster configuration (or ~/.kube/config) when unset.
@@ -117,6 +119,84 @@ pub struct Args {
     #[arg(long, env = "SHUTDOWN_GRACE_PERIOD", default_value = "30s", value_parser = parse_positive_duration)]
     pub shutdown_grace_period: Duration,
 
+    /// Vertex AI mode (`1`, `true` or `yes`): the runner uses Vertex credentials copied from the
+    /// backend's namespace instead of `ambient-runner-secrets`.
+    #[arg(long, env = "USE_VERTEX", value_parser = parse_truthy)]
+    pub use_vertex: Option<bool>,
+    /// The older name of `--use-vertex`; either turns Vertex mode on.
+    #[arg(long, env = "CLAUDE_CODE_USE_VERTEX", value_parser = parse_truthy, hide = true)]
+    pub claude_code_use_vertex: Option<bool>,
+    /// Vertex: the Google Cloud project (required in Vertex mode).
+    #[arg(long, env = "ANTHROPIC_VERTEX_PROJECT_ID")]
+    pub vertex_project_id: Option<String>,
+    /// Vertex: the region (required in Vertex mode).
+    #[arg(long, env = "CLOUD_ML_REGION")]
+    pub cloud_ml_region: Option<String>,
+    /// Vertex: the path of the credentials file in the runner (under `/app/vertex`; required in
+    /// Vertex mode).
+    #[arg(long, env = "GOOGLE_APPLICATION_CREDENTIALS")]
+    pub google_application_credentials: Option<String>,
+    /// Copy `ambient-admin-langfuse-secret` to session namespaces and point runners at it.
+    #[arg(long, env = "LANGFUSE_ENABLED", value_parser = parse_truthy)]
+    pub langfuse_enabled: Option<bool>,
+    /// Copy `ambient-admin-mlflow-observability-secret` to session namespaces and point runners
+    /// at it.
+    #[arg(long, env = "MLFLOW_TRACING_ENABLED", value_parser = parse_truthy)]
+    pub mlflow_tracing_enabled: Option<bool>,
+    /// The agent registry (JSON array of runtimes; re-read when it changes).
+    #[arg(
+        long,
+        env = "AGENT_REGISTRY_PATH",
+        default_value = "/config/registry/agent-registry.json"
+    )]
+    pub agent_registry_path: std::path::PathBuf,
+    /// The model manifest (re-read when it changes).
+    #[arg(
+        long,
+        env = "MODELS_MANIFEST_PATH",
+        default_value = "/config/models/models.json"
+    )]
+    pub models_manifest_path: std::path::PathBuf,
+    /// Image of the `init-hydrate` and `state-sync` containers (unless the runtime names one).
+    #[arg(long, env = "STATE_SYNC_IMAGE",
+          default_value = "quay.io/ambient_code/vteam_state_sync:latest", value_parser = parse_non_empty)]
+    pub state_sync_image: String,
+    /// S3 endpoint for session state, unless the project configures its own.
+    #[arg(long, env = "S3_ENDPOINT", default_value = "https://s3.amazonaws.com", value_parser = parse_non_empty)]
+    pub s3_endpoint: String,
+    /// S3 bucket for session state, unless the project configures its own.
+    #[arg(long, env = "S3_BUCKET", default_value = "ambient-sessions", value_parser = parse_non_empty)]
+    pub s3_bucket: String,
+    /// Group id every runner pod gets as `fsGroup` (with `fsGroupChangePolicy: OnRootMismatch`).
+    #[arg(long, env = "POD_FSGROUP", value_parser = clap::value_parser!(i64).range(0..=2_147_483_647))]
+    pub pod_fsgroup: Option<i64>,
+    /// `imagePullPolicy` of every container the operator makes.
+    #[arg(long, env = "IMAGE_PULL_POLICY", default_value = "Always",
+          value_parser = ["Always", "IfNotPresent", "Never"])]
+    pub image_pull_policy: String,
+    /// `MCP_CONFIG_FILE` handed to runners, if set.
+    #[arg(long, env = "MCP_CONFIG_FILE")]
+    pub mcp_config_file: Option<String>,
+    /// The backend's public URL: runners get `GOOGLE_OAUTH_REDIRECT_URI=<url>/oauth2callback`.
+    #[arg(long, env = "BACKEND_PUBLIC_URL", value_parser = parse_non_empty)]
+    pub backend_public_url: Option<String>,
+
+    /// Where a session's runner is called for live changes: `{session}`, `{namespace}` and
+    /// `{port}` are replaced (the session's Service by default; tests point it elsewhere).
+    #[arg(long, env = "RUNNER_BASE_URL",
+          default_value = "http://session-{session}.{namespace}.svc.cluster.local:{port}",
+          value_parser = parse_non_empty)]
+    pub runner_base_url: String,
+
+    /// A reconcile still running after this long is cancelled and counts as failed (retried
+    /// with backoff).
+    #[arg(long, env = "RECONCILE_TIMEOUT", default_value = "2m", value_parser = parse_positive_duration)]
+    pub reconcile_timeout: Duration,
+
+    /// `/healthz` fails while every list or watch attempt of a watch has failed for this long.
+    #[arg(long, env = "WATCH_FAILURE_THRESHOLD", default_value = "2m", value_parser = parse_positive_duration)]
+    pub watch_failure_threshold: Duration,
+
     /// First retry delay of a failing reconcile (doubles per failure).
     #[arg(long, env = "RETRY_BASE_DELAY", default_value = "5ms", value_parser = parse_positive_duration)]
     pub retry_base_delay: Duration,
@@ -149,6 +229,19 @@ pub struct Config {
     pub args: Args,
     /// `BACKEND_NAMESPACE`, or the operator's namespace when unset.
     pub backend_namespace: String,
+    /// Vertex mode's settings; `None` when Vertex is off.
+    pub vertex: Option<VertexSettings>,
+}
+
+/// What runners get in Vertex mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VertexSettings {
+    /// `ANTHROPIC_VERTEX_PROJECT_ID`.
+    pub project_id: String,
+    /// `CLOUD_ML_REGION`.
+    pub region: String,
+    /// `GOOGLE_APPLICATION_CREDENTIALS`.
+    pub credentials: String,
 }
 
 /// Why the configuration was refused, naming the flag.
@@ -200,10 +293,63 @@ impl Config {
             .backend_namespace
             .clone()
             .unwrap_or_else(|| args.namespace.clone());
+        let vertex = if args.use_vertex == Some(true) || args.claude_code_use_vertex == Some(true) {
+            let required = |value: &Option<String>, flag: &'static str| {
+                value
+                    .clone()
+                    .filter(|v| !v.trim().is_empty())
+                    .ok_or(ConfigError::Inconsistent {
+                        flag,
+                        message: "must be set when USE_VERTEX is on".into(),
+                    })
+            };
+            Some(VertexSettings {
+                project_id: required(&args.vertex_project_id, "ANTHROPIC_VERTEX_PROJECT_ID")?,
+                region: required(&args.cloud_ml_region, "CLOUD_ML_REGION")?,
+                credentials: required(
+                    &args.google_application_credentials,
+                    "GOOGLE_APPLICATION_CREDENTIALS",
+                )?,
+            })
+        } else {
+            None
+        };
         Ok(Config {
             args,
             backend_namespace,
+            vertex,
         })
+    }
+
+    /// The shared Secrets the operator watches and copies: `(namespace, name)`. Vertex,
+    /// Langfuse and MLflow only when on; the Google OAuth client (in the operator's namespace)
+    /// and the shared S3 keys always (used when present).
+    pub fn shared_secret_sources(&self) -> Vec<(String, &'static str)> {
+        use agentic_crds::keys;
+        let backend = || self.backend_namespace.clone();
+        let mut sources = Vec::new();
+        if self.vertex.is_some() {
+            sources.push((backend(), keys::VERTEX_SECRET));
+        }
+        if self.langfuse() {
+            sources.push((backend(), keys::LANGFUSE_SECRET));
+        }
+        if self.mlflow() {
+            sources.push((backend(), keys::MLFLOW_SECRET));
+        }
+        sources.push((self.args.namespace.clone(), keys::GOOGLE_OAUTH_SECRET));
+        sources.push((backend(), keys::MINIO_CREDENTIALS_SECRET));
+        sources
+    }
+
+    /// Whether Langfuse settings are copied to runners.
+    pub fn langfuse(&self) -> bool {
+        self.args.langfuse_enabled == Some(true)
+    }
+
+    /// Whether MLflow settings are copied to runners.
+    pub fn mlflow(&self) -> bool {
+        self.args.mlflow_tracing_enabled == Some(true)
     }
 
     /// `BACKEND_API_URL` handed to runners.
@@ -235,6 +381,17 @@ fn parse_positive_duration(value: &str) -> Result<Duration, String> {
         return Err("must be greater than zero".into());
     }
     Ok(duration)
+}
+
+/// `1`, `true` or `yes` (any case) is on; `0`, `false`, `no` or empty is off.
+fn parse_truthy(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" => Ok(true),
+        "" | "0" | "false" | "no" => Ok(false),
+        _ => Err(format!(
+            "'{value}' is not one of 1, true, yes, 0, false, no"
+        )),
+    }
 }
 
 fn parse_non_empty(value: &str) -> Result<String, String> {
@@ -312,6 +469,8 @@ mod tests {
         );
         assert_eq!(args.default_inactivity_timeout, 86_400);
         assert_eq!(args.start_timeout, Duration::from_secs(600));
+        assert_eq!(args.reconcile_timeout, Duration::from_secs(120));
+        assert_eq!(args.watch_failure_threshold, Duration::from_secs(120));
     }
 
     #[test]
@@ -344,6 +503,12 @@ mod tests {
             ),
             (&["--start-timeout", "soon"][..], "--start-timeout"),
             (&["--start-timeout", "0s"][..], "--start-timeout"),
+            (&["--reconcile-timeout", "0s"][..], "--reconcile-timeout"),
+            (&["--reconcile-timeout", "never"][..], "--reconcile-timeout"),
+            (
+                &["--watch-failure-threshold", "0s"][..],
+                "--watch-failure-threshold",
+            ),
             (&["--namespace", "Not_A_Name"][..], "--namespace"),
             (&["--workspace-size", "lots"][..], "--workspace-size"),
         ] {
@@ -367,6 +532,69 @@ mod tests {
             message.starts_with("--health-probe-bind-address"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn vertex_mode_needs_its_three_settings_and_names_the_missing_one() {
+        let off = Config::from_args(parse(&[]).unwrap()).unwrap();
+        assert_eq!(off.vertex, None);
+        for flag in ["--use-vertex", "--claude-code-use-vertex"] {
+            let args = parse(&[
+                flag,
+                "yes",
+                "--vertex-project-id",
+                "p",
+                "--cloud-ml-region",
+                "r",
+            ])
+            .unwrap();
+            let message = Config::from_args(args).unwrap_err().to_string();
+            assert!(
+                message.starts_with("GOOGLE_APPLICATION_CREDENTIALS"),
+                "{message}"
+            );
+        }
+        let on = Config::from_args(
+            parse(&[
+                "--use-vertex",
+                "TRUE",
+                "--vertex-project-id",
+                "p",
+                "--cloud-ml-region",
+                "r",
+                "--google-application-credentials",
+                "/app/vertex/key.json",
+            ])
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            on.vertex,
+            Some(VertexSettings {
+                project_id: "p".into(),
+                region: "r".into(),
+                credentials: "/app/vertex/key.json".into(),
+            })
+        );
+        assert!(parse(&["--use-vertex", "maybe"]).is_err());
+    }
+
+    #[test]
+    fn platform_settings_default_as_the_original() {
+        let args = parse(&[]).unwrap();
+        assert_eq!(
+            args.agent_registry_path,
+            std::path::PathBuf::from("/config/registry/agent-registry.json")
+        );
+        assert_eq!(
+            args.models_manifest_path,
+            std::path::PathBuf::from("/config/models/models.json")
+        );
+        assert_eq!(args.image_pull_policy, "Always");
+        assert_eq!(args.s3_endpoint, "https://s3.amazonaws.com");
+        assert_eq!(args.s3_bucket, "ambient-sessions");
+        assert!(parse(&["--image-pull-policy", "Sometimes"]).is_err());
+        assert!(parse(&["--pod-fsgroup", "-1"]).is_err());
     }
 
     #[test]

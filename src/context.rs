@@ -6,9 +6,12 @@ use kube::Client;
 
 use crate::caches::Caches;
 use crate::config::Config;
+use crate::engine::health::Health;
 use crate::metrics::Metrics;
+use crate::runtime::Catalog;
 use crate::session::children::RunnerSettings;
 use crate::session::events::{EventPublisher, Reporter};
+use crate::session::runner_sync::RunnerSyncs;
 
 /// Name under which the operator reports Kubernetes Events and writes with server-side apply.
 pub const FIELD_MANAGER: &str = "ambient-code-operator";
@@ -23,6 +26,9 @@ pub struct Context {
 pub struct ContextInner {
     /// API client.
     pub client: Client,
+    /// What `client` was built from; each watch builds its own client from it (see
+    /// [`crate::engine::health`]).
+    pub client_config: kube::Config,
     /// Validated configuration.
     pub config: Config,
     /// Metric families.
@@ -33,11 +39,26 @@ pub struct ContextInner {
     pub caches: Caches,
     /// Runner shape derived from the configuration.
     pub runner: RunnerSettings,
+    /// The agent registry and the model manifest.
+    pub catalog: Catalog,
+    /// The runs this replica claimed and has not seen end: `(namespace, session, run start)`.
+    pub claims: dashmap::DashSet<(String, String, String)>,
+    /// Live-change calls to runners, made off the workers.
+    pub syncs: RunnerSyncs,
+    /// What `/healthz` reports: watches and in-flight reconciles.
+    pub health: Health,
 }
 
 impl Context {
     /// Assembles the context.
-    pub fn new(client: Client, config: Config, metrics: Metrics, caches: Caches) -> Self {
+    pub fn new(
+        client: Client,
+        client_config: kube::Config,
+        config: Config,
+        metrics: Metrics,
+        caches: Caches,
+        health: Health,
+    ) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
             instance: config
@@ -55,15 +76,34 @@ impl Context {
             memory_limit: config.args.runner_memory_limit.clone(),
             workspace_size: config.args.workspace_size.clone(),
             workspace_storage_class: config.args.workspace_storage_class.clone(),
+            state_sync_image: config.args.state_sync_image.clone(),
+            s3_endpoint: config.args.s3_endpoint.clone(),
+            s3_bucket: config.args.s3_bucket.clone(),
+            pod_fsgroup: config.args.pod_fsgroup,
+            image_pull_policy: config.args.image_pull_policy.clone(),
+            vertex: config.vertex.clone(),
+            mcp_config_file: config.args.mcp_config_file.clone(),
+            backend_public_url: config.args.backend_public_url.clone(),
         };
+        let syncs = RunnerSyncs::new(&config.args.runner_base_url);
+        let catalog = Catalog::new(
+            &config.args.agent_registry_path,
+            &config.args.models_manifest_path,
+            metrics.clone(),
+        );
         Context {
             inner: Arc::new(ContextInner {
                 events: EventPublisher::new(client.clone(), reporter),
                 client,
+                client_config,
                 config,
                 metrics,
                 caches,
                 runner,
+                catalog,
+                claims: dashmap::DashSet::new(),
+                syncs,
+                health,
             }),
         }
     }

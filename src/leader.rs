@@ -4,6 +4,13 @@
 //! a leader that cannot renew within the renew deadline steps down; a clean shutdown releases
 //! the Lease so a standby takes over at its next retry instead of waiting for expiry.
 //!
+//! Every attempt is bounded in time: a request that neither answers nor fails (a half-open
+//! connection; the client has no read timeout) must not keep a deposed leader working. A renewal
+//! may take only the time left until the renew deadline, counted from the start of the last
+//! attempt that succeeded (the Lease was written after that instant, so a standby, which waits a
+//! whole lease duration from when it saw that write, cannot take over before the leader has
+//! stepped down). A campaign attempt may take at most the renew deadline.
+//!
 //! Written against the Lease API directly (a few dozen lines) rather than through a crate: the
 //! maintained options either pull in a second Kubernetes client or lack release-on-shutdown.
 
@@ -30,6 +37,16 @@ pub struct LeaseTiming {
 /// Why an election step failed (transient: the next attempt retries).
 #[derive(Debug, thiserror::Error)]
 pub enum LeaderError {
+    /// The attempt had no answer within its time budget.
+    #[error("Lease {namespace}/{name}: no answer within {after:?}")]
+    TimedOut {
+        /// The attempt's budget.
+        after: Duration,
+        /// Namespace of the Lease.
+        namespace: String,
+        /// Name of the Lease.
+        name: String,
+    },
     /// Reading or writing the Lease failed.
     #[error("{action} Lease {namespace}/{name}: {source}")]
     Api {
@@ -45,6 +62,24 @@ pub enum LeaderError {
     },
 }
 
+/// Why a leader stopped holding the Lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostLease {
+    /// Another replica holds it now.
+    TakenOver,
+    /// No renewal succeeded within the renew deadline.
+    RenewDeadlinePassed,
+}
+
+impl std::fmt::Display for LostLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LostLease::TakenOver => "another replica holds it",
+            LostLease::RenewDeadlinePassed => "no renewal succeeded within the renew deadline",
+        })
+    }
+}
+
 /// One replica's view of the election.
 pub struct LeaderElector {
     api: Api<Lease>,
@@ -54,6 +89,8 @@ pub struct LeaderElector {
     timing: LeaseTiming,
     /// The last record seen and when (on our clock) it was first seen.
     observed: Option<(LeaseSpec, Instant)>,
+    /// When the last attempt that wrote the Lease as ours started.
+    renewed_at: Option<Instant>,
 }
 
 impl LeaderElector {
@@ -72,6 +109,7 @@ impl LeaderElector {
             identity,
             timing,
             observed: None,
+            renewed_at: None,
         }
     }
 
@@ -80,11 +118,16 @@ impl LeaderElector {
         &self.identity
     }
 
-    /// Retries until this replica holds the Lease.
+    /// Retries until this replica holds the Lease. Each attempt may take at most the renew
+    /// deadline.
     pub async fn acquire(&mut self) {
         loop {
-            match self.try_acquire_or_renew().await {
-                Ok(true) => return,
+            let started = Instant::now();
+            match self.attempt(self.timing.renew_deadline).await {
+                Ok(true) => {
+                    self.renewed_at = Some(started);
+                    return;
+                }
                 Ok(false) => {}
                 Err(error) => tracing::warn!(%error, "leader election attempt failed"),
             }
@@ -92,22 +135,37 @@ impl LeaderElector {
         }
     }
 
-    /// Renews every retry period; returns when renewal has failed for the renew deadline (or
-    /// another replica took the Lease): leadership is lost.
-    pub async fn hold(&mut self) {
-        let mut last_renewed = Instant::now();
+    /// Renews every retry period; returns when leadership is lost: another replica took the
+    /// Lease, or no renewal succeeded by the renew deadline. Returns at that deadline at the
+    /// latest, however long the API server takes to answer (or not).
+    pub async fn hold(&mut self) -> LostLease {
+        let mut renewed_at = self.renewed_at.take().unwrap_or_else(Instant::now);
         loop {
-            tokio::time::sleep(self.timing.retry_period).await;
-            match self.try_acquire_or_renew().await {
-                Ok(true) => last_renewed = Instant::now(),
-                Ok(false) => return,
-                Err(error) => {
-                    tracing::warn!(%error, "could not renew the leader Lease");
-                    if last_renewed.elapsed() >= self.timing.renew_deadline {
-                        return;
-                    }
-                }
+            let deadline = renewed_at + self.timing.renew_deadline;
+            tokio::time::sleep_until((Instant::now() + self.timing.retry_period).min(deadline))
+                .await;
+            let started = Instant::now();
+            let left = deadline.saturating_duration_since(started);
+            if left.is_zero() {
+                return LostLease::RenewDeadlinePassed;
             }
+            match self.attempt(left).await {
+                Ok(true) => renewed_at = started,
+                Ok(false) => return LostLease::TakenOver,
+                Err(error) => tracing::warn!(%error, "could not renew the leader Lease"),
+            }
+        }
+    }
+
+    /// One attempt bounded by `budget`: abandoned (its requests dropped) when it runs out.
+    async fn attempt(&mut self, budget: Duration) -> Result<bool, LeaderError> {
+        match tokio::time::timeout(budget, self.try_acquire_or_renew()).await {
+            Ok(result) => result,
+            Err(_) => Err(LeaderError::TimedOut {
+                after: budget,
+                namespace: self.namespace.clone(),
+                name: self.name.clone(),
+            }),
         }
     }
 
@@ -218,5 +276,70 @@ impl LeaderElector {
         next.renew_time = Some(now);
         lease.spec = Some(next);
         self.replace(&lease).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    const TIMING: LeaseTiming = LeaseTiming {
+        lease_duration: Duration::from_secs(15),
+        renew_deadline: Duration::from_secs(10),
+        retry_period: Duration::from_secs(2),
+    };
+
+    /// An API server that accepts connections and never answers (a half-open network), and
+    /// how many connections it accepted.
+    async fn silent_api_server() -> (Client, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding a loopback port");
+        let url = format!("http://{}", listener.local_addr().expect("its address"));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                held.push(stream);
+            }
+        });
+        let config = kube::Config::new(url.parse().expect("a URL"));
+        (Client::try_from(config).expect("a client"), accepted)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_that_never_answers_steps_down_at_the_renew_deadline() {
+        let (client, _) = silent_api_server().await;
+        let mut elector = LeaderElector::new(client, "ns", "lease", "me".into(), TIMING);
+        let renewed_at = Instant::now();
+        elector.renewed_at = Some(renewed_at);
+        let held = tokio::time::timeout(TIMING.lease_duration, elector.hold()).await;
+        assert_eq!(
+            held.ok(),
+            Some(LostLease::RenewDeadlinePassed),
+            "still leading a lease duration after the last renewal"
+        );
+        assert_eq!(renewed_at.elapsed(), TIMING.renew_deadline);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_campaign_attempt_that_never_answers_is_abandoned_and_retried() {
+        let (client, accepted) = silent_api_server().await;
+        let mut elector = LeaderElector::new(client, "ns", "lease", "me".into(), TIMING);
+        let campaign = tokio::time::timeout(
+            (TIMING.renew_deadline + TIMING.retry_period) * 3,
+            elector.acquire(),
+        );
+        assert!(campaign.await.is_err(), "nobody answered, yet it leads");
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            3,
+            "each attempt gave up its hung request and tried afresh"
+        );
     }
 }

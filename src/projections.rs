@@ -13,10 +13,12 @@
 //! ([`RunnerChild::session_name`], [`RunnerSecret::token_refreshed_at`]).
 
 use agentic_crds::keys;
+use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::{Job, JobStatus};
-use k8s_openapi::api::core::v1::{ContainerState, Pod, PodCondition, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde::Deserialize;
+use k8s_openapi::api::core::v1::{ConfigMap, ContainerState, Pod, PodCondition, Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
 
 /// Implements k8s-openapi's `Resource` and `Metadata` for a projection of `$full` (kube's
 /// `Resource` follows from them), so `Api`, watchers and reflectors accept it.
@@ -45,15 +47,30 @@ macro_rules! projection_of {
 }
 
 /// A child of a session: Job, Pod or token Secret.
+///
+/// Ownership is data: what makes a child the session's is its controller owner's UID (the
+/// session's for Jobs and Secrets, the Job's for pods), never its name or labels alone.
 pub trait RunnerChild: kube::Resource {
     /// The owning session's name: the `agentic-session` label, or the field it was moved to
-    /// by [`RunnerChild::compact_labels`].
+    /// by [`RunnerChild::compact`].
     fn session_name(&self) -> Option<&str>;
-    /// Keeps the session's name aside and drops the label map.
-    fn compact_labels(&mut self);
+    /// UID of the controller ownerReference, or of the field it was moved to; `None` for an
+    /// orphan.
+    fn controller_uid(&self) -> Option<&str>;
+    /// Keeps the session's name and the controller's UID aside and drops the label and
+    /// ownerReference lists.
+    fn compact(&mut self);
 }
 
-/// Implements [`RunnerChild`] for a projection with a `session` field.
+/// The UID of the controller among `owners`.
+fn controller_of(owners: &[OwnerReference]) -> Option<String> {
+    owners
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .map(|o| o.uid.clone())
+}
+
+/// Implements [`RunnerChild`] for a projection with `session` and `controller` fields.
 macro_rules! runner_child {
     ($projection:ty) => {
         impl RunnerChild for $projection {
@@ -63,9 +80,21 @@ macro_rules! runner_child {
                     labels.get(keys::SESSION_LABEL).map(String::as_str)
                 })
             }
-            fn compact_labels(&mut self) {
+            fn controller_uid(&self) -> Option<&str> {
+                self.controller.as_deref().or_else(|| {
+                    let owners = self.metadata.owner_references.as_ref()?;
+                    owners
+                        .iter()
+                        .find(|o| o.controller == Some(true))
+                        .map(|o| o.uid.as_str())
+                })
+            }
+            fn compact(&mut self) {
                 if let Some(mut labels) = self.metadata.labels.take() {
                     self.session = labels.remove(keys::SESSION_LABEL).or(self.session.take());
+                }
+                if let Some(owners) = self.metadata.owner_references.take() {
+                    self.controller = controller_of(&owners).or(self.controller.take());
                 }
             }
         }
@@ -83,9 +112,36 @@ pub struct RunnerJob {
     /// The owning session, once moved out of the labels.
     #[serde(skip)]
     pub session: Option<String>,
+    /// The controller owner's UID, once moved out of the ownerReferences.
+    #[serde(skip)]
+    pub controller: Option<String>,
+    /// The run the Job was made for, once moved out of the annotations.
+    #[serde(skip)]
+    pub run: Option<String>,
 }
 runner_child!(RunnerJob);
 projection_of!(RunnerJob, Job);
+
+impl RunnerJob {
+    /// The `status.startTime` of the run the Job was made for (RFC 3339), if stamped.
+    pub fn run_started_at(&self) -> Option<&str> {
+        self.run.as_deref().or_else(|| {
+            let annotations = self.metadata.annotations.as_ref()?;
+            annotations
+                .get(keys::RUN_STARTED_AT_ANNOTATION)
+                .map(String::as_str)
+        })
+    }
+
+    /// Keeps the run stamp aside and drops the annotation map.
+    pub fn compact_annotations(&mut self) {
+        if let Some(mut annotations) = self.metadata.annotations.take() {
+            self.run = annotations
+                .remove(keys::RUN_STARTED_AT_ANNOTATION)
+                .or(self.run.take());
+        }
+    }
+}
 
 impl From<Job> for RunnerJob {
     fn from(job: Job) -> Self {
@@ -93,6 +149,8 @@ impl From<Job> for RunnerJob {
             metadata: job.metadata,
             status: job.status,
             session: None,
+            controller: None,
+            run: None,
         }
     }
 }
@@ -108,6 +166,9 @@ pub struct RunnerPod {
     /// The owning session, once moved out of the labels.
     #[serde(skip)]
     pub session: Option<String>,
+    /// The UID of the Job that made the pod, once moved out of the ownerReferences.
+    #[serde(skip)]
+    pub controller: Option<String>,
 }
 runner_child!(RunnerPod);
 projection_of!(RunnerPod, Pod);
@@ -165,6 +226,7 @@ impl From<Pod> for RunnerPod {
             metadata: pod.metadata,
             status: pod.status.map(RunnerPodStatus::from),
             session: None,
+            controller: None,
         }
     }
 }
@@ -178,9 +240,13 @@ pub struct RunnerSecret {
     /// The owning session, once moved out of the labels.
     #[serde(skip)]
     pub session: Option<String>,
-    /// The refreshed-at annotation, once moved out of the annotations.
+    /// The controller owner's UID, once moved out of the ownerReferences.
     #[serde(skip)]
-    pub refreshed_at: Option<String>,
+    pub controller: Option<String>,
+    /// The one annotation value a cached Secret keeps, once moved out of the annotations: a
+    /// token Secret's refreshed-at time, or a copy's source version (a Secret is never both).
+    #[serde(skip)]
+    pub kept: Option<String>,
 }
 projection_of!(RunnerSecret, Secret);
 runner_child!(RunnerSecret);
@@ -188,7 +254,7 @@ runner_child!(RunnerSecret);
 impl RunnerSecret {
     /// When the runner's token was last issued (RFC 3339), if recorded.
     pub fn token_refreshed_at(&self) -> Option<&str> {
-        self.refreshed_at.as_deref().or_else(|| {
+        self.kept.as_deref().or_else(|| {
             let annotations = self.metadata.annotations.as_ref()?;
             annotations
                 .get(keys::TOKEN_REFRESHED_AT_ANNOTATION)
@@ -196,15 +262,135 @@ impl RunnerSecret {
         })
     }
 
-    /// Keeps the refreshed-at time aside and drops the annotation map.
+    /// For a copy of a shared Secret: the source version it holds.
+    pub fn copied_version(&self) -> Option<&str> {
+        self.kept.as_deref().or_else(|| {
+            let annotations = self.metadata.annotations.as_ref()?;
+            annotations
+                .get(keys::COPIED_VERSION_ANNOTATION)
+                .map(String::as_str)
+        })
+    }
+
+    /// Keeps the refreshed-at time and the copied version aside and drops the annotation map.
     pub fn compact_annotations(&mut self) {
         if let Some(mut annotations) = self.metadata.annotations.take() {
-            self.refreshed_at = annotations
+            self.kept = annotations
                 .remove(keys::TOKEN_REFRESHED_AT_ANNOTATION)
-                .or(self.refreshed_at.take());
+                .or_else(|| annotations.remove(keys::COPIED_VERSION_ANNOTATION))
+                .or(self.kept.take());
         }
     }
 }
+
+/// The few values of a credentials Secret the operator reads, none of them a credential.
+pub const READABLE_SECRET_KEYS: [&str; 4] = [
+    "STORAGE_MODE",
+    "S3_ENDPOINT",
+    "S3_BUCKET",
+    "MLFLOW_TRACKING_AUTH",
+];
+
+/// A Secret the operator watches by name (the runner's credentials, the project's
+/// integrations, the shared sources it copies): its metadata, the names of its keys, and the
+/// values of [`READABLE_SECRET_KEYS`] only. Every other value is dropped as the object is read.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NamedSecret {
+    /// The Secret's metadata.
+    pub metadata: ObjectMeta,
+    /// The names of its keys, sorted.
+    pub keys: Vec<String>,
+    /// The values of the [`READABLE_SECRET_KEYS`] it has.
+    pub readable: BTreeMap<String, String>,
+}
+projection_of!(NamedSecret, Secret);
+
+impl<'de> Deserialize<'de> for NamedSecret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Raw {
+            #[serde(default)]
+            metadata: ObjectMeta,
+            #[serde(default)]
+            data: BTreeMap<String, ByteString>,
+        }
+        let raw = Raw::deserialize(deserializer)?;
+        let readable = raw
+            .data
+            .iter()
+            .filter(|(k, _)| READABLE_SECRET_KEYS.contains(&k.as_str()))
+            .filter_map(|(k, v)| Some((k.clone(), String::from_utf8(v.0.clone()).ok()?)))
+            .collect();
+        Ok(NamedSecret {
+            metadata: raw.metadata,
+            keys: raw.data.into_keys().collect(),
+            readable,
+        })
+    }
+}
+
+impl NamedSecret {
+    /// Whether the Secret has `key`.
+    pub fn has(&self, key: &str) -> bool {
+        self.keys.binary_search_by(|k| k.as_str().cmp(key)).is_ok()
+    }
+
+    /// The value of one of the [`READABLE_SECRET_KEYS`], trimmed, if set and not empty.
+    pub fn value(&self, key: &str) -> Option<&str> {
+        self.readable
+            .get(key)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+}
+
+/// The `trusted-ca-bundle` ConfigMap of a namespace: only whether it has the bundle's key.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CaBundle {
+    /// The ConfigMap's metadata.
+    pub metadata: ObjectMeta,
+    /// It has `ca-bundle.crt` in `data` or `binaryData`.
+    pub has_bundle: bool,
+}
+projection_of!(CaBundle, ConfigMap);
+
+impl<'de> Deserialize<'de> for CaBundle {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Raw {
+            #[serde(default)]
+            metadata: ObjectMeta,
+            #[serde(default)]
+            data: BTreeMap<String, serde::de::IgnoredAny>,
+            #[serde(default)]
+            binary_data: BTreeMap<String, serde::de::IgnoredAny>,
+        }
+        let raw = Raw::deserialize(deserializer)?;
+        let has_bundle = raw.data.contains_key(keys::CA_BUNDLE_KEY)
+            || raw.binary_data.contains_key(keys::CA_BUNDLE_KEY);
+        Ok(CaBundle {
+            metadata: raw.metadata,
+            has_bundle,
+        })
+    }
+}
+
+/// A session's Service `session-<name>`: metadata only.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct RunnerService {
+    /// The Service's metadata.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// The owning session, once moved out of the labels.
+    #[serde(skip)]
+    pub session: Option<String>,
+    /// The controller owner's UID, once moved out of the ownerReferences.
+    #[serde(skip)]
+    pub controller: Option<String>,
+}
+runner_child!(RunnerService);
+projection_of!(RunnerService, Service);
 
 #[cfg(test)]
 mod tests {
@@ -275,13 +461,13 @@ mod tests {
         .expect("a secret");
         assert_eq!(secret.session_name(), Some("demo"), "read from the labels");
         assert_eq!(secret.token_refreshed_at(), Some("2026-01-02T03:04:05Z"));
-        secret.compact_labels();
+        secret.compact();
         secret.compact_annotations();
         assert!(secret.metadata.labels.is_none() && secret.metadata.annotations.is_none());
         assert_eq!(secret.session_name(), Some("demo"), "kept aside");
         assert_eq!(secret.token_refreshed_at(), Some("2026-01-02T03:04:05Z"));
         // Compacting again (a second slim) loses nothing.
-        secret.compact_labels();
+        secret.compact();
         secret.compact_annotations();
         assert_eq!(secret.session_name(), Some("demo"));
         assert_eq!(secret.token_refreshed_at(), Some("2026-01-02T03:04:05Z"));
@@ -289,7 +475,7 @@ mod tests {
         let mut pod = RunnerPod::default();
         assert_eq!(pod.session_name(), None);
         pod.metadata.labels = Some([("job-name".to_string(), "x".to_string())].into());
-        pod.compact_labels();
+        pod.compact();
         assert_eq!(pod.session_name(), None, "no session label, no session");
     }
 }

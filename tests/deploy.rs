@@ -96,6 +96,30 @@ async fn samples_apply_once_the_crds_are_installed() {
         3,
         "{kinds:?}"
     );
+    // The scheduled session runs the trigger as the backend's CronJobs do, with an environment
+    // the trigger accepts.
+    let cron = find(&samples, "CronJob", "schedule-nightly-report");
+    assert_eq!(cron["spec"]["concurrencyPolicy"], "Forbid");
+    let pod = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], keys::SESSION_TRIGGER_NAME);
+    let trigger = &pod["containers"][0];
+    assert_eq!(
+        strings(&trigger["command"]),
+        ["./operator", agentic_operator::trigger::SUBCOMMAND]
+    );
+    let env: std::collections::BTreeMap<String, std::ffi::OsString> = trigger["env"]
+        .as_array()
+        .expect("the trigger's env")
+        .iter()
+        .map(|e| {
+            let name = e["name"].as_str().expect("env name").to_string();
+            (name, e["value"].as_str().expect("a plain value").into())
+        })
+        .collect();
+    let config = agentic_operator::trigger::TriggerConfig::from_lookup(|n| env.get(n).cloned())
+        .unwrap_or_else(|e| panic!("the sample's trigger environment is refused: {e}"));
+    assert_eq!(config.namespace, cron["metadata"]["namespace"]);
+    assert_eq!(config.scheduled_session_name, cron["metadata"]["name"]);
     // The sample Namespace (cluster-scoped) as is; the namespaced samples into a throwaway
     // namespace, since a dry run cannot create the sample one.
     let ns = TestNamespace::create(&cluster, "samples").await;
@@ -110,6 +134,7 @@ async fn samples_apply_once_the_crds_are_installed() {
             o
         })
         .collect();
+    let expected = items.len();
     let list = json!({"apiVersion": "v1", "kind": "List", "items": items});
     let out = kubectl(
         &cluster,
@@ -117,7 +142,7 @@ async fn samples_apply_once_the_crds_are_installed() {
         Some(&list.to_string()),
     );
     // The ProjectSettings may already exist if an operator watches the cluster: configured.
-    assert_eq!(out.matches("(server dry run)").count(), 5, "{out}");
+    assert_eq!(out.matches("(server dry run)").count(), expected, "{out}");
     drop(ns);
 }
 
@@ -256,6 +281,11 @@ impl Replica {
             let value = match key {
                 "NAMESPACE" => rbac::NAMESPACE.to_string(),
                 "POD_NAME" => name.to_string(),
+                // The ConfigMaps mounted there are generated from these files.
+                "AGENT_REGISTRY_PATH" => config_source("agent-registry.json"),
+                "MODELS_MANIFEST_PATH" => config_source("models.json"),
+                // An optional Secret the test cluster does not have: unset, as in a pod.
+                _ if var["valueFrom"]["secretKeyRef"]["optional"] == true => continue,
                 _ => var["value"].as_str().expect("plain env value").to_string(),
             };
             command.env(key, value);
@@ -511,6 +541,90 @@ fn shipped_rbac_grants_exactly_what_the_suite_needed() {
     );
 }
 
+/// Run by `make test` after the whole suite (`tests/suite.sh`): every list and watch of Secrets
+/// the operator made carried a label or field selector, so it only ever received the Secrets it
+/// names. RBAC cannot say this (a ClusterRole grants Secrets cluster-wide or not at all); the
+/// audit log of the whole run shows it.
+#[test]
+#[ignore = "needs the audit log of a whole suite run; `make test` runs it last"]
+fn the_operator_only_ever_lists_and_watches_secrets_by_selector() {
+    let cluster = ClusterInfo::from_env();
+    let since = std::env::var("AGENTIC_AUDIT_SINCE")
+        .ok()
+        .map(|s| s.parse().expect("AGENTIC_AUDIT_SINCE is a timestamp"));
+    let requests = support::audit::operator_requests(&support::audit::log_path(&cluster), since);
+    let reads: Vec<String> = requests
+        .iter()
+        .filter(|e| e["objectRef"]["resource"] == "secrets")
+        .filter(|e| e["verb"] == "list" || e["verb"] == "watch")
+        .map(|e| e["requestURI"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        !reads.is_empty(),
+        "the suite never saw the operator read Secrets"
+    );
+    let unselected: Vec<&String> = reads
+        .iter()
+        .filter(|uri| !uri.contains("labelSelector=") && !uri.contains("fieldSelector="))
+        .collect();
+    assert!(
+        unselected.is_empty(),
+        "Secret lists/watches without a selector: {unselected:?}"
+    );
+}
+
+/// Run by `make test` after the whole suite (`tests/suite.sh`): no Job the operator created
+/// in the whole run carried a credential as a plain value — every token, key and secret
+/// reached a pod by reference (`secretKeyRef`, `envFrom`, a Secret volume). The audit log
+/// holds each Job create's request body.
+#[test]
+#[ignore = "needs the audit log of a whole suite run; `make test` runs it last"]
+fn no_job_of_the_suite_carries_a_credential_as_a_plain_value() {
+    let cluster = ClusterInfo::from_env();
+    let since = std::env::var("AGENTIC_AUDIT_SINCE")
+        .ok()
+        .map(|s| s.parse().expect("AGENTIC_AUDIT_SINCE is a timestamp"));
+    let requests = support::audit::operator_requests(&support::audit::log_path(&cluster), since);
+    let credential = |name: &str| {
+        name.ends_with("_TOKEN")
+            || name.ends_with("_KEY")
+            || name.ends_with("_KEY_ID")
+            || name.contains("SECRET")
+            || name.contains("PASSWORD")
+            || name == "GOOGLE_OAUTH_CLIENT_ID"
+    };
+    let mut jobs = 0;
+    let mut plain = Vec::new();
+    for event in &requests {
+        if event["verb"] != "create" || event["objectRef"]["resource"] != "jobs" {
+            continue;
+        }
+        jobs += 1;
+        let pod = &event["requestObject"]["spec"]["template"]["spec"];
+        for list in ["containers", "initContainers"] {
+            for container in pod[list].as_array().into_iter().flatten() {
+                for var in container["env"].as_array().into_iter().flatten() {
+                    let name = var["name"].as_str().unwrap_or_default();
+                    if credential(name) && !var["value"].is_null() {
+                        plain.push(format!(
+                            "{}/{} {}: {name}",
+                            event["objectRef"]["namespace"].as_str().unwrap_or_default(),
+                            event["objectRef"]["name"].as_str().unwrap_or_default(),
+                            container["name"].as_str().unwrap_or_default()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(jobs > 0, "the suite created no Job as the operator");
+    assert!(
+        plain.is_empty(),
+        "credentials as plain values in {jobs} Jobs: {plain:?}"
+    );
+    eprintln!("{jobs} Jobs scanned: every credential by reference");
+}
+
 /// The check itself catches both kinds of mismatch: a grant nobody needed, and a refusal.
 #[test]
 fn rbac_check_reports_unused_grants_and_denials() {
@@ -555,4 +669,13 @@ fn rbac_check_reports_unused_grants_and_denials() {
             .any(|p| p.contains("denied") && p.contains("delete"))
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Path of a file under `deploy/base/config` (what the Deployment's ConfigMaps are made of).
+fn config_source(file: &str) -> String {
+    deploy_dir()
+        .join("base/config")
+        .join(file)
+        .display()
+        .to_string()
 }

@@ -4,8 +4,9 @@
 //! (injected through the `fault-injection` feature's annotation, under both engines), and two
 //! replicas racing without leader election.
 //!
-//! After each: every session ends in the right phase (none lost), and a watch on Jobs kept for
-//! the whole run saw each session's Job created once (deterministic names + AlreadyExists).
+//! After each: every session ends in the right phase (none lost), and the API server's audit
+//! log shows each session's Job created exactly once (no watch of the test's own that a fault
+//! could blind).
 //!
 //! The operator is the real binary as a child process (its own caches, watches and workers).
 //! The faults hit the whole cluster, so the tests run one at a time. Each uses
@@ -17,8 +18,9 @@ mod support;
 use std::time::Duration;
 
 use agentic_crds::Phase;
+use support::audit::JobLedger;
 use support::faults::{Burst, ConcurrentWriter, restart_apiserver};
-use support::process::{JobLedger, OperatorProcess, metric_sum};
+use support::process::{OperatorProcess, metric_sum};
 use support::{ClusterInfo, TestNamespace, etcd_compact_now};
 
 /// One test at a time: API server restarts and compactions hit every test.
@@ -68,28 +70,16 @@ fn assert_alive(op: &mut OperatorProcess) {
     }
 }
 
-/// Every session of the burst has had its Job seen, each exactly once.
+/// Every session of the burst had its Job created exactly once (from the audit log).
 fn assert_jobs_single(ledger: &JobLedger, burst: &Burst) {
-    ledger.assert_each_job_created_once();
-    let seen = ledger.names();
-    let unseen: Vec<_> = burst
-        .names
-        .iter()
-        .map(|s| format!("{s}-job"))
-        .filter(|job| !seen.contains(job))
-        .collect();
-    // A Job created and deleted while the ledger's own watch was down (an API server restart)
-    // may go unseen; report it, but every session's phase already proves it ran.
-    if !unseen.is_empty() {
-        eprintln!("Jobs not observed by the ledger (watch down at the time): {unseen:?}");
-    }
+    ledger.assert_one_job_per_session(&burst.names);
 }
 
 async fn api_server_restart(engine: &[&str], tag: &str) {
     let _serial = SERIAL.lock().await;
     let cluster = ClusterInfo::from_env();
     let ns = TestNamespace::create(&cluster, &format!("fault-restart-{tag}")).await;
-    let ledger = JobLedger::start(&ns.client, &ns.name).await;
+    let ledger = JobLedger::start(&cluster, &ns.name);
     let mut op = operator(&cluster, &format!("restart-{tag}"), engine).await;
     let n = sessions();
     let mut burst = Burst::create(&ns.client, &ns.name, "a", 0..n, &[]).await;
@@ -99,7 +89,14 @@ async fn api_server_restart(engine: &[&str], tag: &str) {
     burst.extend(Burst::create(&ns.client, &ns.name, "b", 0..n / 2, &[]).await);
     burst.wait_all(&ns.client, Phase::Completed, limit()).await;
     assert_alive(&mut op);
-    assert_jobs_single(&ledger, &burst);
+    // No Job twice. A create the API server committed to etcd but did not get to audit before
+    // it was killed with -9 is missing from the log (the operator's retry then met
+    // AlreadyExists): report it; every session's phase proves it ran.
+    ledger.assert_each_job_created_once();
+    let unaudited = ledger.unaudited(&burst.names);
+    if !unaudited.is_empty() {
+        eprintln!("Job creates lost with the killed API server's audit log: {unaudited:?}");
+    }
 }
 
 #[tokio::test]
@@ -120,7 +117,7 @@ async fn etcd_compaction_forcing_410_on_watches_loses_no_session() {
     let _serial = SERIAL.lock().await;
     let cluster = ClusterInfo::from_env();
     let ns = TestNamespace::create(&cluster, "fault-compaction").await;
-    let ledger = JobLedger::start(&ns.client, &ns.name).await;
+    let ledger = JobLedger::start(&cluster, &ns.name);
     let mut op = operator(&cluster, "compaction", &[]).await;
     let n = sessions();
     let mut burst = Burst::create(&ns.client, &ns.name, "a", 0..n, &[]).await;
@@ -158,7 +155,7 @@ async fn status_write_conflicts_from_a_concurrent_writer_are_retried() {
     let _serial = SERIAL.lock().await;
     let cluster = ClusterInfo::from_env();
     let ns = TestNamespace::create(&cluster, "fault-conflicts").await;
-    let ledger = JobLedger::start(&ns.client, &ns.name).await;
+    let ledger = JobLedger::start(&cluster, &ns.name);
     let mut op = operator(&cluster, "conflicts", &[]).await;
     let n = sessions();
     let burst = Burst::create(&ns.client, &ns.name, "a", 0..n, &[]).await;
@@ -197,7 +194,7 @@ async fn operator_killed_with_9_mid_burst_and_restarted_loses_no_session() {
     let _serial = SERIAL.lock().await;
     let cluster = ClusterInfo::from_env();
     let ns = TestNamespace::create(&cluster, "fault-kill9").await;
-    let ledger = JobLedger::start(&ns.client, &ns.name).await;
+    let ledger = JobLedger::start(&cluster, &ns.name);
     let mut first = operator(&cluster, "kill9-first", &[]).await;
     let n = sessions();
     let mut burst = Burst::create(&ns.client, &ns.name, "a", 0..n, &[]).await;
@@ -216,7 +213,7 @@ async fn handler_panics(engine: &[&str], tag: &str) {
     let _serial = SERIAL.lock().await;
     let cluster = ClusterInfo::from_env();
     let ns = TestNamespace::create(&cluster, &format!("fault-panic-{tag}")).await;
-    let ledger = JobLedger::start(&ns.client, &ns.name).await;
+    let ledger = JobLedger::start(&cluster, &ns.name);
     let mut op = operator(&cluster, &format!("panic-{tag}"), engine).await;
     let n = sessions();
     let mut burst = Burst::create(
@@ -269,7 +266,7 @@ async fn two_replicas_racing_without_leader_election_create_each_job_once() {
     let _serial = SERIAL.lock().await;
     let cluster = ClusterInfo::from_env();
     let ns = TestNamespace::create(&cluster, "fault-race").await;
-    let ledger = JobLedger::start(&ns.client, &ns.name).await;
+    let ledger = JobLedger::start(&cluster, &ns.name);
     let mut one = operator(&cluster, "race-one", &[]).await;
     let mut two = operator(&cluster, "race-two", &[]).await;
     let n = sessions();

@@ -2,13 +2,15 @@
 //! three replicas of the real binary with `--leader-elect`. Exactly one holds the Lease and
 //! reconciles; a standby with warm caches takes over within lease duration + 2 s after the
 //! leader is killed with -9, and within 3 s after a clean shutdown (the Lease is released); no
-//! session ever gets two Jobs.
+//! session ever gets two Jobs. A leader whose API traffic hangs (behind a frozen proxy) steps
+//! down before the standby takes over.
 //!
 //! These tests share one Lease (`default/ambient-code-operator.ambient-code.io`) and every
 //! replica watches every managed namespace, so they run one at a time.
 
 mod support;
 
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use agentic_crds::{AgenticSession, Phase, keys};
@@ -16,8 +18,10 @@ use futures::future::join_all;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::jiff::Timestamp;
 use kube::{Api, Client};
+use support::audit::JobLedger;
 use support::operator::{create, session, wait_for_phase};
-use support::process::{JobLedger, OperatorProcess, metric_sum};
+use support::process::{OperatorProcess, metric_sum};
+use support::proxy::{ApiProxy, Mode};
 use support::{ClusterInfo, TestNamespace, wait_until};
 use tokio::time::Instant;
 
@@ -25,7 +29,10 @@ use tokio::time::Instant;
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const READY: Duration = Duration::from_secs(60);
-const SESSION_LIMIT: Duration = Duration::from_secs(60);
+/// How long a session may take to complete across a failover: a run the old leader claimed but
+/// had not yet made a Job for is left to it for the claim grace before the new leader makes it.
+const SESSION_LIMIT: Duration =
+    Duration::from_secs(60 + agentic_operator::session::phases::CLAIM_GRACE.as_secs());
 
 /// Allowance, on top of the SPEC's failover bounds, for the new leader's reconcile of the probe
 /// session to finish and be observed: runner identity (ServiceAccount, Role, RoleBinding,
@@ -83,18 +90,32 @@ async fn replica(
     timing: Timing,
     extra: &[&str],
 ) -> OperatorProcess {
+    // As the operator's ServiceAccount, so the audit log (the JobLedger) sees its requests.
+    let kubeconfig = support::rbac::operator_kubeconfig(cluster);
+    replica_via(cluster, &kubeconfig, name, timing, extra).await
+}
+
+/// [`replica`], talking to the API server through `kubeconfig`.
+async fn replica_via(
+    cluster: &ClusterInfo,
+    kubeconfig: &Path,
+    name: &str,
+    timing: Timing,
+    extra: &[&str],
+) -> OperatorProcess {
     let args = timing.args();
     let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
     args.extend(["--shutdown-grace-period", "10s"]);
     args.extend(extra);
     let name = format!("{name}-{}", std::process::id());
-    let mut replica = OperatorProcess::start(cluster, &name, &args, &[]);
+    let mut replica =
+        OperatorProcess::start_with_kubeconfig(cluster, kubeconfig, &name, &args, &[]);
     replica.wait_ready(READY).await;
     replica
 }
 
 async fn lease(client: &Client) -> Option<LeaseSpec> {
-    Api::<Lease>::namespaced(client.clone(), "default")
+    Api::<Lease>::namespaced(client.clone(), support::rbac::NAMESPACE)
         .get_opt(keys::LEADER_LEASE_NAME)
         .await
         .ok()
@@ -217,7 +238,7 @@ async fn failover(timing: Timing, tag: &str, engine: &[&str]) {
     let cluster = ClusterInfo::from_env();
     let ns = TestNamespace::create(&cluster, &format!("ha-{tag}")).await;
     let client = &ns.client;
-    let jobs = JobLedger::start(client, &ns.name).await;
+    let jobs = JobLedger::start(&cluster, &ns.name);
     let mut sessions = Vec::new();
 
     // Steady state: exactly one leader, and only it reconciles.
@@ -355,7 +376,7 @@ async fn leader_busy_with_a_burst(tag: &str) -> BusyLeader {
     let cluster = ClusterInfo::from_env();
     let ns = TestNamespace::create(&cluster, &format!("ha-{tag}")).await;
     let client = &ns.client;
-    let jobs = JobLedger::start(client, &ns.name).await;
+    let jobs = JobLedger::start(&cluster, &ns.name);
     let serial = ["--max-concurrent-reconciles", "1"];
     let first = replica(&cluster, &format!("{tag}-a"), timing, &serial).await;
     let second = replica(&cluster, &format!("{tag}-b"), timing, &serial).await;
@@ -428,7 +449,7 @@ async fn a_leader_stopping_mid_burst_keeps_the_lease_until_its_queue_is_drained(
 /// Writes the Lease as if `intruder` had just taken it (retrying on write conflicts with the
 /// holder's renewals).
 async fn hijack_lease(client: &Client, intruder: &str) {
-    let api: Api<Lease> = Api::namespaced(client.clone(), "default");
+    let api: Api<Lease> = Api::namespaced(client.clone(), support::rbac::NAMESPACE);
     wait_until("the Lease to be hijacked", SESSION_LIMIT, || async {
         let mut lease = api.get(keys::LEADER_LEASE_NAME).await.ok()?;
         let spec = lease.spec.get_or_insert_with(Default::default);
@@ -484,6 +505,111 @@ async fn a_leader_that_loses_the_lease_stops_reconciling_at_once() {
     );
 
     wait_completed(client, &ns.name, &names).await;
+    jobs.assert_each_job_created_once();
+    standby.sigterm();
+    let status = standby.wait_exit(Duration::from_secs(20)).await;
+    assert!(status.success(), "the last leader exited with {status}");
+}
+
+/// The timestamps of log `records`.
+fn timestamps(records: &[serde_json::Value]) -> Vec<Timestamp> {
+    records
+        .iter()
+        .filter_map(|r| r["timestamp"].as_str()?.parse().ok())
+        .collect()
+}
+
+/// A leader whose API traffic hangs (a half-open connection: no answer and no error, ever)
+/// steps down by its renew deadline, before the standby can take the Lease and reconcile; once
+/// traffic flows again it sends nothing more. The leader talks to the API server through a
+/// proxy that the test freezes; the standby talks to it directly. Every timestamp compared is
+/// a log line (or the Lease's acquireTime) on this machine's clock.
+#[tokio::test]
+async fn a_leader_whose_api_traffic_hangs_steps_down_before_the_standby_reconciles() {
+    let _serial = SERIAL.lock().await;
+    let timing = Timing::SHORT;
+    let cluster = ClusterInfo::from_env();
+    let ns = TestNamespace::create(&cluster, "ha-hang").await;
+    let client = &ns.client;
+    let jobs = JobLedger::start(&cluster, &ns.name);
+    let proxy = ApiProxy::start(&cluster);
+    let kubeconfig = proxy.kubeconfig(&cluster, "ha-hang");
+
+    // The replica behind the proxy leads (it starts alone), and reconciles through it.
+    let mut leader = replica_via(&cluster, &kubeconfig, "hang-a", timing, &[]).await;
+    leader_among(client, &[&leader], timing).await;
+    let mut standby = replica(&cluster, "hang-b", timing, &[]).await;
+    create(
+        client,
+        &ns.name,
+        &session("before", &[("SIM_RUN_FOR", "1s")]),
+    )
+    .await;
+    wait_completed(client, &ns.name, &["before".to_string()]).await;
+    assert_standing_by(&standby);
+
+    // Its traffic hangs. The standby takes over and reconciles a new session.
+    let frozen_at = SystemTime::now();
+    proxy.set(Mode::Freeze);
+    create(
+        client,
+        &ns.name,
+        &session("during", &[("SIM_RUN_FOR", "1s")]),
+    )
+    .await;
+    reconciled_after(client, &ns.name, "during", Instant::now()).await;
+    let acquired = lease_acquired_after(client, &standby.name, frozen_at).await;
+
+    // Traffic flows again; the deposed leader must have stopped already and send nothing.
+    proxy.set(Mode::Forward);
+    let resumed = proxy.traffic();
+    let status = leader.wait_exit(SESSION_LIMIT).await;
+    assert!(
+        !status.success(),
+        "a replica that lost the Lease exited with {status}"
+    );
+    // Logged once the engine (its workers and their requests) has been dropped.
+    let stepped_down = logged_at(&leader.logged("stopped reconciling: lost the leader Lease"))
+        .unwrap_or_else(|| panic!("{} never stepped down", leader.name));
+    let took_over = logged_at(&standby.logged("became leader"))
+        .unwrap_or_else(|| panic!("{} never became leader", standby.name));
+    let first_reconcile = timestamps(&standby.logged("phase transition"))
+        .into_iter()
+        .min()
+        .unwrap_or_else(|| panic!("{} reconciled nothing", standby.name));
+    let frozen = Timestamp::try_from(frozen_at).expect("a representable time");
+    println!(
+        "traffic frozen; the leader stepped down {} ms later, the standby became leader {} ms \
+         later (Lease acquired {acquired} ms later) and made its first phase transition {} ms \
+         later",
+        stepped_down.as_millisecond() - frozen.as_millisecond(),
+        took_over.as_millisecond() - frozen.as_millisecond(),
+        first_reconcile.as_millisecond() - frozen.as_millisecond(),
+    );
+    assert!(
+        stepped_down < took_over && took_over <= first_reconcile,
+        "{} stepped down at {stepped_down}, but {} became leader at {took_over} and first \
+         reconciled at {first_reconcile}: two replicas reconciled at once",
+        leader.name,
+        standby.name
+    );
+    let late: Vec<Timestamp> = timestamps(&leader.logged("phase transition"))
+        .into_iter()
+        .filter(|t| *t >= stepped_down)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "{} made phase transitions after stepping down: {late:?}",
+        leader.name
+    );
+    assert_eq!(
+        proxy.traffic(),
+        resumed,
+        "{} sent requests after traffic flowed again",
+        leader.name
+    );
+
+    wait_completed(client, &ns.name, &["before".into(), "during".into()]).await;
     jobs.assert_each_job_created_once();
     standby.sigterm();
     let status = standby.wait_exit(Duration::from_secs(20)).await;

@@ -1,6 +1,7 @@
 //! Graceful shutdown of the real binary on the real control plane: SIGTERM during a burst ends
-//! the process with status 0 within `--shutdown-grace-period`, and nothing is lost (a successor
-//! finishes every session, each with one Job); a second SIGTERM exits at once.
+//! the process with status 0 within `--shutdown-grace-period`, `/healthz` and `/metrics` answer
+//! until it exits, and nothing is lost (a successor finishes every session, each with one Job);
+//! a second SIGTERM exits at once.
 
 mod support;
 
@@ -8,8 +9,9 @@ use std::time::Duration;
 
 use agentic_crds::{AgenticSession, Phase};
 use futures::future::join_all;
+use support::audit::JobLedger;
 use support::operator::{create, session, wait_for_phase};
-use support::process::{JobLedger, OperatorProcess, metric_sum};
+use support::process::{OperatorProcess, http_get, metric_sum};
 use support::{ClusterInfo, TestNamespace, wait_until};
 use tokio::time::Instant;
 
@@ -20,6 +22,9 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const READY: Duration = Duration::from_secs(60);
 const LIMIT: Duration = Duration::from_secs(90);
 const GRACE: Duration = Duration::from_secs(10);
+/// The session annotation that makes every reconcile of it await until the named file exists
+/// (`src/engine/fault_injection.rs`, feature `fault-injection`).
+const HANG_ANNOTATION: &str = "ambient-code.io/test-hang-until";
 
 fn burst(count: usize) -> Vec<AgenticSession> {
     (0..count)
@@ -55,14 +60,54 @@ async fn sigterm_during_a_burst_exits_cleanly_and_a_successor_finishes_every_ses
     let cluster = ClusterInfo::from_env();
     let ns = TestNamespace::create(&cluster, "shutdown-burst").await;
     let client = &ns.client;
-    let jobs = JobLedger::start(client, &ns.name).await;
+    let jobs = JobLedger::start(&cluster, &ns.name);
     let mut first = start(&cluster, "shutdown-first", &[]).await;
 
-    let sessions = burst(30);
+    // One more session whose reconcile hangs until the test releases it: the drain lasts until
+    // then, however quick the rest of the burst is.
+    let release = cluster
+        .state_dir
+        .join(format!("release-shutdown-{}", std::process::id()));
+    let _ = std::fs::remove_file(&release);
+    let mut slow = session("slow", &[("SIM_RUN_FOR", "1s")]);
+    slow.metadata.annotations = Some(
+        [(HANG_ANNOTATION.to_string(), release.display().to_string())]
+            .into_iter()
+            .collect(),
+    );
+    let mut sessions = burst(30);
+    sessions.push(slow);
     join_all(sessions.iter().map(|s| create(client, &ns.name, s))).await;
     wait_started(&first).await;
+    wait_until("the slow session's reconcile to hang", LIMIT, || async {
+        (!first.logged("injected fault: reconcile hangs").is_empty()).then_some(())
+    })
+    .await;
     let asked = Instant::now();
     first.sigterm();
+    wait_until("the operator to handle SIGTERM", LIMIT, || async {
+        (!first
+            .logged("shutdown requested: finishing in-flight work")
+            .is_empty())
+        .then_some(())
+    })
+    .await;
+    // Draining (the slow reconcile is in flight): the admin endpoints still answer.
+    let healthz = http_get(&first.probe_address, "/healthz");
+    let metrics = http_get(&first.metrics_address, "/metrics");
+    assert!(
+        first.try_exit().is_none(),
+        "the operator exited before the slow reconcile was released; log: {}",
+        first.log_path.display()
+    );
+    assert_eq!(healthz.0, 200, "/healthz while draining: {healthz:?}");
+    assert_eq!(metrics.0, 200, "/metrics while draining");
+    assert!(
+        metrics.1.contains("workqueue_depth"),
+        "/metrics while draining: {}",
+        metrics.1
+    );
+    std::fs::write(&release, b"").expect("releasing the slow reconcile");
     let status = first.wait_exit(GRACE + Duration::from_secs(5)).await;
     let took = asked.elapsed();
     println!("SIGTERM mid-burst: exited with {status} after {took:?} (grace {GRACE:?})");
@@ -80,7 +125,9 @@ async fn sigterm_during_a_burst_exits_cleanly_and_a_successor_finishes_every_ses
     let mut second = start(&cluster, "shutdown-second", &[]).await;
     join_all(sessions.iter().map(|s| {
         let name = s.metadata.name.as_deref().unwrap_or_default();
-        wait_for_phase(client, &ns.name, name, Phase::Completed, LIMIT)
+        // A run claimed by the first operator without a Job yet waits out the claim grace.
+        let limit = LIMIT + agentic_operator::session::phases::CLAIM_GRACE;
+        wait_for_phase(client, &ns.name, name, Phase::Completed, limit)
     }))
     .await;
     jobs.assert_each_job_created_once();

@@ -51,11 +51,9 @@ async fn create_volume(cluster: &ClusterInfo, name: &str) {
     }
 }
 
-#[tokio::test]
-async fn workspace_claim_is_bound_kept_across_restart_and_collected_with_the_session() {
-    let cluster = ClusterInfo::from_env();
+fn start(cluster: &ClusterInfo) {
     operator(
-        &cluster,
+        cluster,
         Engine::Queue,
         &[
             "--workspace-size",
@@ -64,6 +62,79 @@ async fn workspace_claim_is_bound_kept_across_restart_and_collected_with_the_ses
             STORAGE_CLASS,
         ],
     );
+}
+
+/// The controller owner's UID of a claim.
+fn owner_uid(claim: &PersistentVolumeClaim) -> Option<String> {
+    claim
+        .metadata
+        .owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .map(|o| o.uid.clone())
+}
+
+/// A session of the same name as an earlier one deleted with `--cascade=orphan` never gets the
+/// earlier session's files: the orphaned claim is replaced by one of its own.
+#[tokio::test]
+async fn an_orphaned_claim_of_an_earlier_session_is_replaced_not_adopted() {
+    let cluster = ClusterInfo::from_env();
+    start(&cluster);
+    let ns = TestNamespace::create(&cluster, "workspace-orphan").await;
+    create_volume(&cluster, &format!("{}-pv-a", ns.name)).await;
+    create_volume(&cluster, &format!("{}-pv-b", ns.name)).await;
+    let sessions: Api<AgenticSession> = ns.api();
+    let claims: Api<PersistentVolumeClaim> = ns.api();
+    create(
+        &ns.client,
+        &ns.name,
+        &session("heir", &[("SIM_OUTCOME", "hang")]),
+    )
+    .await;
+    wait_for_phase(&ns.client, &ns.name, "heir", Phase::Running, LIMIT).await;
+    let earlier = claims
+        .get("ambient-workspace-heir")
+        .await
+        .expect("the claim");
+    let orphaning = DeleteParams {
+        propagation_policy: Some(kube::api::PropagationPolicy::Orphan),
+        ..Default::default()
+    };
+    sessions
+        .delete("heir", &orphaning)
+        .await
+        .expect("deleting, orphaning");
+    support::wait_until_gone(&sessions, "heir").await;
+
+    create(
+        &ns.client,
+        &ns.name,
+        &session("heir", &[("SIM_OUTCOME", "hang")]),
+    )
+    .await;
+    let uid = sessions
+        .get("heir")
+        .await
+        .expect("the new session")
+        .metadata
+        .uid;
+    let replaced = wait_until("a claim of the new session's own", LIMIT, || async {
+        let claim = claims.get_opt("ambient-workspace-heir").await.ok()??;
+        (owner_uid(&claim) == uid).then_some(claim)
+    })
+    .await;
+    assert_ne!(
+        replaced.metadata.uid, earlier.metadata.uid,
+        "not the earlier files"
+    );
+    wait_for_phase(&ns.client, &ns.name, "heir", Phase::Running, LIMIT).await;
+}
+
+#[tokio::test]
+async fn workspace_claim_is_bound_kept_across_restart_and_collected_with_the_session() {
+    let cluster = ClusterInfo::from_env();
+    start(&cluster);
     let ns = TestNamespace::create(&cluster, "workspace").await;
     create_volume(&cluster, &format!("{}-pv", ns.name)).await;
 

@@ -32,17 +32,20 @@ use std::time::{Duration, Instant};
 use agentic_crds::{AgenticSession, AgenticSessionSpec, Phase, ProjectSettings, keys, names};
 use agentic_operator::projections::{RunnerJob, RunnerPod};
 use agentic_operator::session::children::{
-    RunnerSettings, build_job, build_role, build_role_binding, build_service_account,
-    build_token_secret,
+    JobInputs, RunnerSettings, build_job, build_role, build_role_binding, build_service,
+    build_service_account, build_token_secret,
 };
 use agentic_operator::session::events::{EventPublisher, Reporter};
-use agentic_operator::session::phases::{Note, Observed, plan};
+use agentic_operator::session::phases::{Note, Observed, RunSpec, plan};
+use agentic_operator::session::platform::PlatformView;
+use agentic_operator::session::shape;
 use clap::{Parser, ValueEnum};
 use futures::StreamExt;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -200,6 +203,21 @@ async fn create_namespaces(args: &Args, admin: &Client) {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 409 => {}
             Err(e) => panic!("creating namespace: {e}"),
+        }
+        // The runner's model credentials: without them sessions wait in Pending (SPEC §5.1).
+        let secrets: Api<Secret> = Api::namespaced(admin.clone(), &namespace_name(args, i));
+        let credentials = Secret {
+            metadata: ObjectMeta {
+                name: Some(keys::RUNNER_SECRETS.into()),
+                ..Default::default()
+            },
+            string_data: Some([("ANTHROPIC_API_KEY".to_string(), "bench".to_string())].into()),
+            ..Default::default()
+        };
+        match secrets.create(&PostParams::default(), &credentials).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => panic!("creating the runner credentials: {e}"),
         }
     }
 }
@@ -754,6 +772,14 @@ async fn startup(args: &Args, admin: Client) -> serde_json::Value {
     })
 }
 
+/// What the bench's namespaces offer runners: their model credentials only.
+fn platform() -> PlatformView {
+    PlatformView {
+        runner_secret: true,
+        ..Default::default()
+    }
+}
+
 /// The bare client: the operator's writes for each session, with no operator.
 #[derive(Clone)]
 struct Baseline {
@@ -791,6 +817,14 @@ impl Baseline {
             memory_limit: "4Gi".into(),
             workspace_size: None,
             workspace_storage_class: None,
+            state_sync_image: "quay.io/ambient_code/vteam_state_sync:latest".into(),
+            s3_endpoint: "https://s3.amazonaws.com".into(),
+            s3_bucket: "ambient-sessions".into(),
+            pod_fsgroup: None,
+            image_pull_policy: "Always".into(),
+            vertex: None,
+            mcp_config_file: None,
+            backend_public_url: None,
         };
         let this = Baseline {
             events: EventPublisher::new(client.clone(), reporter),
@@ -920,10 +954,17 @@ impl Baseline {
             start_timeout: Duration::from_secs(600),
             token_refresh_after: Duration::from_secs(45 * 60),
             invalid_spec: None,
+            platform: platform(),
+            vertex: false,
+            s3: platform().s3("https://s3.amazonaws.com", "ambient-sessions"),
+            service_uid: Some("bench".into()),
+            claimed_here: true,
+            sync: agentic_operator::session::phases::SyncView::Idle,
         }
     }
 
-    /// Pending -> Creating: identity, Job, status, Event, annotations.
+    /// Pending -> Creating, in the operator's order: status (the claim), Event, identity,
+    /// Service, Job, annotations.
     async fn creating(
         &self,
         session: &AgenticSession,
@@ -932,6 +973,9 @@ impl Baseline {
         let name = session.name_any();
         let planned = plan(&self.observe(session, None, Vec::new()));
         let c = &self.client;
+        let written = self.write_status(session, &planned.status).await?;
+        self.publish(session, "Creating", "Pending -> Creating")
+            .await;
         create(
             &Api::<ServiceAccount>::namespaced(c.clone(), &namespace),
             &build_service_account(session),
@@ -939,7 +983,7 @@ impl Baseline {
         .await?;
         create(
             &Api::<Role>::namespaced(c.clone(), &namespace),
-            &build_role(session),
+            &build_role(session, false),
         )
         .await?;
         create(
@@ -965,14 +1009,31 @@ impl Baseline {
         let token = issued.status.and_then(|s| s.token).unwrap_or_default();
         let secret = build_token_secret(session, &token, &"0".repeat(64), Timestamp::now());
         create(&Api::<Secret>::namespaced(c.clone(), &namespace), &secret).await?;
-        let job = create(
-            &Api::<Job>::namespaced(c.clone(), &namespace),
-            &build_job(session, &self.runner, false),
+        let run = RunSpec {
+            is_resume: false,
+            deadline_seconds: session.spec.timeout,
+            started_at: planned
+                .status
+                .start_time
+                .clone()
+                .unwrap_or_else(|| Time(Timestamp::now())),
+        };
+        let inputs = JobInputs {
+            shape: shape::shape(session, None, &self.runner.shape_defaults()),
+            platform: platform(),
+            vertex_model_id: None,
+            project_mcp_servers: None,
+        };
+        create(
+            &Api::<Service>::namespaced(c.clone(), &namespace),
+            &build_service(session, inputs.shape.port),
         )
         .await?;
-        let written = self.write_status(session, &planned.status).await?;
-        self.publish(session, "Creating", "Pending -> Creating")
-            .await;
+        let job = create(
+            &Api::<Job>::namespaced(c.clone(), &namespace),
+            &build_job(session, &self.runner, &inputs, &run),
+        )
+        .await?;
         let patch = json!({"metadata": {"annotations": {
             keys::RUNNER_TOKEN_SECRET_ANNOTATION: names::token_secret_name(&name),
             keys::RUNNER_SA_ANNOTATION: names::service_account_name(&name),

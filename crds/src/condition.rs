@@ -28,11 +28,34 @@ pub mod types {
     /// The runner container has started running (once True during a run, it stays True until
     /// the next run).
     pub const RUNNER_STARTED: &str = "RunnerStarted";
+    /// What the session no longer needs (a finished run's Job, stopped pods) is gone; False
+    /// with reason `CleanupFailed` and the API error while deleting it keeps failing.
+    pub const CLEANED_UP: &str = "CleanedUp";
+
+    /// The credentials the runner needs exist: `ambient-runner-secrets` in the session's
+    /// namespace (Vertex off) or the copied `ambient-vertex` Secret (Vertex on).
+    pub const SECRETS_READY: &str = "SecretsReady";
+    /// The optional `ambient-non-vertex-integrations` Secret was found (and is passed to the
+    /// runner); absent when it was not.
+    pub const INTEGRATION_SECRETS_READY: &str = "IntegrationSecretsReady";
+    /// Session state persists to S3: True `Configured` with endpoint and bucket, or False
+    /// `NotConfigured` (the session still runs; its state is not kept).
+    pub const S3_AVAILABLE: &str = "S3Available";
+
+    /// The runner has the session's repositories (`status.reconciledRepos`), or why not.
+    pub const REPOS_RECONCILED: &str = "ReposReconciled";
+    /// The runner has the session's workflow (`status.reconciledWorkflow`), or why not.
+    pub const WORKFLOW_RECONCILED: &str = "WorkflowReconciled";
+    /// The runner has the session's current generation (`SpecApplied`), or why not.
+    pub const RECONCILED: &str = "Reconciled";
 
     /// `ProjectSettings`: every `groupAccess` entry has its RoleBinding and stale ones are gone.
     pub const GROUP_BINDINGS_READY: &str = "GroupBindingsReady";
     /// `ProjectSettings`: the `ambient-default-limits` LimitRange exists as specified.
     pub const LIMIT_RANGE_READY: &str = "LimitRangeReady";
+    /// `ProjectSettings`: the `ambient-session-trigger` ServiceAccount, Role and RoleBinding
+    /// that scheduled sessions run as exist as specified.
+    pub const SCHEDULED_SESSION_RBAC_READY: &str = "ScheduledSessionRBACReady";
 }
 
 /// Condition reasons written by the operator.
@@ -69,6 +92,35 @@ pub mod reasons {
     pub const EMPTY_DIR: &str = "EmptyDir";
     /// The runner pod cannot be scheduled (the message is the scheduler's).
     pub const UNSCHEDULABLE: &str = "Unschedulable";
+    /// The runner Job disappeared after its runner started (or could have), before its
+    /// outcome was recorded: the run's result is unknown. Terminal; a restart runs it again.
+    pub const JOB_LOST: &str = "JobLost";
+    /// `ambient-runner-secrets` is missing from the session's namespace (the session waits in
+    /// Pending for it, then fails after the start timeout).
+    pub const RUNNER_SECRET_MISSING: &str = "RunnerSecretMissing";
+    /// The Secret `ambient-vertex` is missing from the backend's namespace (Vertex mode).
+    pub const VERTEX_SECRET_MISSING: &str = "VertexSecretMissing";
+    /// Every required Secret exists.
+    pub const ALL_REQUIRED_SECRETS_FOUND: &str = "AllRequiredSecretsFound";
+    /// An optional Secret exists and is used.
+    pub const OPTIONAL_SECRET_FOUND: &str = "OptionalSecretFound";
+    /// The runner was told, and acknowledged.
+    pub const RECONCILED: &str = "Reconciled";
+    /// The session lists no repositories.
+    pub const NO_REPOS: &str = "NoRepos";
+    /// The runner has the session's current generation.
+    pub const SPEC_APPLIED: &str = "SpecApplied";
+    /// Telling the runner about repositories failed; the message has its answer.
+    pub const REPO_RECONCILIATION_FAILED: &str = "RepoReconciliationFailed";
+    /// Telling the runner about the workflow failed; the message has its answer.
+    pub const WORKFLOW_RECONCILIATION_FAILED: &str = "WorkflowReconciliationFailed";
+    /// S3 settings are complete.
+    pub const CONFIGURED: &str = "Configured";
+    /// S3 settings are incomplete.
+    pub const NOT_CONFIGURED: &str = "NotConfigured";
+    /// Deleting something the session no longer needs (a finished Job, pods) keeps failing;
+    /// the message has the API error.
+    pub const CLEANUP_FAILED: &str = "CleanupFailed";
 }
 
 /// Status of a condition.

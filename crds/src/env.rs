@@ -33,7 +33,9 @@ pub const USER_ID: &str = "USER_ID";
 pub const USER_NAME: &str = "USER_NAME";
 /// `true` only when an earlier run of this session actually started.
 pub const IS_RESUME: &str = "IS_RESUME";
-/// The `vteam.ambient-code/parent-session-id` annotation.
+/// The `vteam.ambient-code/parent-session-id` annotation, else the session's own
+/// `spec.environmentVariables.PARENT_SESSION_ID` (the backend sets it there for continuations,
+/// so it is not reserved).
 pub const PARENT_SESSION_ID: &str = "PARENT_SESSION_ID";
 /// `spec.mcpServers` as JSON.
 pub const CUSTOM_MCP_SERVERS: &str = "CUSTOM_MCP_SERVERS";
@@ -47,6 +49,10 @@ pub const ACTIVE_WORKFLOW_GIT_URL: &str = "ACTIVE_WORKFLOW_GIT_URL";
 pub const ACTIVE_WORKFLOW_BRANCH: &str = "ACTIVE_WORKFLOW_BRANCH";
 /// `spec.activeWorkflow.path`.
 pub const ACTIVE_WORKFLOW_PATH: &str = "ACTIVE_WORKFLOW_PATH";
+/// `1` in Vertex mode, else `0`.
+pub const USE_VERTEX: &str = "USE_VERTEX";
+/// The older name of [`USE_VERTEX`], set alike.
+pub const CLAUDE_CODE_USE_VERTEX: &str = "CLAUDE_CODE_USE_VERTEX";
 
 /// Every variable the operator sets on the runner; `spec.environmentVariables` may set none of
 /// them. Sorted, without duplicates.
@@ -58,19 +64,20 @@ pub const RESERVED_ENV_NAMES: &[&str] = &[
     AGENTIC_SESSION_NAMESPACE,
     AGUI_TOKEN,
     BACKEND_API_URL,
+    CLAUDE_CODE_USE_VERTEX,
     CUSTOM_MCP_SERVERS,
     INITIAL_PROMPT,
     IS_RESUME,
     LLM_MAX_TOKENS,
     LLM_MODEL,
     LLM_TEMPERATURE,
-    PARENT_SESSION_ID,
     PROJECT_NAME,
     REPOS_JSON,
     SESSION_ID,
     TIMEOUT,
     USER_ID,
     USER_NAME,
+    USE_VERTEX,
     WORKSPACE_PATH,
 ];
 
@@ -123,17 +130,22 @@ mod tests {
             "USER_ID",
             "USER_NAME",
             "IS_RESUME",
-            "PARENT_SESSION_ID",
             "CUSTOM_MCP_SERVERS",
             "BACKEND_API_URL",
             "AGUI_TOKEN",
             "ACTIVE_WORKFLOW_GIT_URL",
             "ACTIVE_WORKFLOW_BRANCH",
             "ACTIVE_WORKFLOW_PATH",
+            "USE_VERTEX",
+            "CLAUDE_CODE_USE_VERTEX",
         ] {
             assert!(is_reserved_env_name(name), "{name}");
         }
         assert!(!is_reserved_env_name("MY_VAR"));
+        assert!(
+            !is_reserved_env_name("PARENT_SESSION_ID"),
+            "the backend sets it for continuations"
+        );
     }
 
     #[test]

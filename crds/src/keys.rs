@@ -41,6 +41,17 @@ pub const START_REQUESTED_AT_ANNOTATION: &str = "ambient-code.io/start-requested
 /// Session annotation: why a stop was requested (the operator writes `inactivity`, see
 /// [`crate::session::StoppedReason`]); absent means the user asked.
 pub const STOP_REASON_ANNOTATION: &str = "ambient-code.io/stop-reason";
+/// Session annotation set by `session-trigger` when it restarts a finished session with a
+/// prompt: that run executes its prompt (`IS_RESUME=false`, since the runner skips
+/// `INITIAL_PROMPT` on a resume); cleared once the run's Job exists.
+pub const FORCE_EXECUTE_PROMPT_ANNOTATION: &str = "ambient-code.io/force-execute-prompt";
+/// Session label set by `session-trigger`: the scheduled session (CronJob) that made it.
+pub const SCHEDULED_SESSION_NAME_LABEL: &str = "ambient-code.io/scheduled-session-name";
+/// Session label set by `session-trigger` on every session it creates (`true`).
+pub const SCHEDULED_RUN_LABEL: &str = "ambient-code.io/scheduled-run";
+/// ServiceAccount, Role and RoleBinding a `ProjectSettings` gives its namespace for
+/// `session-trigger` (the scheduled sessions' CronJobs run as this ServiceAccount).
+pub const SESSION_TRIGGER_NAME: &str = "ambient-session-trigger";
 /// Session annotation: name of the Secret holding the runner's tokens.
 pub const RUNNER_TOKEN_SECRET_ANNOTATION: &str = "ambient-code.io/runner-token-secret";
 /// Session annotation: name of the runner's ServiceAccount.
@@ -48,6 +59,10 @@ pub const RUNNER_SA_ANNOTATION: &str = "ambient-code.io/runner-sa";
 /// Session annotation: the session this one continues (passed to the runner as
 /// `PARENT_SESSION_ID`).
 pub const PARENT_SESSION_ID_ANNOTATION: &str = "vteam.ambient-code/parent-session-id";
+/// Job annotation: the `status.startTime` of the run the Job was made for (RFC 3339). Ties a
+/// Job to one run, so a Job of a newer run than the operator's view of the session reveals
+/// that view as stale (and a Job of an older run is never taken for the current one).
+pub const RUN_STARTED_AT_ANNOTATION: &str = "ambient-code.io/run-started-at";
 /// Token Secret annotation: RFC 3339 time at which `k8s-token` was last (re)issued.
 pub const TOKEN_REFRESHED_AT_ANNOTATION: &str = "ambient-code.io/token-refreshed-at";
 
@@ -74,6 +89,56 @@ pub const RUNNER_TOKEN_MOUNT_DIR: &str = "/var/run/secrets/ambient";
 pub const RUNNER_TOKEN_FILE: &str = "bot-token";
 /// Mount path of the runner's workspace (also its `WORKSPACE_PATH`).
 pub const WORKSPACE_MOUNT_PATH: &str = "/workspace";
+
+/// Secret in a session's namespace holding the runner's model credentials (e.g.
+/// `ANTHROPIC_API_KEY`); required unless Vertex mode is on, passed with `envFrom`.
+pub const RUNNER_SECRETS: &str = "ambient-runner-secrets";
+/// Optional Secret in a session's namespace with integration credentials (`GIT_*`, `JIRA_*`,
+/// custom keys) and per-project S3 settings; passed with `envFrom` when present.
+pub const INTEGRATIONS_SECRET: &str = "ambient-non-vertex-integrations";
+/// Vertex credentials, copied from the backend's namespace and mounted at [`VERTEX_MOUNT_PATH`].
+pub const VERTEX_SECRET: &str = "ambient-vertex";
+/// Langfuse settings, copied from the backend's namespace when `LANGFUSE_ENABLED`.
+pub const LANGFUSE_SECRET: &str = "ambient-admin-langfuse-secret";
+/// MLflow settings, copied from the backend's namespace when `MLFLOW_TRACING_ENABLED`.
+pub const MLFLOW_SECRET: &str = "ambient-admin-mlflow-observability-secret";
+/// The runner's Google OAuth client, copied from the operator's namespace.
+pub const GOOGLE_OAUTH_SECRET: &str = "google-workflow-app-secret";
+/// Shared S3 credentials (`access-key`, `secret-key`), copied from the backend's namespace.
+pub const MINIO_CREDENTIALS_SECRET: &str = "minio-credentials";
+/// Annotation on a copied Secret: `<namespace>/<name>` of its source.
+pub const COPIED_FROM_ANNOTATION: &str = "vteam.ambient-code/copied-from";
+/// Annotation on a copied Secret: the source's resourceVersion the copy holds.
+pub const COPIED_VERSION_ANNOTATION: &str = "vteam.ambient-code/copied-from-version";
+/// Label on the operator's Secret copies (selected by its cache, with [`APP_LABEL`]).
+pub const COPY_LABEL: &str = "ambient-code.io/secret-copy";
+/// ConfigMap in a session's namespace whose key [`CA_BUNDLE_KEY`] is mounted as the runner's
+/// trusted CA bundle.
+pub const CA_BUNDLE_CONFIGMAP: &str = "trusted-ca-bundle";
+/// Key of [`CA_BUNDLE_CONFIGMAP`] holding the PEM bundle.
+pub const CA_BUNDLE_KEY: &str = "ca-bundle.crt";
+/// Where the trusted CA bundle is mounted in the runner.
+pub const CA_BUNDLE_MOUNT_PATH: &str = "/etc/pki/tls/certs/ca-bundle.crt";
+/// Where the Vertex Secret is mounted in the runner (read-only).
+pub const VERTEX_MOUNT_PATH: &str = "/app/vertex";
+/// Name of the runner container port the Service targets.
+pub const AGUI_PORT_NAME: &str = "agui";
+/// The runner's default port (the platform's backend and the runner image assume it).
+pub const DEFAULT_RUNNER_PORT: u16 = 8001;
+/// Label `app` value of the session Service and the runner NetworkPolicy.
+pub const PLATFORM_APP: &str = "ambient-code";
+/// Label on the NetworkPolicy the operator keeps per managed namespace.
+pub const MANAGED_BY_OPERATOR_LABEL: &str = "ambient-code.io/managed-by";
+/// Value of [`MANAGED_BY_OPERATOR_LABEL`].
+pub const MANAGED_BY_OPERATOR_VALUE: &str = "operator";
+/// The NetworkPolicy admitting only the backend and the operator to runner pods.
+pub const RUNNER_NETWORK_POLICY: &str = "runner-allow-backend-only";
+/// Label on the runner's ServiceAccount (`app=ambient-runner`).
+pub const RUNNER_SA_APP: &str = "ambient-runner";
+/// Label on the runner's token Secret (`app=ambient-runner-token`).
+pub const RUNNER_TOKEN_APP: &str = "ambient-runner-token";
+/// ServiceAccount annotation: the user the runner acts for (`spec.userContext.userId`).
+pub const CREATED_BY_USER_ID_ANNOTATION: &str = "ambient-code.io/created-by-user-id";
 
 /// Name of the leader-election Lease in the operator's namespace.
 pub const LEADER_LEASE_NAME: &str = "ambient-code-operator.ambient-code.io";
@@ -103,6 +168,10 @@ mod tests {
             RUNNER_SA_ANNOTATION,
             PARENT_SESSION_ID_ANNOTATION,
             TOKEN_REFRESHED_AT_ANNOTATION,
+            RUN_STARTED_AT_ANNOTATION,
+            FORCE_EXECUTE_PROMPT_ANNOTATION,
+            SCHEDULED_SESSION_NAME_LABEL,
+            SCHEDULED_RUN_LABEL,
             MANAGED_BY_LABEL,
         ] {
             let (prefix, name) = key.split_once('/').expect("prefixed key");

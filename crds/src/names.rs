@@ -21,6 +21,8 @@ const ROLE_BINDING_SUFFIX: &str = "-rb";
 const TOKEN_SECRET_PREFIX: &str = "ambient-runner-token-";
 const WORKSPACE_PVC_PREFIX: &str = "ambient-workspace-";
 const JOB_SUFFIX: &str = "-job";
+const SERVICE_PREFIX: &str = "session-";
+const RUNNER_EVENTS_SUFFIX: &str = "-runner";
 
 /// The runner Job of a session: `<session>-job`.
 pub fn job_name(session: &str) -> String {
@@ -53,9 +55,20 @@ pub fn workspace_pvc_name(session: &str) -> String {
     format!("{WORKSPACE_PVC_PREFIX}{session}")
 }
 
+/// The Service in front of the runner: `session-<session>`.
+pub fn service_name(session: &str) -> String {
+    format!("{SERVICE_PREFIX}{session}")
+}
+
+/// The name under which the runner pod's Events are republished: `<session>-runner` (the
+/// original's bare pod, which the backend's pod-events view looks up).
+pub fn runner_events_name(session: &str) -> String {
+    format!("{session}{RUNNER_EVENTS_SUFFIX}")
+}
+
 /// Every name derived from a session name, in a fixed order (Job, ServiceAccount, Role,
-/// RoleBinding, token Secret, workspace PVC). Handy for tests and for cleanup.
-pub fn session_child_names(session: &str) -> [String; 6] {
+/// RoleBinding, token Secret, workspace PVC, Service). Handy for tests and for cleanup.
+pub fn session_child_names(session: &str) -> [String; 7] {
     [
         job_name(session),
         service_account_name(session),
@@ -63,6 +76,7 @@ pub fn session_child_names(session: &str) -> [String; 6] {
         role_binding_name(session),
         token_secret_name(session),
         workspace_pvc_name(session),
+        service_name(session),
     ]
 }
 
@@ -88,6 +102,8 @@ mod tests {
         assert_eq!(role_binding_name("s1"), "ambient-session-s1-rb");
         assert_eq!(token_secret_name("s1"), "ambient-runner-token-s1");
         assert_eq!(workspace_pvc_name("s1"), "ambient-workspace-s1");
+        assert_eq!(service_name("s1"), "session-s1");
+        assert_eq!(runner_events_name("s1"), "s1-runner");
         assert_eq!(project_cluster_role_name("edit"), "ambient-project-edit");
         assert_eq!(group_role_binding_name("devs", "view"), "devs-view");
     }

@@ -116,6 +116,7 @@ type Known = BTreeMap<ObjectName, String>;
 pub struct WatchLoop<K> {
     api: Api<K>,
     label_selector: Option<String>,
+    field_selector: Option<String>,
     modify: fn(&mut K),
     known: Known,
     state: WatchState,
@@ -132,12 +133,20 @@ where
         WatchLoop {
             api,
             label_selector,
+            field_selector: None,
             modify: |_| {},
             known: BTreeMap::new(),
             state: WatchState::Empty,
             delays: RetryDelays::new(Duration::from_millis(200), Duration::from_secs(30)),
             listed_once: false,
         }
+    }
+
+    /// Restricts the loop to objects matching a field selector too (e.g. `metadata.name=x`).
+    #[must_use]
+    pub fn with_field_selector(mut self, selector: String) -> Self {
+        self.field_selector = Some(selector);
+        self
     }
 
     /// Applies `modify` to every object before it is remembered or handed over (e.g. to drop
@@ -219,6 +228,9 @@ where
         if let Some(selector) = &self.label_selector {
             params = params.labels(selector);
         }
+        if let Some(selector) = &self.field_selector {
+            params = params.fields(selector);
+        }
         let mut listed = Vec::new();
         let mut resource_version = String::new();
         loop {
@@ -263,6 +275,9 @@ where
         let mut params = WatchParams::default().timeout(WATCH_TIMEOUT_SECONDS);
         if let Some(selector) = &self.label_selector {
             params = params.labels(selector);
+        }
+        if let Some(selector) = &self.field_selector {
+            params = params.fields(selector);
         }
         let stream = self
             .api

@@ -26,7 +26,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use agentic_crds::{AgenticSession, ProjectSettings};
+use agentic_crds::{AgenticSession, ProjectSettings, keys};
 use agentic_legacy::{Change, KeyLocks, Timers, WatchLoop};
 use dashmap::{DashMap, DashSet};
 use futures::FutureExt;
@@ -41,11 +41,18 @@ use tracing::Instrument;
 
 use super::{ObjectKey, SyncTracker, handle, session_fingerprint, sessions_in};
 use crate::admin::Readiness;
-use crate::caches::{CacheWriters, Slim, child_selector, managed_namespace_selector};
+use crate::caches::{
+    CacheWriters, Slim, child_selector, managed_namespace_selector, name_selector, secret_selector,
+    service_selector,
+};
 use crate::context::Context;
-use crate::projections::{RunnerChild, RunnerJob, RunnerPod, RunnerSecret};
+use crate::projections::{
+    CaBundle, NamedSecret, RunnerChild, RunnerJob, RunnerPod, RunnerSecret, RunnerService,
+};
 
-const KINDS: usize = 6;
+/// Watches whose first list must complete before events are handled, besides one per shared
+/// Secret source.
+const KINDS: usize = 10;
 
 /// Runs the loops until `shutdown`, then lets in-flight handling finish within
 /// `--shutdown-grace-period`.
@@ -56,7 +63,7 @@ pub async fn run(
     leading: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
-    let engine = Engine::new(ctx, readiness, shutdown.clone());
+    let engine = Engine::new(ctx, readiness, writers.sources.len(), shutdown.clone());
     let mut tasks = tokio::task::JoinSet::new();
     engine.spawn_watches(&mut tasks, writers);
 
@@ -72,6 +79,12 @@ pub async fn run(
         () = started => {
             let backlog = engine.activate();
             tracing::info!(backlog, "legacy engine handling events inline");
+            tasks.spawn(crate::runner_events::run(engine.ctx.clone(), shutdown.clone()));
+            // A finished runner call (live changes) makes its session due again.
+            let timers = engine.timers.clone();
+            engine.ctx.syncs.set_waker(Arc::new(move |key| {
+                timers.schedule(key, std::time::Duration::ZERO);
+            }));
             tasks.spawn(engine.clone().handle_due_keys());
             shutdown.cancelled().await;
         }
@@ -94,9 +107,9 @@ pub async fn run(
 enum Trigger {
     /// An event of the session itself; `changed` unless it touched only status.
     Session { changed: bool },
-    /// An event of one of the session's children (Job, Pod, token Secret).
+    /// An event of one of the session's children (Job, Pod, token Secret, Service).
     Child,
-    /// Any other event (Namespace, ProjectSettings).
+    /// Any other event (Namespace, ProjectSettings, shared Secrets).
     Other,
     /// Its deadline on the timers.
     Due,
@@ -138,8 +151,8 @@ struct Engine {
 
 #[derive(Default)]
 struct Seen {
-    /// [`session_fingerprint`] of every session.
-    fingerprints: DashMap<ObjectKey, u64>,
+    /// [`session_fingerprint`] of every session, and whether it had finished.
+    fingerprints: DashMap<ObjectKey, (u64, bool)>,
     /// Managed namespaces.
     managed: DashSet<String>,
     /// ProjectSettings generation by namespace.
@@ -147,7 +160,12 @@ struct Seen {
 }
 
 impl Engine {
-    fn new(ctx: Context, readiness: Readiness, shutdown: CancellationToken) -> Self {
+    fn new(
+        ctx: Context,
+        readiness: Readiness,
+        sources: usize,
+        shutdown: CancellationToken,
+    ) -> Self {
         let timers = Timers::new(
             ctx.config.args.retry_base_delay,
             ctx.config.args.retry_max_delay,
@@ -159,7 +177,7 @@ impl Engine {
             stale: Arc::default(),
             seen: Arc::default(),
             active: CancellationToken::new(),
-            synced: Arc::new(SyncTracker::new(KINDS, readiness)),
+            synced: Arc::new(SyncTracker::new(KINDS + sources, readiness)),
             shutdown,
         }
     }
@@ -186,10 +204,58 @@ impl Engine {
             },
         ));
         tasks.spawn(self.clone().watch(
-            WatchLoop::new(Api::<RunnerSecret>::all(client.clone()), children),
+            WatchLoop::new(
+                Api::<RunnerSecret>::all(client.clone()),
+                Some(secret_selector()),
+            ),
             writers.secrets,
             Engine::on_secret,
         ));
+        tasks.spawn(self.clone().watch(
+            WatchLoop::new(
+                Api::<RunnerService>::all(client.clone()),
+                Some(service_selector()),
+            ),
+            writers.services,
+            Engine::on_child,
+        ));
+        tasks.spawn(
+            self.clone().watch(
+                WatchLoop::new(Api::<NamedSecret>::all(client.clone()), None)
+                    .with_field_selector(name_selector(keys::RUNNER_SECRETS)),
+                writers.runner_secrets,
+                Engine::on_runner_secrets,
+            ),
+        );
+        tasks.spawn(
+            self.clone().watch(
+                WatchLoop::new(Api::<NamedSecret>::all(client.clone()), None)
+                    .with_field_selector(name_selector(keys::INTEGRATIONS_SECRET)),
+                writers.integration_secrets,
+                Engine::on_integration_secrets,
+            ),
+        );
+        tasks.spawn(
+            self.clone().watch(
+                WatchLoop::new(Api::<CaBundle>::all(client.clone()), None)
+                    .with_field_selector(name_selector(keys::CA_BUNDLE_CONFIGMAP)),
+                writers.ca_bundles,
+                |_, _| Vec::new(),
+            ),
+        );
+        for (namespace, name, writer) in writers.sources {
+            tasks.spawn(
+                self.clone().watch(
+                    WatchLoop::new(
+                        Api::<NamedSecret>::namespaced(client.clone(), &namespace),
+                        None,
+                    )
+                    .with_field_selector(name_selector(name)),
+                    writer,
+                    Engine::on_shared_source,
+                ),
+            );
+        }
         tasks.spawn(self.clone().watch(
             WatchLoop::new(
                 Api::<Namespace>::all(client.clone()),
@@ -271,25 +337,40 @@ impl Engine {
     }
 
     fn on_session(&self, event: &Event<AgenticSession>) -> Work {
+        self.ctx.caches.unfinished.apply(event);
         match event {
             Event::InitApply(session) | Event::Apply(session) => {
                 let Some(key) = ObjectKey::of_session(session) else {
                     return Vec::new();
                 };
-                let print = session_fingerprint(session);
-                let changed = self.seen.fingerprints.insert(key.clone(), print) != Some(print);
-                match event {
-                    Event::Apply(_) => vec![(key, Trigger::Session { changed })],
-                    _ => Vec::new(),
+                let print = (session_fingerprint(session), session.phase().is_terminal());
+                let previous = self.seen.fingerprints.insert(key.clone(), print);
+                let Event::Apply(_) = event else {
+                    return Vec::new();
+                };
+                let changed = previous.map(|p| p.0) != Some(print.0);
+                let mut work = vec![(key.clone(), Trigger::Session { changed })];
+                // A session finished (or restarted): its namespace may need fewer (or more)
+                // Secret copies.
+                if previous.is_some_and(|p| p.1 != print.1) {
+                    work.push((
+                        ObjectKey::SecretCopies(key.namespace().to_string()),
+                        Trigger::Other,
+                    ));
                 }
+                work
             }
             Event::Delete(session) => {
-                if let Some(key) = ObjectKey::of_session(session) {
-                    self.seen.fingerprints.remove(&key);
-                    self.stale.remove(&key);
-                    self.timers.forget(&key);
-                }
-                Vec::new()
+                let Some(key) = ObjectKey::of_session(session) else {
+                    return Vec::new();
+                };
+                self.seen.fingerprints.remove(&key);
+                self.stale.remove(&key);
+                self.timers.forget(&key);
+                vec![(
+                    ObjectKey::SecretCopies(key.namespace().to_string()),
+                    Trigger::Other,
+                )]
             }
             Event::Init | Event::InitDone => Vec::new(),
         }
@@ -305,12 +386,65 @@ impl Engine {
         }
     }
 
-    /// Only a deleted token Secret matters: it is provisioned again. Other changes are the
-    /// operator's own writes (creation, token refresh).
+    /// Of a session's own Secrets only deletion matters: it is provisioned again (other
+    /// changes are the operator's own writes: creation, token refresh). Any change of a copy
+    /// of a shared Secret has its namespace's copies reconciled.
     fn on_secret(&self, event: &Event<RunnerSecret>) -> Work {
         match event {
+            Event::Apply(secret) | Event::Delete(secret)
+                if ObjectKey::owning_session(secret).is_none() =>
+            {
+                secret
+                    .namespace()
+                    .map(|ns| (ObjectKey::SecretCopies(ns), Trigger::Other))
+                    .into_iter()
+                    .collect()
+            }
             Event::Delete(_) => self.on_child(event),
             _ => Vec::new(),
+        }
+    }
+
+    /// The appearance (or change) of a namespace's runner credentials starts its waiting
+    /// sessions.
+    fn on_runner_secrets(&self, event: &Event<NamedSecret>) -> Work {
+        match event {
+            Event::Apply(secret) | Event::Delete(secret) => secret
+                .namespace()
+                .map(|ns| sessions_in(&self.ctx, &ns))
+                .unwrap_or_default()
+                .into_iter()
+                .map(|key| (key, Trigger::Other))
+                .collect(),
+            Event::Init | Event::InitApply(_) | Event::InitDone => Vec::new(),
+        }
+    }
+
+    /// Like [`Engine::on_runner_secrets`], and the namespace's copies follow the integrations.
+    fn on_integration_secrets(&self, event: &Event<NamedSecret>) -> Work {
+        let mut work = self.on_runner_secrets(event);
+        if let Event::Apply(secret) | Event::Delete(secret) = event {
+            work.extend(
+                secret
+                    .namespace()
+                    .map(|ns| (ObjectKey::SecretCopies(ns), Trigger::Other)),
+            );
+        }
+        work
+    }
+
+    /// A shared Secret source rotated: every managed namespace's copies follow.
+    fn on_shared_source(&self, event: &Event<NamedSecret>) -> Work {
+        match event {
+            Event::Apply(_) | Event::Delete(_) => self
+                .ctx
+                .caches
+                .namespaces
+                .state()
+                .iter()
+                .map(|ns| (ObjectKey::SecretCopies(ns.name_any()), Trigger::Other))
+                .collect(),
+            Event::Init | Event::InitApply(_) | Event::InitDone => Vec::new(),
         }
     }
 
@@ -462,7 +596,9 @@ impl Engine {
                 .sessions
                 .get(&ObjectRef::new(name).within(namespace))
                 .is_some_and(|session| session.status.is_some()),
-            ObjectKey::Namespace(_) | ObjectKey::ProjectSettings(_) => true,
+            ObjectKey::Namespace(_)
+            | ObjectKey::ProjectSettings(_)
+            | ObjectKey::SecretCopies(_) => true,
         }
     }
 }

@@ -2,6 +2,9 @@
 //! only in how events become calls: [`queued`] (default) goes through the project's work queue,
 //! `--legacy-watch` handles raw watch events inline.
 
+#[cfg(feature = "fault-injection")]
+pub mod fault_injection;
+pub mod health;
 pub mod legacy;
 pub mod queued;
 
@@ -34,6 +37,8 @@ pub enum ObjectKey {
     Namespace(String),
     /// The ProjectSettings singleton of a namespace.
     ProjectSettings(String),
+    /// The copies of shared Secrets in a namespace.
+    SecretCopies(String),
 }
 
 impl ObjectKey {
@@ -41,7 +46,9 @@ impl ObjectKey {
     pub fn namespace(&self) -> &str {
         match self {
             ObjectKey::Session { namespace, .. } => namespace,
-            ObjectKey::Namespace(name) | ObjectKey::ProjectSettings(name) => name,
+            ObjectKey::Namespace(name)
+            | ObjectKey::ProjectSettings(name)
+            | ObjectKey::SecretCopies(name) => name,
         }
     }
 
@@ -61,6 +68,9 @@ impl ObjectKey {
             }
             ObjectKey::ProjectSettings(namespace) => {
                 tracing::info_span!("reconcile", kind = "ProjectSettings", namespace)
+            }
+            ObjectKey::SecretCopies(namespace) => {
+                tracing::info_span!("reconcile", kind = "SecretCopies", namespace)
             }
         }
     }
@@ -82,9 +92,28 @@ impl ObjectKey {
     }
 }
 
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ObjectKey::Session { namespace, name } => {
+                write!(f, "AgenticSession {namespace}/{name}")
+            }
+            ObjectKey::Namespace(name) => write!(f, "Namespace {name}"),
+            ObjectKey::ProjectSettings(namespace) => write!(f, "ProjectSettings of {namespace}"),
+            ObjectKey::SecretCopies(namespace) => write!(f, "Secret copies in {namespace}"),
+        }
+    }
+}
+
 /// A handler failure, with the label it is counted under.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
+    /// The reconcile did not finish within `--reconcile-timeout` and was cancelled.
+    #[error("reconcile cancelled after {after:?} (--reconcile-timeout)")]
+    TimedOut {
+        /// The timeout.
+        after: Duration,
+    },
     /// A session reconcile failed.
     #[error(transparent)]
     Session(#[from] session::SessionError),
@@ -94,6 +123,9 @@ pub enum HandlerError {
     /// A ProjectSettings reconcile failed.
     #[error(transparent)]
     ProjectSettings(#[from] project_settings::ProjectSettingsError),
+    /// Keeping a namespace's Secret copies failed.
+    #[error(transparent)]
+    Copies(#[from] crate::copies::CopyError),
 }
 
 impl HandlerError {
@@ -126,23 +158,73 @@ pub fn session_fingerprint(session: &AgenticSession) -> u64 {
 
 /// Reconciles whatever `key` names, reading the object from the caches; returns when to look
 /// again. An object no longer in the cache was deleted: garbage collection removes its children.
+///
+/// Both engines call this. It is registered with [`health::Health`] while it runs. A reconcile
+/// still running after `--reconcile-timeout` is cancelled
+/// (dropped at its next `.await`) and is a failed reconcile: counted (a session's under
+/// `ambient_session_errors_total{error_type="timeout"}` and
+/// `ambient_reconcile_duration_seconds{success="false"}`) and retried by the engine.
 pub async fn handle(key: ObjectKey, ctx: Context) -> Result<Option<Duration>, HandlerError> {
-    match &key {
+    // In flight until dropped, even by a panic unwinding: /healthz spots a wedged worker.
+    let _reconciling = ctx.health.reconciling(&key);
+    let timeout = ctx.config.args.reconcile_timeout;
+    let started = tokio::time::Instant::now();
+    match tokio::time::timeout(timeout, reconcile(&key, &ctx)).await {
+        Ok(result) => result,
+        Err(_) => {
+            count_timeout(&key, &ctx, started.elapsed());
+            Err(HandlerError::TimedOut { after: timeout })
+        }
+    }
+}
+
+async fn reconcile(key: &ObjectKey, ctx: &Context) -> Result<Option<Duration>, HandlerError> {
+    match key {
         ObjectKey::Session { namespace, name } => {
             let found = ctx
                 .caches
                 .sessions
                 .get(&ObjectRef::new(name).within(namespace));
             match found {
-                Some(session) => Ok(session::reconcile(session, &ctx).await?),
+                Some(session) => {
+                    #[cfg(feature = "fault-injection")]
+                    fault_injection::stall(&session).await;
+                    Ok(session::reconcile(session, ctx).await?)
+                }
                 None => Ok(None),
             }
         }
-        ObjectKey::Namespace(name) => Ok(namespace::reconcile(name, &ctx).await?),
+        ObjectKey::Namespace(name) => Ok(namespace::reconcile(name, ctx).await?),
         ObjectKey::ProjectSettings(namespace) => {
-            Ok(project_settings::reconcile(namespace, &ctx).await?)
+            Ok(project_settings::reconcile(namespace, ctx).await?)
+        }
+        ObjectKey::SecretCopies(namespace) => {
+            if !ctx.caches.is_managed(namespace) {
+                return Ok(None);
+            }
+            Ok(crate::copies::reconcile(namespace, ctx).await?)
         }
     }
+}
+
+/// Records a cancelled session reconcile as the session handler records a failed one (its own
+/// recording was dropped with it).
+fn count_timeout(key: &ObjectKey, ctx: &Context, took: Duration) {
+    let ObjectKey::Session { namespace, name } = key else {
+        return;
+    };
+    let phase = ctx
+        .caches
+        .sessions
+        .get(&ObjectRef::new(name).within(namespace))
+        .and_then(|session| session.status.as_ref().map(|status| status.phase))
+        .unwrap_or_default();
+    let families = ctx.metrics.families();
+    families.record_reconcile(phase.as_str(), false, took);
+    families
+        .session_errors
+        .with_label_values(&[namespace.as_str(), phase.as_str(), "timeout"])
+        .inc();
 }
 
 /// Keys of every cached session in `namespace`.

@@ -8,11 +8,14 @@
 //!   (the operator's own writes among them), and Secret updates.
 //! - Workers start only once every cache has synced (readiness turns true at the same moment),
 //!   so no decision is made from a half-filled cache.
+//! - Each watch lists and watches through a client of its own that reports to
+//!   [`super::health`], and reports its errors and events there: `/healthz` knows which watch
+//!   is failing or dead.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentic_crds::{AgenticSession, ProjectSettings};
+use agentic_crds::{AgenticSession, ProjectSettings, keys};
 use agentic_queue::{
     BucketConfig, DrainReport, Priority, QueueConfig, QueueMetrics, Requeue, WorkQueue, WorkerPool,
 };
@@ -28,16 +31,22 @@ use tracing::Instrument;
 
 use super::{ObjectKey, SyncTracker, handle, session_fingerprint, sessions_in};
 use crate::admin::Readiness;
-use crate::caches::{CacheWriters, Slim, child_selector, managed_namespace_selector};
+use crate::caches::{
+    CacheWriters, Slim, child_selector, managed_namespace_selector, name_selector, secret_selector,
+    service_selector,
+};
 use crate::config::Config;
 use crate::context::Context;
 use crate::metrics::Metrics;
-use crate::projections::{RunnerChild, RunnerJob, RunnerPod, RunnerSecret};
+use crate::projections::{
+    CaBundle, NamedSecret, RunnerChild, RunnerJob, RunnerPod, RunnerSecret, RunnerService,
+};
 
 /// The `name` label of the `workqueue_*` metrics (the controller's name, as in controller-runtime).
 pub const QUEUE_NAME: &str = "agenticsession";
-/// Number of watch streams whose initial list must complete before workers start.
-const WATCHES: usize = 6;
+/// Number of watch streams whose initial list must complete before workers start, besides
+/// one per shared Secret source.
+const WATCHES: usize = 10;
 
 /// Failure to start the engine.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +54,15 @@ pub enum EngineError {
     /// The queue configuration derived from the flags was refused.
     #[error("work queue configuration: {0}")]
     Queue(#[from] agentic_queue::ConfigError),
+    /// A watch's client could not be built.
+    #[error("client of the {watch} watch: {source}")]
+    WatchClient {
+        /// The watch.
+        watch: &'static str,
+        /// Why.
+        #[source]
+        source: kube::Error,
+    },
 }
 
 /// Queue settings from the operator's flags.
@@ -77,14 +95,14 @@ pub async fn run(
 ) -> Result<DrainReport<ObjectKey>, EngineError> {
     let metrics = Arc::new(WorkqueueMetrics::new(&ctx.metrics));
     let queue = WorkQueue::with_tenant(queue_config(&ctx.config), metrics, tenant)?;
-    let synced = Arc::new(SyncTracker::new(WATCHES, readiness));
+    let synced = Arc::new(SyncTracker::new(WATCHES + writers.sources.len(), readiness));
     let watches = Watches {
         ctx: ctx.clone(),
         queue: queue.clone(),
         synced: Arc::clone(&synced),
         shutdown: shutdown.clone(),
     };
-    watches.spawn_all(writers);
+    watches.spawn_all(writers)?;
 
     tokio::select! {
         _ = shutdown.cancelled() => return Ok(queue.shutdown_with_drain(Duration::ZERO).await),
@@ -100,6 +118,9 @@ pub async fn run(
         queued = queue.len(),
         "starting workers"
     );
+    tokio::spawn(crate::runner_events::run(ctx.clone(), shutdown.clone()));
+    let waking = queue.clone();
+    ctx.syncs.set_waker(Arc::new(move |key| waking.add(&key)));
     let pool = WorkerPool::new(
         queue,
         usize::from(ctx.config.args.max_concurrent_reconciles),
@@ -136,91 +157,151 @@ struct Watches {
 }
 
 impl Watches {
-    fn spawn_all(&self, writers: CacheWriters) {
-        let client = self.ctx.client.clone();
+    fn spawn_all(&self, writers: CacheWriters) -> Result<(), EngineError> {
         let children = watcher::Config::default()
             .labels(&child_selector())
             .page_size(500);
         let all = watcher::Config::default().page_size(500);
 
-        let fingerprints: Arc<DashMap<ObjectKey, u64>> = Arc::default();
+        let fingerprints: Arc<DashMap<ObjectKey, (u64, bool)>> = Arc::default();
         let this = self.clone();
-        self.spawn(
+        self.spawn::<AgenticSession, _>(
             "sessions",
-            Api::<AgenticSession>::all(client.clone()),
+            Api::all,
             all.clone(),
             writers.sessions,
-            move |event| this.on_session(event, &fingerprints),
-        );
+            move |event| {
+                this.ctx.caches.unfinished.apply(event);
+                this.on_session(event, &fingerprints)
+            },
+        )?;
 
         let this = self.clone();
-        self.spawn(
+        self.spawn::<RunnerJob, _>(
             "jobs",
-            Api::<RunnerJob>::all(client.clone()),
+            Api::all,
             children.clone(),
             writers.jobs,
             move |event| this.on_child(event),
-        );
+        )?;
 
         let this = self.clone();
-        self.spawn(
+        self.spawn::<RunnerPod, _>(
             "pods",
-            Api::<RunnerPod>::all(client.clone()),
+            Api::all,
             children.clone(),
             writers.pods,
             move |event: &Event<RunnerPod>| {
                 this.ctx.caches.pods_by_session.apply(event);
                 this.on_child(event);
             },
-        );
+        )?;
 
         let this = self.clone();
-        self.spawn(
+        self.spawn::<RunnerSecret, _>(
             "secrets",
-            Api::<RunnerSecret>::all(client.clone()),
-            children,
+            Api::all,
+            watcher::Config::default()
+                .labels(&secret_selector())
+                .page_size(500),
             writers.secrets,
             move |event: &Event<RunnerSecret>| {
-                // A token Secret deleted behind our back is provisioned again.
-                if let Event::Delete(secret) = event
-                    && let Some(key) = ObjectKey::owning_session(secret)
-                {
-                    this.queue.add(&key);
+                if let Event::Delete(secret) = event {
+                    match ObjectKey::owning_session(secret) {
+                        // A token Secret deleted behind our back is provisioned again.
+                        Some(key) => this.queue.add(&key),
+                        // A copy: made again if still needed.
+                        None => {
+                            if let Some(namespace) = secret.namespace() {
+                                this.queue.add(&ObjectKey::SecretCopies(namespace));
+                            }
+                        }
+                    }
                 }
             },
-        );
+        )?;
+
+        let this = self.clone();
+        self.spawn::<RunnerService, _>(
+            "services",
+            Api::all,
+            watcher::Config::default()
+                .labels(&service_selector())
+                .page_size(500),
+            writers.services,
+            move |event| this.on_child(event),
+        )?;
+
+        // Credentials watched by name: their appearance starts waiting sessions.
+        let this = self.clone();
+        self.spawn::<NamedSecret, _>(
+            "runner secrets",
+            Api::all,
+            watcher::Config::default().fields(&name_selector(keys::RUNNER_SECRETS)),
+            writers.runner_secrets,
+            move |event| this.on_namespace_secret(event, false),
+        )?;
+        let this = self.clone();
+        self.spawn::<NamedSecret, _>(
+            "integration secrets",
+            Api::all,
+            watcher::Config::default().fields(&name_selector(keys::INTEGRATIONS_SECRET)),
+            writers.integration_secrets,
+            move |event| this.on_namespace_secret(event, true),
+        )?;
+        self.spawn::<CaBundle, _>(
+            "ca bundles",
+            Api::all,
+            watcher::Config::default().fields(&name_selector(keys::CA_BUNDLE_CONFIGMAP)),
+            writers.ca_bundles,
+            |_| {}, // read when the next Job is made
+        )?;
+        for (namespace, name, writer) in writers.sources {
+            let this = self.clone();
+            self.spawn::<NamedSecret, _>(
+                "shared secret",
+                move |client| Api::namespaced(client, &namespace),
+                watcher::Config::default().fields(&name_selector(name)),
+                writer,
+                move |event| this.on_source(event),
+            )?;
+        }
 
         let managed: Arc<DashSet<String>> = Arc::default();
         let this = self.clone();
-        self.spawn(
+        self.spawn::<Namespace, _>(
             "namespaces",
-            Api::<Namespace>::all(client.clone()),
+            Api::all,
             watcher::Config::default().labels(&managed_namespace_selector()),
             writers.namespaces,
             move |event| this.on_namespace(event, &managed),
-        );
+        )?;
 
         let generations: Arc<DashMap<String, i64>> = Arc::default();
         let this = self.clone();
-        self.spawn(
+        self.spawn::<ProjectSettings, _>(
             "projectsettings",
-            Api::<ProjectSettings>::all(client),
+            Api::all,
             all,
             writers.project_settings,
             move |event| this.on_project_settings(event, &generations),
-        );
+        )?;
+        Ok(())
     }
 
-    /// Runs one watch (with kube's default backoff on errors) into its cache, calling
-    /// `on_event` for every event after the cache has applied it.
+    /// Runs one watch of the `K`s `api` reaches (with kube's default backoff on errors) into
+    /// its cache,
+    /// calling `on_event` for every event after the cache has applied it. The watch has a
+    /// client of its own and reports to [`super::health`]; it stops (not dies) on shutdown.
     fn spawn<K, F>(
         &self,
         what: &'static str,
-        api: Api<K>,
+        api: impl FnOnce(kube::Client) -> Api<K>,
         config: watcher::Config,
         writer: Writer<K>,
         on_event: F,
-    ) where
+    ) -> Result<(), EngineError>
+    where
         K: Resource<DynamicType = ()>
             + Slim
             + Clone
@@ -231,9 +312,17 @@ impl Watches {
             + 'static,
         F: Fn(&Event<K>) + Send + 'static,
     {
+        let health = self.ctx.health.watch(what);
+        let client =
+            health
+                .client(&self.ctx.client_config)
+                .map_err(|source| EngineError::WatchClient {
+                    watch: what,
+                    source,
+                })?;
         let synced = Arc::clone(&self.synced);
         let shutdown = self.shutdown.clone();
-        let stream = watcher::watcher(api, config)
+        let stream = watcher::watcher(api(client), config)
             .default_backoff()
             .modify(Slim::slim)
             .reflect(writer);
@@ -242,11 +331,15 @@ impl Watches {
             let mut stream = std::pin::pin!(stream);
             loop {
                 let next = tokio::select! {
-                    _ = shutdown.cancelled() => break,
+                    _ = shutdown.cancelled() => {
+                        health.stopped();
+                        return;
+                    }
                     next = stream.next() => next,
                 };
                 match next {
                     Some(Ok(event)) => {
+                        health.succeeded();
                         if matches!(event, Event::InitDone) {
                             synced.mark(first_sync);
                             first_sync = false;
@@ -254,34 +347,83 @@ impl Watches {
                         on_event(&event);
                     }
                     Some(Err(error)) => {
-                        tracing::warn!(watch = what, %error, "watch error; retrying")
+                        health.failed(&error);
+                        tracing::warn!(watch = what, %error, "watch error; retrying");
                     }
-                    None => break,
+                    // Never, from kube's watcher: dropping `health` marks the watch dead.
+                    None => return,
                 }
             }
         });
+        Ok(())
     }
 
-    fn on_session(&self, event: &Event<AgenticSession>, fingerprints: &DashMap<ObjectKey, u64>) {
+    fn on_session(
+        &self,
+        event: &Event<AgenticSession>,
+        fingerprints: &DashMap<ObjectKey, (u64, bool)>,
+    ) {
         match event {
             Event::InitApply(session) | Event::Apply(session) => {
                 let Some(key) = ObjectKey::of_session(session) else {
                     return;
                 };
-                let print = session_fingerprint(session);
-                let unchanged = fingerprints.insert(key.clone(), print) == Some(print);
+                let print = (session_fingerprint(session), session.phase().is_terminal());
+                let previous = fingerprints.insert(key.clone(), print);
                 if matches!(event, Event::InitApply(_)) {
                     self.queue.add_with(&key, Priority::Low);
-                } else if !unchanged {
+                } else if previous.map(|p| p.0) != Some(print.0) {
                     self.queue.add(&key);
+                }
+                // A session finished (or restarted): its namespace may need fewer (or more)
+                // Secret copies.
+                if previous.is_some_and(|p| p.1 != print.1) {
+                    self.queue.add_with(
+                        &ObjectKey::SecretCopies(key.namespace().to_string()),
+                        Priority::Low,
+                    );
                 }
             }
             Event::Delete(session) => {
                 if let Some(key) = ObjectKey::of_session(session) {
                     fingerprints.remove(&key);
+                    self.queue.add_with(
+                        &ObjectKey::SecretCopies(key.namespace().to_string()),
+                        Priority::Low,
+                    );
                 }
             }
             Event::Init | Event::InitDone => {}
+        }
+    }
+
+    /// `ambient-runner-secrets` or `ambient-non-vertex-integrations` of a namespace changed:
+    /// its sessions may start (or their S3 settings, and so the copies, change).
+    fn on_namespace_secret(&self, event: &Event<NamedSecret>, copies: bool) {
+        let (Event::Apply(secret) | Event::Delete(secret)) = event else {
+            return;
+        };
+        let Some(namespace) = secret.namespace() else {
+            return;
+        };
+        for key in sessions_in(&self.ctx, &namespace) {
+            self.queue.add(&key);
+        }
+        if copies {
+            self.queue.add(&ObjectKey::SecretCopies(namespace));
+        }
+    }
+
+    /// A shared Secret changed (a rotation): every managed namespace's copies follow.
+    fn on_source(&self, event: &Event<NamedSecret>) {
+        if !matches!(event, Event::Apply(_) | Event::Delete(_)) {
+            return;
+        }
+        for namespace in self.ctx.caches.namespaces.state() {
+            self.queue.add_with(
+                &ObjectKey::SecretCopies(namespace.name_any()),
+                Priority::Low,
+            );
         }
     }
 
@@ -366,7 +508,8 @@ impl Watches {
 }
 
 /// Feeds the queue's hooks into the `workqueue_*` families under [`QUEUE_NAME`].
-struct WorkqueueMetrics {
+/// Public so that the queue benchmarks build the queue exactly as [`run`] does.
+pub struct WorkqueueMetrics {
     depth: prometheus::IntGauge,
     adds: prometheus::IntCounter,
     queue_duration: prometheus::Histogram,
@@ -377,7 +520,8 @@ struct WorkqueueMetrics {
 }
 
 impl WorkqueueMetrics {
-    fn new(metrics: &Metrics) -> Self {
+    /// The children of `metrics`' `workqueue_*` families for this queue.
+    pub fn new(metrics: &Metrics) -> Self {
         let w = &metrics.families().workqueue;
         let name = [QUEUE_NAME];
         WorkqueueMetrics {

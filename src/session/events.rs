@@ -45,7 +45,17 @@ impl EventPublisher {
     /// Creates one Event about `session`. A name collision (two Events about one session in
     /// the same nanosecond) is retried once with a fresh timestamp.
     pub async fn publish(&self, session: &AgenticSession, note: &Note) -> kube::Result<()> {
-        let regarding = session.object_ref(&());
+        self.publish_about(&session.object_ref(&()), note).await
+    }
+
+    /// Creates one Event about the object `regarding` (e.g. a runner pod under the name the
+    /// platform looks it up by).
+    pub async fn publish_about(
+        &self,
+        regarding: &ObjectReference,
+        note: &Note,
+    ) -> kube::Result<()> {
+        let regarding = regarding.clone();
         let namespace = regarding.namespace.clone().unwrap_or_default();
         let events: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
         let mut attempts = 0;

@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use super::children::{RUNNER_CONTAINER, RunnerSettings};
+use super::shape::RunnerShape;
 
 use crate::projections::{RunnerContainerStatus, RunnerJob, RunnerPod, RunnerPodStatus};
 
@@ -39,18 +40,36 @@ pub fn settings() -> RunnerSettings {
         cpu_request: "500m".into(),
         cpu_limit: "2".into(),
         memory_request: "512Mi".into(),
-        memory_limit: "4Gi".into(),
+        memory_limit: "8Gi".into(),
         workspace_size: None,
         workspace_storage_class: None,
+        state_sync_image: "quay.io/ambient_code/vteam_state_sync:latest".into(),
+        s3_endpoint: "https://s3.amazonaws.com".into(),
+        s3_bucket: "ambient-sessions".into(),
+        pod_fsgroup: None,
+        image_pull_policy: "Always".into(),
+        vertex: None,
+        mcp_config_file: None,
+        backend_public_url: None,
     }
 }
 
-/// A Job created at `created`, with the given True condition (`Complete`, `Failed`) if any.
+/// The shape of a session with no registry entry.
+pub fn shape() -> RunnerShape {
+    super::shape::shape(&session("demo"), None, &settings().shape_defaults())
+}
+
+/// UID of the Job [`job`] makes; the pods of the fixtures are its pods.
+pub const JOB_UID: &str = "uid-demo-job";
+
+/// Session `demo`'s Job for the run started at `at(0)`, created at `created`, with the given
+/// True condition (`Complete`, `Failed`) if any.
 pub fn job(created: i64, condition: Option<(&str, &str)>) -> RunnerJob {
     RunnerJob {
         metadata: ObjectMeta {
             name: Some("demo-job".into()),
             namespace: Some("team".into()),
+            uid: Some(JOB_UID.into()),
             creation_timestamp: Some(Time(at(created))),
             ..Default::default()
         },
@@ -67,6 +86,8 @@ pub fn job(created: i64, condition: Option<(&str, &str)>) -> RunnerJob {
             ..Default::default()
         }),
         session: None,
+        controller: Some("uid-demo".into()),
+        run: Some("2026-01-01T00:00:00Z".into()),
     }
 }
 
@@ -147,5 +168,6 @@ fn pod_with(
             ..Default::default()
         }),
         session: None,
+        controller: Some(JOB_UID.into()),
     }
 }

@@ -1,5 +1,5 @@
-//! Runner identity (SPEC §2.3): a ServiceAccount, a Role limited to the session itself, its
-//! RoleBinding, and the token Secret holding a TokenRequest-issued ServiceAccount token
+//! Runner identity (SPEC §2.3): a ServiceAccount, a Role for what the platform asks of the
+//! runner in its namespace, its RoleBinding, and the token Secret holding a TokenRequest-issued ServiceAccount token
 //! (`k8s-token`, refreshed while the session runs) and a random `agui-token`.
 
 use std::time::Instant;
@@ -11,11 +11,13 @@ use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 
+use super::SessionError;
+use super::api::{api_error, create_owned, is_status};
 use super::children::{build_role, build_role_binding, build_service_account, build_token_secret};
-use super::{SessionError, api_error, create_if_missing, is_status};
 use crate::context::Context;
+use crate::projections::RunnerChild;
 
 /// Lifetime asked for each runner token; refreshed well before it ends.
 const TOKEN_LIFETIME_SECONDS: i64 = 3600;
@@ -25,12 +27,13 @@ const TOKEN_LIFETIME_SECONDS: i64 = 3600;
 pub async fn ensure(
     session: &AgenticSession,
     namespace: &str,
+    mlflow_kubernetes_auth: bool,
     ctx: &Context,
 ) -> Result<(), SessionError> {
     let started = Instant::now();
     let client = ctx.client.clone();
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
-    create_if_missing(
+    create_owned(
         &accounts,
         &build_service_account(session),
         namespace,
@@ -38,9 +41,15 @@ pub async fn ensure(
     )
     .await?;
     let roles: Api<Role> = Api::namespaced(client.clone(), namespace);
-    create_if_missing(&roles, &build_role(session), namespace, "Role").await?;
+    create_owned(
+        &roles,
+        &build_role(session, mlflow_kubernetes_auth),
+        namespace,
+        "Role",
+    )
+    .await?;
     let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), namespace);
-    create_if_missing(
+    create_owned(
         &bindings,
         &build_role_binding(session),
         namespace,
@@ -50,11 +59,17 @@ pub async fn ensure(
 
     let name = session.name_any();
     let secret_name = names::token_secret_name(&name);
-    if ctx.caches.secret(namespace, &secret_name).is_none() {
+    // A cached Secret of another owner (an earlier session of the same name) is not ours:
+    // create_owned replaces it if orphaned, or waits for its garbage collection.
+    let ours = ctx
+        .caches
+        .secret(namespace, &secret_name)
+        .is_some_and(|secret| secret.controller_uid() == session.meta().uid.as_deref());
+    if !ours {
         let token = request_token(session, namespace, ctx).await?;
         let secret = build_token_secret(session, &token, &random_token(), Timestamp::now());
         let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-        create_if_missing(&secrets, &secret, namespace, "Secret").await?;
+        create_owned(&secrets, &secret, namespace, "Secret").await?;
     }
 
     ctx.metrics

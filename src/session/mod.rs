@@ -4,13 +4,18 @@
 //! Status is written once per reconcile, with the resourceVersion that was read, so a decision
 //! made from a stale view fails with a conflict and is retried instead of overwriting newer state.
 
+mod api;
 pub mod children;
+pub mod drift;
 pub mod events;
 #[cfg(feature = "fault-injection")]
 pub mod fault_injection;
 mod identity;
 pub mod phases;
+pub mod platform;
 pub mod runner_env;
+pub mod runner_sync;
+pub mod shape;
 
 #[cfg(test)]
 pub(crate) mod fixtures;
@@ -20,15 +25,21 @@ use std::time::{Duration, Instant};
 
 use agentic_crds::{AgenticSession, Phase, ProjectSettings, keys, names};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 
+use agentic_crds::condition::{reasons, types};
+use agentic_crds::{AgenticSessionStatus, Condition, ConditionStatus, set_condition};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
 use crate::caches::Slim;
 use crate::context::{Context, FIELD_MANAGER};
-use crate::projections::{RunnerJob, RunnerPod};
-use phases::{Effect, Observation, Observed, Plan};
+use crate::projections::{RunnerChild, RunnerJob, RunnerPod};
+use api::{api_error, is_status};
+use children::JobInputs;
+use phases::{ChildEffect, Note, Observation, Observed, Plan, SessionEffect};
 
 /// Why a session reconcile failed (it is retried with backoff).
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +67,41 @@ pub enum SessionError {
         /// Name.
         name: String,
     },
+    /// A child of that name belongs to another owner (an earlier session of the same name
+    /// whose garbage collection is still running); retried until it is gone.
+    #[error("{kind} {namespace}/{name} belongs to another owner; waiting for it to be collected")]
+    NotOurs {
+        /// The kind of object.
+        kind: &'static str,
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
+    /// An object appeared and vanished while this reconcile was acting on it: the plan is
+    /// stale; the reconcile is retried from fresh state.
+    #[error("{kind} {namespace}/{name} changed while being reconciled")]
+    ChangedMeanwhile {
+        /// The kind of object.
+        kind: &'static str,
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
+    /// Telling the runner about a live change failed (recorded on the session).
+    #[error("session {namespace}/{name}: {message}")]
+    RunnerSync {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// What failed.
+        message: String,
+    },
+    /// A copy of a shared Secret could not be made.
+    #[error(transparent)]
+    Copies(#[from] crate::copies::CopyError),
     /// The API server answered a TokenRequest without a token.
     #[error("TokenRequest for {namespace}/{service_account} returned no token")]
     EmptyToken {
@@ -77,31 +123,14 @@ impl SessionError {
                 "PersistentVolumeClaim" => "workspace",
                 _ => "api",
             },
-            SessionError::Conflict { .. } => "conflict",
+            SessionError::Conflict { .. }
+            | SessionError::NotOurs { .. }
+            | SessionError::ChangedMeanwhile { .. } => "conflict",
             SessionError::EmptyToken { .. } => "identity",
+            SessionError::Copies(error) => error.metric_label(),
+            SessionError::RunnerSync { .. } => "runner",
         }
     }
-}
-
-/// A closure that wraps a kube error with what was being done.
-fn api_error<'a>(
-    action: &'static str,
-    kind: &'static str,
-    namespace: &'a str,
-    name: &'a str,
-) -> impl FnOnce(kube::Error) -> SessionError + 'a {
-    move |source| SessionError::Api {
-        action,
-        kind,
-        namespace: namespace.to_string(),
-        name: name.to_string(),
-        source,
-    }
-}
-
-/// Whether an API error is the given HTTP status.
-fn is_status(error: &kube::Error, code: u16) -> bool {
-    matches!(error, kube::Error::Api(status) if status.code == code)
 }
 
 /// Reconciles one session; returns when to look at it again (`None`: on the next event only).
@@ -174,6 +203,7 @@ async fn reconcile_session(
                 .or(Some(Timestamp::UNIX_EPOCH))
         });
     let project_settings = ctx.caches.project_settings_of(namespace);
+    let platform = crate::copies::platform_view(namespace, ctx);
     let observed = Observed {
         session,
         job: job.as_deref(),
@@ -190,11 +220,24 @@ async fn reconcile_session(
         invalid_spec: agentic_crds::validate(&session.spec)
             .err()
             .map(|e| e.to_string()),
+        s3: platform.s3(&ctx.config.args.s3_endpoint, &ctx.config.args.s3_bucket),
+        platform,
+        vertex: ctx.config.vertex.is_some(),
+        service_uid: ctx
+            .caches
+            .service(namespace, &name)
+            .filter(|service| service.controller_uid() == session.meta().uid.as_deref())
+            .and_then(|service| service.metadata.uid.clone()),
+        claimed_here: ctx.claims.contains(&claim_key(session, namespace)),
+        sync: ctx
+            .syncs
+            .view(namespace, &name, session.metadata.generation),
     };
     let mut plan = phases::plan(&observed);
-    if !pods_are_fresh && gives_up_waiting_for_start(&plan) {
-        // Failing a session for not starting is final: decide it on the pods as the API server
-        // has them, not on a cache that may lag (the legacy engine's does under load).
+    if !pods_are_fresh && decides_on_absent_pods(phase, &plan) {
+        // These decisions are final and rest on what the pods are not doing (not started; all
+        // gone): make them on the pods as the API server has them, not on a cache that may lag
+        // behind a pod created moments ago (the legacy engine's does under load).
         let fresh = fresh_pods(namespace, &name, ctx).await?;
         plan = phases::plan(&Observed {
             pods: fresh.iter().map(Arc::as_ref).collect(),
@@ -204,13 +247,16 @@ async fn reconcile_session(
     execute(session, namespace, phase, plan, ctx).await
 }
 
-/// Whether the plan fails the session with StartTimeout.
-fn gives_up_waiting_for_start(plan: &Plan) -> bool {
-    plan.status.phase == Phase::Failed
+/// Whether the plan makes a final decision from the absence of pods: failing the session with
+/// StartTimeout (no runner started), or calling a stopping session Stopped (no pod left).
+fn decides_on_absent_pods(phase: Phase, plan: &Plan) -> bool {
+    let stopped = phase == Phase::Stopping && plan.status.phase == Phase::Stopped;
+    let gave_up = plan.status.phase == Phase::Failed
         && plan.status.conditions.iter().any(|c| {
             c.type_ == agentic_crds::condition::types::READY
                 && c.reason.as_deref() == Some(agentic_crds::condition::reasons::START_TIMEOUT)
-        })
+        });
+    stopped || gave_up
 }
 
 /// The session's pods read from the API server (slimmed like the cache's).
@@ -289,6 +335,40 @@ pub fn inactivity_timeout(
     (seconds > 0).then(|| Duration::from_secs(seconds))
 }
 
+/// What `session`'s runner gets besides its spec: its runtime's shape (from the agent
+/// registry), what its namespace offers, its model's Vertex id and the project's MCP servers.
+pub fn job_inputs(session: &AgenticSession, namespace: &str, ctx: &Context) -> JobInputs {
+    let runtime = shape::runtime_of(session);
+    let entry = ctx.catalog.runtime(&runtime);
+    let settings = ctx.caches.project_settings_of(namespace);
+    JobInputs {
+        shape: shape::shape(session, entry.as_ref(), &ctx.runner.shape_defaults()),
+        platform: crate::copies::platform_view(namespace, ctx),
+        vertex_model_id: ctx
+            .catalog
+            .models()
+            .vertex_id(&session.spec.llm_settings.model)
+            .map(str::to_string),
+        project_mcp_servers: settings
+            .and_then(|s| s.spec.mcp_servers.clone())
+            .filter(|servers| !servers.is_null()),
+    }
+}
+
+/// Identifies the session's current run among this replica's claims.
+fn claim_key(session: &AgenticSession, namespace: &str) -> (String, String, String) {
+    let run = session
+        .status
+        .as_ref()
+        .and_then(|s| s.start_time.as_ref())
+        .map(children::run_stamp)
+        .unwrap_or_default();
+    (namespace.to_string(), session.name_any(), run)
+}
+
+/// Carries out `plan` in the order its shape gives: the status write (guarded by the
+/// resourceVersion that was read), what the transition announces, the child effects, then the
+/// session effects (guarded by the resourceVersion the status write returned).
 async fn execute(
     session: &AgenticSession,
     namespace: &str,
@@ -296,21 +376,77 @@ async fn execute(
     plan: Plan,
     ctx: &Context,
 ) -> Result<Option<Duration>, SessionError> {
-    let (before, after): (Vec<&Effect>, Vec<&Effect>) =
-        plan.effects.iter().partition(|e| !e.runs_after_status());
-    for effect in before {
-        apply_effect(session, namespace, effect, ctx).await?;
-    }
-    let first_write = session.status.is_none();
+    let mut version = session.resource_version();
     if session.status.as_ref() != Some(&plan.status) {
-        write_status(session, namespace, &plan, ctx).await?;
+        match write_status(session, namespace, &plan.status, version.as_deref(), ctx).await? {
+            Some(written) => version = Some(written),
+            None => return Ok(None), // deleted meanwhile: nothing left to do
+        }
+        // Recorded as soon as the status says so: a later failing effect must not lose them.
+        announce(session, namespace, phase, &plan, ctx).await;
+        let mut claimed = session.clone();
+        claimed.status = Some(plan.status.clone());
+        let key = claim_key(&claimed, namespace);
+        if phase == Phase::Pending && plan.status.phase == Phase::Creating {
+            ctx.claims.insert(key);
+        } else if plan.status.phase.is_terminal() {
+            ctx.claims.remove(&key);
+        }
     }
-    for effect in after {
-        apply_effect(session, namespace, effect, ctx).await?;
+    for effect in &plan.children {
+        if let Err(error) = apply_child(session, namespace, effect, ctx).await {
+            record_failure(
+                session,
+                namespace,
+                &plan.status,
+                effect,
+                &error,
+                version,
+                ctx,
+            )
+            .await;
+            return Err(error);
+        }
     }
+    for effect in &plan.session {
+        apply_session_effect(session, namespace, effect, version.as_deref(), ctx).await?;
+    }
+    let name = session.name_any();
+    if plan.sync_recorded {
+        ctx.syncs.forget(namespace, &name);
+    }
+    if let (Some(calls), Some(generation)) = (plan.sync, session.metadata.generation) {
+        let port = job_inputs(session, namespace, ctx).shape.port;
+        ctx.syncs.start(
+            ctx.client.clone(),
+            namespace,
+            &name,
+            generation,
+            port,
+            calls,
+        );
+    }
+    if let Some(message) = plan.sync_failed {
+        // Recorded on the session; retried with the key's backoff.
+        return Err(SessionError::RunnerSync {
+            namespace: namespace.to_string(),
+            name,
+            message,
+        });
+    }
+    Ok(plan.requeue_after)
+}
 
+/// Metrics, Events and the log line of what the status write just recorded.
+async fn announce(
+    session: &AgenticSession,
+    namespace: &str,
+    phase: Phase,
+    plan: &Plan,
+    ctx: &Context,
+) {
     let families = ctx.metrics.families();
-    if first_write {
+    if session.status.is_none() {
         families
             .sessions_total
             .with_label_values(&[namespace])
@@ -322,6 +458,14 @@ async fn execute(
             phase.as_str(),
             plan.status.phase.as_str(),
             plan.status.phase.is_terminal(),
+        );
+        tracing::info!(
+            namespace,
+            session = %session.name_any(),
+            from = %phase,
+            to = %plan.status.phase,
+            detail = plan.status.message.as_deref().unwrap_or_default(),
+            "phase transition"
         );
     }
     for observation in &plan.observations {
@@ -337,51 +481,103 @@ async fn execute(
         }
     }
     for note in &plan.notes {
-        if let Err(error) = ctx.events.publish(session, note).await {
-            tracing::warn!(%error, session = %session.name_any(), "could not publish an Event");
-        }
+        publish(session, note, ctx).await;
     }
-    if plan.status.phase != phase {
-        tracing::info!(
-            namespace,
-            session = %session.name_any(),
-            from = %phase,
-            to = %plan.status.phase,
-            detail = plan.status.message.as_deref().unwrap_or_default(),
-            "phase transition"
-        );
-    }
-    Ok(plan.requeue_after)
 }
 
+async fn publish(session: &AgenticSession, note: &Note, ctx: &Context) {
+    if let Err(error) = ctx.events.publish(session, note).await {
+        tracing::warn!(%error, session = %session.name_any(), "could not publish an Event");
+    }
+}
+
+/// A child effect failed with a refusal that retrying will not fix by itself: say so on the
+/// session (the effect's condition, the status message) and in a Warning Event. Only a
+/// change is written and announced, so a refusal repeated on every retry is reported once.
+async fn record_failure(
+    session: &AgenticSession,
+    namespace: &str,
+    written: &AgenticSessionStatus,
+    effect: &ChildEffect,
+    error: &SessionError,
+    version: Option<String>,
+    ctx: &Context,
+) {
+    let SessionError::Api { source, .. } = error else {
+        return;
+    };
+    if !api::is_persisting(source) {
+        return;
+    }
+    let (condition, reason) = match effect {
+        ChildEffect::CreateJob(_) => (types::JOB_CREATED, reasons::PROVISIONING_FAILED),
+        ChildEffect::EnsureIdentity | ChildEffect::RefreshToken => {
+            (types::RUNNER_IDENTITY_READY, reasons::PROVISIONING_FAILED)
+        }
+        ChildEffect::EnsureWorkspace => (types::WORKSPACE_READY, reasons::PROVISIONING_FAILED),
+        ChildEffect::EnsureCopies => (types::SECRETS_READY, reasons::PROVISIONING_FAILED),
+        ChildEffect::EnsureService => (types::JOB_CREATED, reasons::PROVISIONING_FAILED),
+        ChildEffect::DeleteJob { .. }
+        | ChildEffect::DeleteService { .. }
+        | ChildEffect::DeletePods(_)
+        | ChildEffect::ForceDeletePods(_) => (types::CLEANED_UP, reasons::CLEANUP_FAILED),
+    };
+    let message = error.to_string();
+    let mut status = written.clone();
+    set_condition(
+        &mut status.conditions,
+        Condition::new(condition, ConditionStatus::False, reason, &message)
+            .with_observed_generation(session.metadata.generation),
+        &Time(Timestamp::now()),
+    );
+    status.message = Some(message.clone());
+    if &status == written {
+        return;
+    }
+    match write_status(session, namespace, &status, version.as_deref(), ctx).await {
+        Ok(Some(_)) => {
+            let note = Note {
+                warning: true,
+                reason: reason.to_string(),
+                message,
+            };
+            publish(session, &note, ctx).await;
+        }
+        Ok(None) => {}
+        Err(error) => tracing::debug!(%error, "could not record a failure on the session"),
+    }
+}
+
+/// Replaces the session's status, guarded by `version`; returns the new resourceVersion, or
+/// `None` when the session is gone.
 async fn write_status(
     session: &AgenticSession,
     namespace: &str,
-    plan: &Plan,
+    status: &AgenticSessionStatus,
+    version: Option<&str>,
     ctx: &Context,
-) -> Result<(), SessionError> {
+) -> Result<Option<String>, SessionError> {
     let name = session.name_any();
     let api: Api<AgenticSession> = Api::namespaced(ctx.client.clone(), namespace);
     let mut update = AgenticSession::new(&name, session.spec.clone());
     update.metadata = ObjectMeta {
         name: Some(name.clone()),
         namespace: Some(namespace.to_string()),
-        resource_version: session.resource_version(),
+        resource_version: version.map(str::to_string),
         ..Default::default()
     };
-    update.status = Some(plan.status.clone());
+    update.status = Some(status.clone());
     let params = PostParams {
         dry_run: false,
         field_manager: Some(FIELD_MANAGER.into()),
     };
     match api.replace_status(&name, &params, &update).await {
-        Ok(_) => Ok(()),
+        Ok(written) => Ok(Some(written.resource_version().unwrap_or_default())),
         Err(e) if is_status(&e, 409) => Err(SessionError::Conflict {
             namespace: namespace.to_string(),
             name,
         }),
-        // Deleted meanwhile: nothing left to record.
-        Err(e) if is_status(&e, 404) => Ok(()),
+        Err(e) if is_status(&e, 404) => Ok(None),
         Err(e) => Err(api_error(
             "update status of",
             "AgenticSession",
@@ -391,63 +587,100 @@ async fn write_status(
     }
 }
 
-async fn apply_effect(
+async fn apply_child(
     session: &AgenticSession,
     namespace: &str,
-    effect: &Effect,
+    effect: &ChildEffect,
     ctx: &Context,
 ) -> Result<(), SessionError> {
     let name = session.name_any();
     let client = ctx.client.clone();
     match effect {
-        Effect::EnsureWorkspace => {
+        ChildEffect::EnsureWorkspace => {
             if let Some(pvc) = children::build_workspace_pvc(session, &ctx.runner) {
                 let api: Api<PersistentVolumeClaim> = Api::namespaced(client, namespace);
-                create_if_missing(&api, &pvc, namespace, "PersistentVolumeClaim").await?;
+                api::create_owned(&api, &pvc, namespace, "PersistentVolumeClaim").await?;
             }
         }
-        Effect::EnsureIdentity => identity::ensure(session, namespace, ctx).await?,
-        Effect::RefreshToken => identity::refresh(session, namespace, ctx).await?,
-        Effect::RecordIdentity => identity::record(session, namespace, ctx).await?,
-        Effect::CreateJob { is_resume } => {
-            let job = children::build_job(session, &ctx.runner, *is_resume);
-            let api: Api<Job> = Api::namespaced(client, namespace);
-            create_if_missing(&api, &job, namespace, "Job").await?;
+        ChildEffect::EnsureIdentity => {
+            let mlflow = crate::copies::platform_view(namespace, ctx).mlflow_kubernetes_auth();
+            identity::ensure(session, namespace, mlflow, ctx).await?
         }
-        Effect::DeleteJob | Effect::RetireJob => {
+        ChildEffect::RefreshToken => identity::refresh(session, namespace, ctx).await?,
+        ChildEffect::EnsureCopies => {
+            let view = crate::copies::platform_view(namespace, ctx);
+            let s3 = view.s3(&ctx.config.args.s3_endpoint, &ctx.config.args.s3_bucket);
+            let names = view.copies(ctx.config.vertex.is_some(), &s3);
+            crate::copies::ensure(namespace, &names, ctx).await?;
+        }
+        ChildEffect::EnsureService => {
+            let inputs = job_inputs(session, namespace, ctx);
+            let service = children::build_service(session, inputs.shape.port);
+            let api: Api<Service> = Api::namespaced(client, namespace);
+            api::create_owned(&api, &service, namespace, "Service").await?;
+        }
+        ChildEffect::DeleteService { uid } => {
+            let api: Api<Service> = Api::namespaced(client, namespace);
+            let service_name = names::service_name(&name);
+            let params = DeleteParams::background();
+            api::delete_exactly(&api, &service_name, uid, &params, namespace, "Service").await?;
+        }
+        ChildEffect::CreateJob(run) => {
+            let inputs = job_inputs(session, namespace, ctx);
+            let job = children::build_job(session, &ctx.runner, &inputs, run);
+            let api: Api<Job> = Api::namespaced(client, namespace);
+            api::create_owned(&api, &job, namespace, "Job").await?;
+        }
+        ChildEffect::DeleteJob { uid } => {
             let api: Api<Job> = Api::namespaced(client, namespace);
             let job_name = names::job_name(&name);
-            delete_if_present(
-                &api,
-                &job_name,
-                &DeleteParams::background(),
-                namespace,
-                "Job",
-            )
-            .await?;
+            let params = DeleteParams::background();
+            api::delete_exactly(&api, &job_name, uid, &params, namespace, "Job").await?;
         }
-        Effect::DeletePods(pods) | Effect::ForceDeletePods(pods) => {
+        ChildEffect::DeletePods(pods) | ChildEffect::ForceDeletePods(pods) => {
             let api: Api<Pod> = Api::namespaced(client, namespace);
             let params = match effect {
-                Effect::ForceDeletePods(_) => DeleteParams {
+                ChildEffect::ForceDeletePods(_) => DeleteParams {
                     grace_period_seconds: Some(0),
                     ..DeleteParams::background()
                 },
                 _ => DeleteParams::background(),
             };
             for pod in pods {
-                delete_if_present(&api, pod, &params, namespace, "Pod").await?;
+                api::delete_if_present(&api, pod, &params, namespace, "Pod").await?;
             }
         }
-        Effect::RequestInactivityStop => {
-            let patch = serde_json::json!({"metadata": {"annotations": {
-                keys::DESIRED_PHASE_ANNOTATION: keys::DESIRED_PHASE_STOPPED,
-                keys::STOP_REASON_ANNOTATION: agentic_crds::StoppedReason::Inactivity.as_str(),
-                keys::STOP_REQUESTED_AT_ANNOTATION: Timestamp::now().to_string(),
-            }}});
-            patch_session(session, namespace, &Patch::Merge(&patch), ctx).await?;
+    }
+    Ok(())
+}
+
+async fn apply_session_effect(
+    session: &AgenticSession,
+    namespace: &str,
+    effect: &SessionEffect,
+    version: Option<&str>,
+    ctx: &Context,
+) -> Result<(), SessionError> {
+    match effect {
+        SessionEffect::RequestInactivityStop => {
+            // Only on the session as the status write left it: a request made since (a
+            // restart) is never overridden.
+            let patch = serde_json::json!({"metadata": {
+                "resourceVersion": version,
+                "annotations": {
+                    keys::DESIRED_PHASE_ANNOTATION: keys::DESIRED_PHASE_STOPPED,
+                    keys::STOP_REASON_ANNOTATION: agentic_crds::StoppedReason::Inactivity.as_str(),
+                    keys::STOP_REQUESTED_AT_ANNOTATION: Timestamp::now().to_string(),
+                },
+            }});
+            match patch_session(session, namespace, &Patch::Merge(&patch), ctx).await {
+                // Changed since: the status records the stop already; the next reconcile
+                // sees whatever was asked meanwhile.
+                Err(SessionError::Api { source, .. }) if is_status(&source, 409) => Ok(()),
+                other => other,
+            }
         }
-        Effect::ClearStopAnnotations => {
+        SessionEffect::ClearStopAnnotations => {
             clear_annotations(
                 session,
                 namespace,
@@ -459,9 +692,9 @@ async fn apply_effect(
                 ],
                 ctx,
             )
-            .await?;
+            .await
         }
-        Effect::ClearStartRequest => {
+        SessionEffect::ClearStartRequest => {
             clear_annotations(
                 session,
                 namespace,
@@ -469,10 +702,20 @@ async fn apply_effect(
                 &[keys::DESIRED_PHASE_ANNOTATION],
                 ctx,
             )
-            .await?;
+            .await
+        }
+        SessionEffect::RecordIdentity => identity::record(session, namespace, ctx).await,
+        SessionEffect::ClearForceExecutePrompt => {
+            clear_annotation_if(
+                session,
+                namespace,
+                keys::FORCE_EXECUTE_PROMPT_ANNOTATION,
+                "true",
+                ctx,
+            )
+            .await
         }
     }
-    Ok(())
 }
 
 /// Removes `keys` from the session's annotations, but only while `desired-phase` still says
@@ -518,6 +761,33 @@ async fn clear_annotations(
     }
 }
 
+/// Removes the annotation `key` while it still says `expected`.
+async fn clear_annotation_if(
+    session: &AgenticSession,
+    namespace: &str,
+    key: &str,
+    expected: &str,
+    ctx: &Context,
+) -> Result<(), SessionError> {
+    if !session.annotations().contains_key(key) {
+        return Ok(());
+    }
+    let pointer = format!(
+        "/metadata/annotations/{}",
+        key.replace('~', "~0").replace('/', "~1")
+    );
+    let operations = serde_json::json!([
+        {"op": "test", "path": pointer, "value": expected},
+        {"op": "remove", "path": pointer},
+    ]);
+    let patch: json_patch::Patch =
+        serde_json::from_value(operations).expect("operations built above are valid JSON patch");
+    match patch_session(session, namespace, &Patch::Json::<()>(patch), ctx).await {
+        Err(SessionError::Api { source, .. }) if is_status(&source, 422) => Ok(()),
+        other => other,
+    }
+}
+
 async fn patch_session<P: serde::Serialize + std::fmt::Debug>(
     session: &AgenticSession,
     namespace: &str,
@@ -530,45 +800,6 @@ async fn patch_session<P: serde::Serialize + std::fmt::Debug>(
         Ok(_) => Ok(()),
         Err(e) if is_status(&e, 404) => Ok(()),
         Err(e) => Err(api_error("annotate", "AgenticSession", namespace, &name)(e)),
-    }
-}
-
-/// Creates `object`; an object that already exists under that name counts as success.
-pub(crate) async fn create_if_missing<K>(
-    api: &Api<K>,
-    object: &K,
-    namespace: &str,
-    kind: &'static str,
-) -> Result<(), SessionError>
-where
-    K: Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let params = PostParams {
-        dry_run: false,
-        field_manager: Some(FIELD_MANAGER.into()),
-    };
-    match api.create(&params, object).await {
-        Ok(_) => Ok(()),
-        Err(e) if is_status(&e, 409) => Ok(()),
-        Err(e) => Err(api_error("create", kind, namespace, &object.name_any())(e)),
-    }
-}
-
-/// Deletes `name`; an object already gone counts as success.
-async fn delete_if_present<K>(
-    api: &Api<K>,
-    name: &str,
-    params: &DeleteParams,
-    namespace: &str,
-    kind: &'static str,
-) -> Result<(), SessionError>
-where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    match api.delete(name, params).await {
-        Ok(_) => Ok(()),
-        Err(e) if is_status(&e, 404) => Ok(()),
-        Err(e) => Err(api_error("delete", kind, namespace, name)(e)),
     }
 }
 

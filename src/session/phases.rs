@@ -1,14 +1,24 @@
 //! The session state machine (SPEC §2.1) as pure functions: an [`Observed`] snapshot in, a
-//! [`Plan`] out (side effects, the complete new status, when to look again, what to announce).
+//! [`Plan`] out (the complete new status, side effects, when to look again, what to announce).
 //! Nothing here talks to the cluster, so every row of the table is unit-tested below.
 //!
 //! Invariants:
 //! - one function per phase; `plan` only dispatches;
+//! - a plan is carried out in the order its shape gives: the status write first (guarded by
+//!   the resourceVersion that was read), then the [`ChildEffect`]s, then the
+//!   [`SessionEffect`]s. Nothing that changes the session can run before the guarded write,
+//!   and a run's Job is only created after the write that claims the run (Pending → Creating):
+//!   a stale view fails that write and starts nothing;
+//! - only what the session owns is acted on or believed: a Job owned by another UID is waited
+//!   out (garbage collection), an orphan carrying the session's name is replaced, never
+//!   adopted, a Job made for a newer run than this view knows marks the view stale, and a pod
+//!   counts only for the Job that made it;
 //! - a phase's plan is idempotent: planning again from the state it produced changes nothing
 //!   beyond what time has made due;
-//! - a Job is only created when none exists under the session's Job name;
-//! - `IS_RESUME` is true only when an earlier run reached Running (`RunnerStarted` was True).
+//! - `IS_RESUME` is true only when an earlier run reached Running (`RunnerStarted` was True);
+//! - `spec.timeout` bounds the whole run: a recreated Job gets only the time left.
 
+use std::cmp::Ordering;
 use std::time::Duration;
 
 use agentic_crds::condition::{is_condition_true, reasons, types};
@@ -20,14 +30,22 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 
-use super::children::RUNNER_CONTAINER;
-use crate::projections::{RunnerJob, RunnerPod};
+use super::children::{JOB_TTL_BACKSTOP_SECONDS, RUNNER_CONTAINER};
+use super::drift;
+use super::platform::{PlatformView, S3Settings};
+use crate::projections::{RunnerChild, RunnerJob, RunnerPod};
 
 /// Extra wait past a terminating pod's grace period before it is force-deleted.
 pub const FORCE_DELETE_AFTER_GRACE: Duration = Duration::from_secs(30);
-/// How often a session waiting on Kubernetes (Job deletion, pod termination) is looked at again
-/// even if no event arrives.
+/// How often a session waiting on Kubernetes (Job deletion, pod termination, garbage
+/// collection) is looked at again even if no event arrives.
 pub const POLL_WHILE_WAITING: Duration = Duration::from_secs(5);
+/// How soon a session whose cached copy is behind its own children is looked at again.
+pub const STALE_VIEW_RECHECK: Duration = Duration::from_millis(200);
+/// How long after a run is claimed only the claiming replica may make its Job: another actor
+/// (a replica without leader election, a restarted operator) that finds the Job missing waits
+/// this long, so a claimer still provisioning never races it into a second Job.
+pub const CLAIM_GRACE: Duration = Duration::from_secs(60);
 /// Exit code by which a runner reports that a prerequisite was missing.
 pub const PREREQUISITE_EXIT_CODE: i32 = 2;
 
@@ -36,9 +54,9 @@ pub const PREREQUISITE_EXIT_CODE: i32 = 2;
 pub struct Observed<'a> {
     /// The session as last seen.
     pub session: &'a AgenticSession,
-    /// The Job named `<session>-job`, if it exists.
+    /// The Job named `<session>-job`, if one exists (whoever owns it).
     pub job: Option<&'a RunnerJob>,
-    /// Pods labelled `agentic-session=<session>`.
+    /// Pods labelled `agentic-session=<session>` (whichever Job made them).
     pub pods: Vec<&'a RunnerPod>,
     /// `ambient-code.io/token-refreshed-at` of the token Secret, if the Secret exists.
     pub token_refreshed_at: Option<Timestamp>,
@@ -52,54 +70,99 @@ pub struct Observed<'a> {
     pub token_refresh_after: Duration,
     /// The spec failed validation that the schema cannot express: `(field, message)`.
     pub invalid_spec: Option<String>,
+    /// What the session's namespace offers its runner (credentials, S3, CA bundle).
+    pub platform: PlatformView,
+    /// Vertex mode is on.
+    pub vertex: bool,
+    /// The state containers' S3 settings.
+    pub s3: S3Settings,
+    /// UID of the session's Service `session-<name>`, if it exists and is the session's.
+    pub service_uid: Option<String>,
+    /// This replica claimed the session's current run (so it may make its Job at once).
+    pub claimed_here: bool,
+    /// How telling the runner about the current generation's spec is going.
+    pub sync: SyncView,
 }
 
-/// A side effect, executed in the listed order. Those marked "after" run after the status write
-/// succeeded, so a lost status write never loses a user's request.
+/// The state of the runner calls for the session's current generation (SPEC §5.6).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SyncView {
+    /// None made yet.
+    #[default]
+    Idle,
+    /// Being made (off the worker: a slow runner holds no worker).
+    InFlight,
+    /// All made successfully.
+    Succeeded,
+    /// One failed: the runner's answer (or why it gave none).
+    Failed {
+        /// The failed call was the workflow's (else a repository's).
+        workflow: bool,
+        /// What the runner answered.
+        message: String,
+    },
+}
+
+/// The run a Job is created for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Effect {
+pub struct RunSpec {
+    /// `IS_RESUME` for the runner.
+    pub is_resume: bool,
+    /// The Job's `activeDeadlineSeconds`: what is left of `spec.timeout` for this run.
+    pub deadline_seconds: i64,
+    /// The run's `status.startTime`, stamped on the Job (`ambient-code.io/run-started-at`).
+    pub started_at: Time,
+}
+
+/// A change to the session's children (or its token), made after the status write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChildEffect {
     /// Create the workspace claim if the operator is configured with a workspace size.
     EnsureWorkspace,
-    /// Create ServiceAccount, Role, RoleBinding and token Secret if missing.
+    /// Create ServiceAccount, Role, RoleBinding and token Secret where missing (replacing
+    /// orphans; waiting out leftovers of another owner).
     EnsureIdentity,
-    /// Create the Job (AlreadyExists counts as success).
-    CreateJob {
-        /// `IS_RESUME` for the runner.
-        is_resume: bool,
+    /// Copy the shared Secrets the runner references into the namespace (or refresh them).
+    EnsureCopies,
+    /// Create the Service `session-<name>` in front of the runner.
+    EnsureService,
+    /// Delete exactly this Service (UID precondition): the run it served has ended.
+    DeleteService {
+        /// The Service's UID.
+        uid: String,
     },
-    /// Delete the Job with background propagation (NotFound counts as success).
-    DeleteJob,
-    /// After: delete the Job of a run whose outcome the status now records. Never before the
-    /// write: a Job gone while the session still reads Running looks deleted behind our back
-    /// and would be made again (a second run).
-    RetireJob,
+    /// Create the Job for a run.
+    CreateJob(RunSpec),
+    /// Delete exactly this Job (a UID precondition: a Job made since under the same name is
+    /// never touched), with background propagation.
+    DeleteJob {
+        /// The Job's UID.
+        uid: String,
+    },
     /// Delete these pods (normal grace).
     DeletePods(Vec<String>),
     /// Delete these pods with grace period 0.
     ForceDeletePods(Vec<String>),
     /// Issue a new ServiceAccount token into the token Secret.
     RefreshToken,
-    /// Annotate `desired-phase=Stopped`, `stop-reason=inactivity`, `stop-requested-at=now`.
-    RequestInactivityStop,
-    /// After: remove `desired-phase`, `stop-requested-at` and `stop-reason`.
-    ClearStopAnnotations,
-    /// After: remove `desired-phase` (a start request that has been honoured).
-    ClearStartRequest,
-    /// After: annotate the session with its token Secret and ServiceAccount names (if missing).
-    RecordIdentity,
 }
 
-impl Effect {
-    /// Whether the effect runs after the status write.
-    pub fn runs_after_status(&self) -> bool {
-        matches!(
-            self,
-            Effect::ClearStopAnnotations
-                | Effect::ClearStartRequest
-                | Effect::RecordIdentity
-                | Effect::RetireJob
-        )
-    }
+/// A change to the session's own metadata, made last (after the status write and the child
+/// effects). Each is guarded: it never erases or overrides a newer request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEffect {
+    /// Annotate `desired-phase=Stopped`, `stop-reason=inactivity`, `stop-requested-at=now`,
+    /// only if the session has not changed since the status write.
+    RequestInactivityStop,
+    /// Remove `desired-phase`, `stop-requested-at` and `stop-reason`, if `desired-phase` is
+    /// still `Stopped`.
+    ClearStopAnnotations,
+    /// Remove `desired-phase` if it still says `Running` (a start request that was honoured).
+    ClearStartRequest,
+    /// Annotate the session with its token Secret and ServiceAccount names (if missing).
+    RecordIdentity,
+    /// Remove `force-execute-prompt` if it still says `true` (its run's Job now exists).
+    ClearForceExecutePrompt,
 }
 
 /// A duration to record in a metric.
@@ -122,19 +185,27 @@ pub struct Note {
     pub message: String,
 }
 
-/// What to do for one reconcile.
+/// What to do for one reconcile, in the order it is done.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
-    /// Side effects in order.
-    pub effects: Vec<Effect>,
-    /// The complete new status (written only if it differs from the current one).
+    /// The complete new status, written first (only if it differs from the current one).
     pub status: AgenticSessionStatus,
+    /// Then these, in order.
+    pub children: Vec<ChildEffect>,
+    /// Then these, in order.
+    pub session: Vec<SessionEffect>,
     /// Look at the session again after this long, even without events.
     pub requeue_after: Option<Duration>,
-    /// Events to publish.
+    /// Events to publish once the status is written.
     pub notes: Vec<Note>,
-    /// Durations to record.
+    /// Durations to record once the status is written.
     pub observations: Vec<Observation>,
+    /// Start telling the runner about the spec: these calls, in order.
+    pub sync: Option<Vec<drift::RunnerCall>>,
+    /// The status records the runner calls' outcome (forget it once written).
+    pub sync_recorded: bool,
+    /// The runner calls failed: after the status write, fail the reconcile (backoff retry).
+    pub sync_failed: Option<String>,
 }
 
 /// What the Job says about the run.
@@ -144,6 +215,30 @@ enum JobState {
     Deleting,
     Succeeded,
     Failed { reason: String, message: String },
+}
+
+/// Whose the Job under the session's name is, and for which run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum JobView {
+    /// No Job under the session's Job name.
+    Missing,
+    /// Owned by another UID (an earlier session of the same name, garbage collection still
+    /// running): not ours to touch; wait.
+    Foreign,
+    /// No controller owner (left by a session deleted with `--cascade=orphan`): replaced,
+    /// never adopted.
+    Orphan { uid: String },
+    /// Ours, but made for a newer run than this view of the session knows: the view is stale.
+    Newer,
+    /// Ours, made for an earlier run.
+    Older { uid: String, deleting: bool },
+    /// Ours, made for the current run (`stamped`: it carries the run stamp; Jobs of operator
+    /// versions before the stamp carry none and count as the current run's).
+    Current {
+        uid: String,
+        state: JobState,
+        stamped: bool,
+    },
 }
 
 /// What the runner pod says.
@@ -177,8 +272,7 @@ pub fn plan(observed: &Observed<'_>) -> Plan {
     }
     match phase {
         Phase::Pending => pending(&mut builder),
-        Phase::Creating => creating(&mut builder),
-        Phase::Running => running(&mut builder),
+        Phase::Creating | Phase::Running => active(&mut builder),
         Phase::Stopping => stopping(&mut builder),
         Phase::Stopped | Phase::Completed | Phase::Failed => terminal(&mut builder),
     }
@@ -187,127 +281,125 @@ pub fn plan(observed: &Observed<'_>) -> Plan {
 
 fn pending(b: &mut PlanBuilder<'_, '_>) {
     if b.desired() == Some(keys::DESIRED_PHASE_STOPPED) {
+        // Through Stopping, like any stop: Stopped is written only once the request is cleared.
         b.status.stopped_reason = Some(StoppedReason::User);
-        b.status.completion_time = Some(b.now());
-        b.enter(Phase::Stopped, "stopped before it started", false);
-        b.effect(Effect::ClearStopAnnotations);
+        b.condition(
+            types::READY,
+            false,
+            reasons::STOPPING,
+            "stopped before it started",
+        );
+        b.enter(Phase::Stopping, "stopped before it started", false);
+        b.requeue(Duration::ZERO);
         return;
     }
-    match b.job_state() {
-        // Finished, but made by this very run: an earlier attempt created it and its status
-        // write was lost (a crash, a lost Lease, a conflict). No startTime means no run was
-        // ever recorded, so no earlier run could have made it: adopt it below (Creating then
-        // records its outcome) instead of running the session a second time.
-        Some(JobState::Succeeded | JobState::Failed { .. }) if b.status.start_time.is_none() => {}
-        // A finished or dying Job from an earlier run must be gone before a new one is made
-        // under the same name.
-        Some(JobState::Succeeded | JobState::Failed { .. }) => {
-            b.effect(Effect::DeleteJob);
-            b.requeue(POLL_WHILE_WAITING);
-            return;
+    match b.job_view() {
+        JobView::Missing => {}
+        JobView::Foreign => return b.wait_for_garbage_collection(),
+        JobView::Orphan { uid } => return b.replace_orphan(uid),
+        JobView::Newer => return b.catch_up(),
+        // Pending never has a Job of its own run (the run is claimed before its Job is made):
+        // a stamped Job of the current run means this view is stale.
+        JobView::Current {
+            stamped: true,
+            state,
+            ..
+        } if state != JobState::Deleting => return b.catch_up(),
+        // An earlier run's Job (or an unstamped one of an older operator version) must be
+        // gone before this run's is made under the same name.
+        JobView::Older { uid, deleting } => return b.retire_then_wait(uid, deleting),
+        JobView::Current { uid, state, .. } => {
+            return b.retire_then_wait(uid, state == JobState::Deleting);
         }
-        Some(JobState::Deleting) => {
-            b.requeue(POLL_WHILE_WAITING);
-            return;
-        }
-        // Active: made by an earlier attempt whose status write was lost; adopt it below.
-        Some(JobState::Active) | None => {}
     }
-    b.effect(Effect::EnsureWorkspace);
-    b.effect(Effect::EnsureIdentity);
-    b.effect(Effect::CreateJob {
-        is_resume: b.runner_started_before(),
-    });
-    b.effect(Effect::RecordIdentity);
-    if b.desired() == Some(keys::DESIRED_PHASE_RUNNING) {
-        b.effect(Effect::ClearStartRequest);
+    if b.observed.vertex && !b.observed.platform.vertex_source {
+        let message = format!(
+            "Secret {} is missing from the backend's namespace (Vertex mode)",
+            keys::VERTEX_SECRET
+        );
+        b.condition(
+            types::SECRETS_READY,
+            false,
+            reasons::VERTEX_SECRET_MISSING,
+            &message,
+        );
+        return b.fail(reasons::VERTEX_SECRET_MISSING, message);
     }
-    if b.status.start_time.is_none() {
-        b.status.start_time = Some(b.now());
+    if !b.observed.vertex && !b.observed.platform.runner_secret {
+        return b.wait_for_runner_secret();
     }
-    b.status.job_name = Some(agentic_crds::names::job_name(&b.name()));
-    b.condition(
-        types::RUNNER_IDENTITY_READY,
-        true,
-        reasons::PROVISIONED,
-        "runner identity provisioned",
-    );
-    b.condition(
-        types::JOB_CREATED,
-        true,
-        reasons::CREATING,
-        "runner Job created",
-    );
-    b.condition(
-        types::READY,
-        false,
-        reasons::CREATING,
-        "waiting for the runner to start",
-    );
-    b.enter(Phase::Creating, "runner Job created", false);
-    b.requeue(b.observed.start_timeout);
+    if b.start_deadline_passed(b.run_start()) {
+        let message = format!("not started within {}s", b.observed.start_timeout.as_secs());
+        return b.fail(reasons::START_TIMEOUT, message);
+    }
+    b.claim_run();
 }
 
-fn creating(b: &mut PlanBuilder<'_, '_>) {
+/// Creating and Running: the run is claimed; follow its Job and runner.
+fn active(b: &mut PlanBuilder<'_, '_>) {
     if b.desired() == Some(keys::DESIRED_PHASE_STOPPED) {
         return b.stop();
     }
-    if b.settled_by_job() {
-        return;
+    if b.status.phase == Phase::Running && b.desired() == Some(keys::DESIRED_PHASE_RUNNING) {
+        b.session(SessionEffect::ClearStartRequest);
     }
-    match b.runner_state() {
-        RunnerState::Running => b.runner_started(),
+    let job_uid = match b.job_view() {
+        JobView::Missing => return b.job_missing(),
+        JobView::Foreign => return b.wait_for_garbage_collection(),
+        JobView::Orphan { uid } => return b.replace_orphan(uid),
+        JobView::Newer => return b.catch_up(),
+        JobView::Older { uid, deleting } => return b.retire_then_wait(uid, deleting),
+        JobView::Current { state, uid, .. } => match state {
+            JobState::Deleting => {
+                // Going: once gone, the missing-Job rules decide.
+                b.requeue(POLL_WHILE_WAITING);
+                return;
+            }
+            JobState::Succeeded => return b.complete(uid),
+            JobState::Failed { reason, message } => {
+                return b.fail_from_job(&uid, &reason, &message);
+            }
+            JobState::Active => uid,
+        },
+    };
+    let creating = b.status.phase == Phase::Creating;
+    match b.runner_state(&job_uid) {
         RunnerState::Died { exit_code, detail } => b.fail_from_runner(exit_code, &detail),
-        RunnerState::Finished => b.complete(),
-        RunnerState::Unschedulable { reason, message } => {
+        RunnerState::Finished => b.complete(job_uid),
+        RunnerState::Running if creating => b.runner_started(),
+        RunnerState::Unschedulable { reason, message } if creating => {
             b.condition(types::POD_SCHEDULED, false, &reason, &message);
             b.wait_for_start();
         }
-        RunnerState::Waiting => b.wait_for_start(),
+        _ if creating => b.wait_for_start(),
+        _ => b.keep_running(&job_uid),
     }
-}
-
-fn running(b: &mut PlanBuilder<'_, '_>) {
-    if b.desired() == Some(keys::DESIRED_PHASE_STOPPED) {
-        return b.stop();
-    }
-    if b.desired() == Some(keys::DESIRED_PHASE_RUNNING) {
-        b.effect(Effect::ClearStartRequest);
-    }
-    if b.settled_by_job() {
-        return;
-    }
-    match b.runner_state() {
-        RunnerState::Died { exit_code, detail } => return b.fail_from_runner(exit_code, &detail),
-        RunnerState::Finished => return b.complete(),
-        _ => {}
-    }
-    if let Some(idle_for) = b.inactivity_deadline_passed() {
-        b.effect(Effect::RequestInactivityStop);
-        b.status.stopped_reason = Some(StoppedReason::Inactivity);
-        b.effect(Effect::DeleteJob);
-        let message = format!("stopped after {}s without activity", idle_for.as_secs());
-        b.condition(types::READY, false, reasons::INACTIVITY_TIMEOUT, &message);
-        b.enter(Phase::Stopping, &message, false);
-        b.requeue(POLL_WHILE_WAITING);
-        return;
-    }
-    b.schedule_running_timers();
 }
 
 fn stopping(b: &mut PlanBuilder<'_, '_>) {
-    let job_state = b.job_state();
-    if matches!(
-        job_state,
-        Some(JobState::Active | JobState::Succeeded | JobState::Failed { .. })
-    ) {
-        b.effect(Effect::DeleteJob);
-    }
+    let ours = match b.job_view() {
+        JobView::Newer => return b.catch_up(),
+        JobView::Current { uid, state, .. } => {
+            if state != JobState::Deleting {
+                b.child(ChildEffect::DeleteJob { uid });
+            }
+            true
+        }
+        JobView::Older { uid, deleting } => {
+            if !deleting {
+                b.child(ChildEffect::DeleteJob { uid });
+            }
+            true
+        }
+        // Not ours: neither waited for nor touched.
+        JobView::Missing | JobView::Foreign | JobView::Orphan { .. } => false,
+    };
     let now = b.observed.now;
     let mut force = Vec::new();
     let mut delete = Vec::new();
     let mut next_check = POLL_WHILE_WAITING;
-    for pod in &b.observed.pods {
+    let pods = b.session_pods();
+    for pod in &pods {
         match pod.metadata.deletion_timestamp.as_ref() {
             // deletionTimestamp already includes the grace period.
             Some(Time(deadline)) => {
@@ -318,44 +410,53 @@ fn stopping(b: &mut PlanBuilder<'_, '_>) {
                     next_check = next_check.min(until(now, force_at));
                 }
             }
-            None if job_state.is_none() => delete.push(pod.name_any()),
+            None if !ours => delete.push(pod.name_any()),
             None => {}
         }
     }
     if !delete.is_empty() {
-        b.effect(Effect::DeletePods(delete));
+        b.child(ChildEffect::DeletePods(delete));
     }
     if !force.is_empty() {
-        b.effect(Effect::ForceDeletePods(force));
+        b.child(ChildEffect::ForceDeletePods(force));
     }
-    if job_state.is_none() && b.observed.pods.is_empty() {
-        if b.status.stopped_reason.is_none() {
-            b.status.stopped_reason = Some(b.stop_reason());
+    if !ours && pods.is_empty() {
+        if b.desired() == Some(keys::DESIRED_PHASE_STOPPED) {
+            // The runner is gone: clear the honoured request first, so that a session reads
+            // Stopped only once nothing asks for a stop any more. The clearing patch is an
+            // event of its own; the reconcile it causes writes Stopped.
+            b.session(SessionEffect::ClearStopAnnotations);
+            b.requeue(POLL_WHILE_WAITING);
+            return;
         }
+        let reason = *b.status.stopped_reason.get_or_insert(StoppedReason::User);
         b.status.completion_time = Some(b.now());
-        b.condition(
-            types::READY,
-            false,
-            reasons::STOPPED_BY_USER,
-            "session stopped",
-        );
+        let (ready_reason, message) = match reason {
+            StoppedReason::Inactivity => (reasons::INACTIVITY_TIMEOUT, "stopped after inactivity"),
+            _ => (reasons::STOPPED_BY_USER, "session stopped"),
+        };
+        b.condition(types::READY, false, ready_reason, message);
         b.enter(Phase::Stopped, "runner stopped", false);
-        b.effect(Effect::ClearStopAnnotations);
         return;
     }
     b.requeue(next_check);
 }
 
 fn terminal(b: &mut PlanBuilder<'_, '_>) {
-    let job_state = b.job_state();
+    let view = b.job_view();
+    let leftover = match &view {
+        JobView::Newer => return b.catch_up(),
+        JobView::Current { uid, state, .. } => Some((uid.clone(), *state == JobState::Deleting)),
+        JobView::Older { uid, deleting } => Some((uid.clone(), *deleting)),
+        JobView::Missing | JobView::Foreign | JobView::Orphan { .. } => None,
+    };
     if b.desired() == Some(keys::DESIRED_PHASE_RUNNING) {
-        if matches!(
-            job_state,
-            Some(JobState::Active | JobState::Succeeded | JobState::Failed { .. })
-        ) {
-            b.effect(Effect::DeleteJob);
-        }
-        if job_state.is_some() {
+        // The finished run's Job must be gone before the next run's is made under its name
+        // (its pods need not: they count only for their own Job).
+        if let Some((uid, deleting)) = leftover {
+            if !deleting {
+                b.child(ChildEffect::DeleteJob { uid });
+            }
             b.requeue(POLL_WHILE_WAITING);
             return;
         }
@@ -363,21 +464,36 @@ fn terminal(b: &mut PlanBuilder<'_, '_>) {
         b.status.completion_time = None;
         b.status.stopped_reason = None;
         b.status.job_name = None;
+        b.condition(
+            types::JOB_CREATED,
+            false,
+            reasons::CREATING,
+            "restart requested",
+        );
         b.condition(types::READY, false, reasons::CREATING, "restart requested");
         b.enter(Phase::Pending, "restart requested", false);
-        b.effect(Effect::ClearStartRequest);
+        b.session(SessionEffect::ClearStartRequest);
         b.requeue(Duration::ZERO);
         return;
     }
-    // The outcome is recorded: a Job left behind (or made by a stale retry) is cleaned up.
-    if matches!(
-        job_state,
-        Some(JobState::Active | JobState::Succeeded | JobState::Failed { .. })
-    ) {
-        b.effect(Effect::DeleteJob);
+    b.end_service();
+    match leftover {
+        // The outcome is recorded: a Job left behind (its deletion failed or was lost) goes.
+        Some((uid, false)) => b.child(ChildEffect::DeleteJob { uid }),
+        Some((_, true)) => {}
+        None => {
+            if b.condition_is(types::CLEANED_UP, ConditionStatus::False) {
+                b.condition(
+                    types::CLEANED_UP,
+                    true,
+                    reasons::PROVISIONED,
+                    "nothing left to delete",
+                );
+            }
+        }
     }
     if b.desired() == Some(keys::DESIRED_PHASE_STOPPED) && b.status.phase == Phase::Stopped {
-        b.effect(Effect::ClearStopAnnotations);
+        b.session(SessionEffect::ClearStopAnnotations);
     }
 }
 
@@ -386,10 +502,17 @@ struct PlanBuilder<'o, 'a> {
     observed: &'o Observed<'a>,
     original: AgenticSessionStatus,
     status: AgenticSessionStatus,
-    effects: Vec<Effect>,
+    children: Vec<ChildEffect>,
+    session: Vec<SessionEffect>,
     requeue_after: Option<Duration>,
     notes: Vec<Note>,
     observations: Vec<Observation>,
+    sync: Option<Vec<drift::RunnerCall>>,
+    sync_recorded: bool,
+    sync_failed: Option<String>,
+    /// The runner gets (or has been told) the current spec in this plan: a Job is made from
+    /// it, or the live-change calls succeeded.
+    spec_applied: bool,
 }
 
 impl<'o, 'a> PlanBuilder<'o, 'a> {
@@ -398,23 +521,36 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
             observed,
             original: status.clone(),
             status,
-            effects: Vec::new(),
+            children: Vec::new(),
+            session: Vec::new(),
             requeue_after: None,
             notes: Vec::new(),
             observations: Vec::new(),
+            sync: None,
+            sync_recorded: false,
+            sync_failed: None,
+            spec_applied: false,
         }
     }
 
+    /// `observedGeneration` advances with a status change, except while a run is live
+    /// (Creating, Running) and its runner has not been given the current spec: then a spec
+    /// change is still pending for the runner (SPEC §5.6).
     fn finish(mut self) -> Plan {
-        if self.status != self.original {
+        let live = matches!(self.status.phase, Phase::Creating | Phase::Running);
+        if self.status != self.original && (self.spec_applied || !live) {
             self.status.observed_generation = self.observed.session.metadata.generation;
         }
         Plan {
-            effects: self.effects,
             status: self.status,
+            children: self.children,
+            session: self.session,
             requeue_after: self.requeue_after,
             notes: self.notes,
             observations: self.observations,
+            sync: self.sync,
+            sync_recorded: self.sync_recorded,
+            sync_failed: self.sync_failed,
         }
     }
 
@@ -446,9 +582,15 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
         }
     }
 
-    fn effect(&mut self, effect: Effect) {
-        if !self.effects.contains(&effect) {
-            self.effects.push(effect);
+    fn child(&mut self, effect: ChildEffect) {
+        if !self.children.contains(&effect) {
+            self.children.push(effect);
+        }
+    }
+
+    fn session(&mut self, effect: SessionEffect) {
+        if !self.session.contains(&effect) {
+            self.session.push(effect);
         }
     }
 
@@ -462,6 +604,10 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
         } else {
             ConditionStatus::False
         };
+        self.set_condition(type_, status, reason, message);
+    }
+
+    fn set_condition(&mut self, type_: &str, status: ConditionStatus, reason: &str, message: &str) {
         let generation = self.observed.session.metadata.generation;
         let now = self.now();
         set_condition(
@@ -469,6 +615,13 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
             Condition::new(type_, status, reason, message).with_observed_generation(generation),
             &now,
         );
+    }
+
+    fn condition_is(&self, type_: &str, status: ConditionStatus) -> bool {
+        self.status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == type_ && c.status == status)
     }
 
     /// Moves to `phase` with `message`, announcing the transition.
@@ -488,36 +641,369 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
         is_condition_true(&self.status.conditions, types::RUNNER_STARTED)
     }
 
-    fn job_state(&self) -> Option<JobState> {
-        let job = self.observed.job?;
-        if job.metadata.deletion_timestamp.is_some() {
-            return Some(JobState::Deleting);
-        }
-        let conditions = job.status.as_ref().and_then(|s| s.conditions.as_ref());
-        for condition in conditions.into_iter().flatten() {
-            if condition.status != "True" {
-                continue;
-            }
-            match condition.type_.as_str() {
-                "Complete" | "SuccessCriteriaMet" => return Some(JobState::Succeeded),
-                "Failed" | "FailureTarget" => {
-                    return Some(JobState::Failed {
-                        reason: condition.reason.clone().unwrap_or_default(),
-                        message: condition.message.clone().unwrap_or_default(),
-                    });
-                }
-                _ => {}
-            }
-        }
-        Some(JobState::Active)
+    /// When the current run started: `status.startTime`, else the session's creation.
+    fn run_start(&self) -> Timestamp {
+        self.status
+            .start_time
+            .as_ref()
+            .or(self.observed.session.metadata.creation_timestamp.as_ref())
+            .map(|t| t.0)
+            .unwrap_or(self.observed.now)
     }
 
-    /// The newest pod's view of the runner.
-    fn runner_state(&self) -> RunnerState {
-        let Some(pod) = self
-            .observed
+    fn job_view(&self) -> JobView {
+        let Some(job) = self.observed.job else {
+            return JobView::Missing;
+        };
+        let uid = job.metadata.uid.clone().unwrap_or_default();
+        let deleting = job.metadata.deletion_timestamp.is_some();
+        let Some(owner) = job.controller_uid() else {
+            return if deleting {
+                JobView::Foreign // an orphan on its way out: wait for it
+            } else {
+                JobView::Orphan { uid }
+            };
+        };
+        if Some(owner) != self.observed.session.metadata.uid.as_deref() {
+            return JobView::Foreign;
+        }
+        let state = job_state(job);
+        let Some(stamp) = job.run_started_at() else {
+            return JobView::Current {
+                uid,
+                state,
+                stamped: false,
+            };
+        };
+        let job_run = stamp.parse::<Timestamp>().ok().map(whole_seconds);
+        let view_run = self.status.start_time.as_ref().map(|t| whole_seconds(t.0));
+        match (job_run, view_run) {
+            (Some(job_run), Some(view_run)) => match job_run.cmp(&view_run) {
+                Ordering::Greater => JobView::Newer,
+                Ordering::Equal => JobView::Current {
+                    uid,
+                    state,
+                    stamped: true,
+                },
+                Ordering::Less => JobView::Older { uid, deleting },
+            },
+            // A stamped Job while this view knows of no run yet: made for a run it has not seen.
+            (Some(_), None) => JobView::Newer,
+            // An unreadable stamp is nobody's run: treat the Job as an earlier one.
+            (None, _) => JobView::Older { uid, deleting },
+        }
+    }
+
+    /// Pods of the session's runs: made by the Job with `job_uid`.
+    fn pods_of_job(&self, job_uid: &str) -> Vec<&'a RunnerPod> {
+        self.observed
             .pods
             .iter()
+            .copied()
+            .filter(|p| p.controller_uid() == Some(job_uid))
+            .collect()
+    }
+
+    /// Pods that can only be the session's: made by its current Job, or created after the
+    /// session itself (the API server stamps both times) — never an orphan pod left by an
+    /// earlier session of the same name.
+    fn session_pods(&self) -> Vec<&'a RunnerPod> {
+        let created = self
+            .observed
+            .session
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0);
+        let current = match self.job_view() {
+            JobView::Current { uid, .. } | JobView::Older { uid, .. } => Some(uid),
+            _ => None,
+        };
+        self.observed
+            .pods
+            .iter()
+            .copied()
+            .filter(|p| {
+                let ours = current.is_some() && p.controller_uid() == current.as_deref();
+                let since = match (&p.metadata.creation_timestamp, created) {
+                    (Some(Time(pod)), Some(session)) => *pod >= session,
+                    _ => false,
+                };
+                ours || since
+            })
+            .collect()
+    }
+
+    /// The view of the session is behind its own children: look again shortly.
+    fn catch_up(&mut self) {
+        self.requeue(STALE_VIEW_RECHECK);
+    }
+
+    /// A child under the session's name belongs to another session (of the same name, whose
+    /// garbage collection is still running): wait for it to go.
+    fn wait_for_garbage_collection(&mut self) {
+        self.requeue(POLL_WHILE_WAITING);
+    }
+
+    /// A Job of an earlier run is in the way: delete it (unless it is going) and wait.
+    fn retire_then_wait(&mut self, uid: String, deleting: bool) {
+        if !deleting {
+            self.child(ChildEffect::DeleteJob { uid });
+        }
+        self.requeue(POLL_WHILE_WAITING);
+    }
+
+    /// An orphan under the session's Job name: delete it; the next reconcile makes ours.
+    fn replace_orphan(&mut self, uid: String) {
+        self.child(ChildEffect::DeleteJob { uid });
+        self.requeue(POLL_WHILE_WAITING);
+    }
+
+    /// When the claim of the current run stops being the claimer's alone: the claim's time
+    /// (the `JobCreated` condition's transition) plus [`CLAIM_GRACE`].
+    fn claim_grace_end(&self) -> Option<Timestamp> {
+        let claimed = self
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == types::JOB_CREATED && c.status == ConditionStatus::True)?
+            .last_transition_time
+            .as_ref()?
+            .0;
+        Some(claimed + signed(CLAIM_GRACE))
+    }
+
+    /// Whether this run must execute its prompt (`force-execute-prompt=true`).
+    fn forced_prompt(&self) -> bool {
+        self.observed
+            .session
+            .annotations()
+            .get(keys::FORCE_EXECUTE_PROMPT_ANNOTATION)
+            .is_some_and(|v| v == "true")
+    }
+
+    /// The run's Job, created for the run as the status now records it. A forced prompt is
+    /// never a resume (the runner skips `INITIAL_PROMPT` on a resume).
+    fn run_spec(&self, deadline_seconds: i64) -> RunSpec {
+        RunSpec {
+            is_resume: self.runner_started_before() && !self.forced_prompt(),
+            deadline_seconds,
+            started_at: self.status.start_time.clone().unwrap_or_else(|| self.now()),
+        }
+    }
+
+    /// Pending → Creating: the status write claims the run; only then are the identity and
+    /// the Job made.
+    fn claim_run(&mut self) {
+        if self.status.start_time.is_none() {
+            self.status.start_time = Some(self.now());
+        }
+        self.status.job_name = Some(agentic_crds::names::job_name(&self.name()));
+        self.condition(
+            types::RUNNER_IDENTITY_READY,
+            true,
+            reasons::PROVISIONED,
+            "runner identity provisioned",
+        );
+        self.condition(
+            types::JOB_CREATED,
+            true,
+            reasons::CREATING,
+            "runner Job created",
+        );
+        self.condition(
+            types::READY,
+            false,
+            reasons::CREATING,
+            "waiting for the runner to start",
+        );
+        self.record_platform();
+        self.enter(Phase::Creating, "runner Job created", false);
+        let run = self.run_spec(self.observed.session.spec.timeout);
+        self.make_run(run);
+        self.session(SessionEffect::RecordIdentity);
+        if self.desired() == Some(keys::DESIRED_PHASE_RUNNING) {
+            self.session(SessionEffect::ClearStartRequest);
+        }
+        self.requeue(self.observed.start_timeout);
+    }
+
+    /// Everything a run needs, in order: workspace, identity, the shared Secrets it
+    /// references, the Service in front of it, then its Job.
+    fn make_run(&mut self, run: RunSpec) {
+        self.spec_applied = true;
+        self.child(ChildEffect::EnsureWorkspace);
+        self.child(ChildEffect::EnsureIdentity);
+        self.child(ChildEffect::EnsureCopies);
+        self.child(ChildEffect::EnsureService);
+        self.child(ChildEffect::CreateJob(run));
+        if self.forced_prompt() {
+            // Consumed exactly once: after the Job that executes it exists.
+            self.session(SessionEffect::ClearForceExecutePrompt);
+        }
+    }
+
+    /// The run has ended: its Service goes with its Job.
+    fn end_service(&mut self) {
+        if let Some(uid) = self.observed.service_uid.clone() {
+            self.child(ChildEffect::DeleteService { uid });
+        }
+    }
+
+    /// What the claim records about the runner's credentials and state storage.
+    fn record_platform(&mut self) {
+        self.condition(
+            types::SECRETS_READY,
+            true,
+            reasons::ALL_REQUIRED_SECRETS_FOUND,
+            "runner secrets available",
+        );
+        if self.observed.platform.integrations.is_some() {
+            self.condition(
+                types::INTEGRATION_SECRETS_READY,
+                true,
+                reasons::OPTIONAL_SECRET_FOUND,
+                &format!("Secret {} present", keys::INTEGRATIONS_SECRET),
+            );
+        }
+        let s3 = &self.observed.s3;
+        if s3.keys.is_some() {
+            let message = format!("S3 storage configured: {}/{}", s3.endpoint, s3.bucket);
+            self.condition(types::S3_AVAILABLE, true, reasons::CONFIGURED, &message);
+        } else {
+            self.condition(
+                types::S3_AVAILABLE,
+                false,
+                reasons::NOT_CONFIGURED,
+                "S3 storage not configured: session state will not persist across runs; \
+                 configure S3 in the project's ambient-non-vertex-integrations Secret \
+                 (STORAGE_MODE=custom) or the operator's minio-credentials",
+            );
+        }
+    }
+
+    /// Vertex off and `ambient-runner-secrets` missing: wait in Pending (the Secret's
+    /// appearance is an event), say why once, and give up after the start timeout.
+    fn wait_for_runner_secret(&mut self) {
+        let namespace = self.observed.session.namespace().unwrap_or_default();
+        let message = format!(
+            "Secret {} not found in namespace {namespace}: the session starts as soon as it exists",
+            keys::RUNNER_SECRETS
+        );
+        let already = self.status.conditions.iter().any(|c| {
+            c.type_ == types::SECRETS_READY
+                && c.reason.as_deref() == Some(reasons::RUNNER_SECRET_MISSING)
+        });
+        self.condition(
+            types::SECRETS_READY,
+            false,
+            reasons::RUNNER_SECRET_MISSING,
+            &message,
+        );
+        let since = self.run_start();
+        if self.start_deadline_passed(since) {
+            let message = format!(
+                "Secret {} not found in namespace {namespace} within {}s",
+                keys::RUNNER_SECRETS,
+                self.observed.start_timeout.as_secs()
+            );
+            return self.fail(reasons::RUNNER_SECRET_MISSING, message);
+        }
+        if !already {
+            self.status.message = Some(message.clone());
+            self.notes.push(Note {
+                warning: true,
+                reason: reasons::RUNNER_SECRET_MISSING.into(),
+                message,
+            });
+        }
+        let deadline = since + signed(self.observed.start_timeout);
+        self.requeue(until(self.observed.now, deadline));
+    }
+
+    /// Creating or Running with no Job under the session's name (confirmed against the API
+    /// server by the caller).
+    fn job_missing(&mut self) {
+        if self.status.phase == Phase::Running {
+            return self.fail(
+                reasons::JOB_LOST,
+                "the runner Job disappeared after its runner started, so the run's outcome is \
+                 unknown; restart the session to run it again"
+                    .into(),
+            );
+        }
+        let started = self.run_start();
+        let now = self.observed.now;
+        let ttl = Duration::from_secs(u64::try_from(JOB_TTL_BACKSTOP_SECONDS).unwrap_or(0));
+        if now >= started + signed(ttl) {
+            // Kubernetes may have collected a finished Job (its TTL) while nobody recorded its
+            // outcome: running the agent again could repeat finished work.
+            return self.fail(
+                reasons::JOB_LOST,
+                "the runner Job is gone and its run may have finished unrecorded; restart the \
+                 session to run it again"
+                    .into(),
+            );
+        }
+        if !self.observed.claimed_here
+            && let Some(open) = self.claim_grace_end()
+            && now < open
+        {
+            // Another replica claimed this run moments ago and may still be making its Job.
+            self.requeue(until(now, open));
+            return;
+        }
+        let elapsed = until(started, now).as_secs();
+        let left = self
+            .observed
+            .session
+            .spec
+            .timeout
+            .saturating_sub(i64::try_from(elapsed).unwrap_or(i64::MAX));
+        if left <= 0 {
+            self.status.stopped_reason = Some(StoppedReason::Timeout);
+            let message = format!(
+                "session exceeded its timeout of {}s before its runner started",
+                self.observed.session.spec.timeout
+            );
+            return self.fail(reasons::TIMEOUT, message);
+        }
+        // Claimed but not made (its creation failed), or deleted before the runner started:
+        // the agent never ran, so this run goes on, with the time it has left.
+        let run = self.run_spec(left);
+        self.make_run(run);
+        self.requeue(self.observed.start_timeout);
+    }
+
+    fn stop(&mut self) {
+        match self.job_view() {
+            JobView::Newer => return self.catch_up(),
+            JobView::Current { uid, state, .. } if state != JobState::Deleting => {
+                self.child(ChildEffect::DeleteJob { uid });
+            }
+            JobView::Older {
+                uid,
+                deleting: false,
+            } => self.child(ChildEffect::DeleteJob { uid }),
+            _ => {}
+        }
+        self.end_service();
+        let reason = self.stop_reason();
+        self.status.stopped_reason = Some(reason);
+        let message = match reason {
+            StoppedReason::Inactivity => "stop requested after inactivity",
+            _ => "stop requested",
+        };
+        self.condition(types::READY, false, reasons::STOPPING, message);
+        self.enter(Phase::Stopping, message, false);
+        self.requeue(POLL_WHILE_WAITING);
+    }
+
+    /// The runner pod of the current Job (`job_uid`), newest first.
+    fn runner_state(&self, job_uid: &str) -> RunnerState {
+        let Some(pod) = self
+            .pods_of_job(job_uid)
+            .into_iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none())
             .max_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0))
         else {
@@ -580,60 +1066,6 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
         }
     }
 
-    /// Acts on the Job's verdict: gone or going → recreate; succeeded → complete; failed →
-    /// fail. Returns false (doing nothing) while the Job is active.
-    fn settled_by_job(&mut self) -> bool {
-        match self.job_state() {
-            None | Some(JobState::Deleting) => self.recreate_job(),
-            Some(JobState::Succeeded) => self.complete(),
-            Some(JobState::Failed { reason, message }) => self.fail_from_job(&reason, &message),
-            Some(JobState::Active) => return false,
-        }
-        true
-    }
-
-    fn stop(&mut self) {
-        self.effect(Effect::DeleteJob);
-        let reason = self.stop_reason();
-        self.status.stopped_reason = Some(reason);
-        let message = match reason {
-            StoppedReason::Inactivity => "stop requested after inactivity",
-            _ => "stop requested",
-        };
-        self.condition(types::READY, false, reasons::STOPPING, message);
-        self.enter(Phase::Stopping, message, false);
-        self.requeue(POLL_WHILE_WAITING);
-    }
-
-    fn recreate_job(&mut self) {
-        self.effect(Effect::EnsureWorkspace);
-        self.effect(Effect::EnsureIdentity);
-        self.effect(Effect::CreateJob {
-            is_resume: self.runner_started_before(),
-        });
-        self.condition(
-            types::JOB_CREATED,
-            true,
-            reasons::JOB_MISSING,
-            "runner Job was missing and has been recreated",
-        );
-        self.condition(
-            types::READY,
-            false,
-            reasons::JOB_MISSING,
-            "runner Job recreated",
-        );
-        if self.status.phase != Phase::Creating {
-            self.notes.push(Note {
-                warning: true,
-                reason: reasons::JOB_MISSING.into(),
-                message: "runner Job was missing and has been recreated".into(),
-            });
-        }
-        self.enter(Phase::Creating, "runner Job recreated", true);
-        self.requeue(self.observed.start_timeout);
-    }
-
     fn runner_started(&mut self) {
         let now = self.observed.now;
         if let Some(Time(started)) = self.status.start_time {
@@ -648,6 +1080,19 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
             self.observations
                 .push(Observation::PodCreation(until(created, now)));
         }
+        // Whatever failed on the way here (a refused creation) has been overcome.
+        self.condition(
+            types::RUNNER_IDENTITY_READY,
+            true,
+            reasons::PROVISIONED,
+            "runner identity provisioned",
+        );
+        self.condition(
+            types::JOB_CREATED,
+            true,
+            reasons::PROVISIONED,
+            "runner Job created",
+        );
         self.condition(
             types::POD_SCHEDULED,
             true,
@@ -662,27 +1107,172 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
         );
         self.condition(types::READY, true, reasons::RUNNING, "session is running");
         self.enter(Phase::Running, "runner is running", false);
+        let generation = self.observed.session.metadata.generation;
+        if self.status.observed_generation == generation {
+            // The runner started with the spec as it is: that is what it was told.
+            let started = drift::drift(&self.observed.session.spec, &self.status);
+            self.record_synced(&started, false);
+        }
         self.schedule_running_timers();
     }
 
-    /// While Creating: fail after the start timeout, counted from the Job's creation.
+    /// While Running: tell the runner about a spec that moved past `observedGeneration`, or
+    /// record how that went.
+    fn apply_live_changes(&mut self) {
+        let generation = self.observed.session.metadata.generation;
+        if generation.is_none() || self.status.observed_generation == generation {
+            return;
+        }
+        let pending = drift::drift(&self.observed.session.spec, &self.status);
+        match &self.observed.sync {
+            SyncView::Idle if pending.calls.is_empty() => self.record_synced(&pending, true),
+            SyncView::Idle => self.sync = Some(pending.calls),
+            SyncView::InFlight => {}
+            SyncView::Succeeded => {
+                self.record_synced(&pending, true);
+                self.sync_recorded = true;
+            }
+            SyncView::Failed { workflow, message } => {
+                let (kind, reason) = if *workflow {
+                    (
+                        types::WORKFLOW_RECONCILED,
+                        reasons::WORKFLOW_RECONCILIATION_FAILED,
+                    )
+                } else {
+                    (types::REPOS_RECONCILED, reasons::REPO_RECONCILIATION_FAILED)
+                };
+                let what = if *workflow {
+                    "workflow"
+                } else {
+                    "repositories"
+                };
+                let text = format!("Failed to reconcile {what}: {message}");
+                self.condition(kind, false, reason, &text);
+                self.condition(types::RECONCILED, false, reason, &text);
+                self.sync_recorded = true;
+                self.sync_failed = Some(text);
+            }
+        }
+    }
+
+    /// The runner has `pending` applied: record `reconciledRepos`, `reconciledWorkflow`, their
+    /// conditions and (with `announce`) the generation, all together.
+    fn record_synced(&mut self, pending: &drift::Drift, announce: bool) {
+        let now = self.now();
+        let stamp = super::children::run_stamp(&now);
+        self.status.reconciled_repos = drift::reconciled_repos(pending, &stamp);
+        self.status.reconciled_workflow = drift::reconciled_workflow(
+            &pending.workflow,
+            self.status.reconciled_workflow.as_ref(),
+            &stamp,
+        );
+        let (added, changed, removed) = pending.counts;
+        if pending.repos.is_empty() {
+            self.condition(
+                types::REPOS_RECONCILED,
+                true,
+                reasons::NO_REPOS,
+                "No repositories defined",
+            );
+        } else {
+            self.condition(
+                types::REPOS_RECONCILED,
+                true,
+                reasons::RECONCILED,
+                &format!(
+                    "Reconciled {} repos (added: {added}, removed: {removed}, branch changed: {changed})",
+                    pending.repos.len()
+                ),
+            );
+        }
+        match &self.status.reconciled_workflow {
+            Some(w) => {
+                let message = format!(
+                    "Workflow {}@{} active",
+                    w.git_url.clone().unwrap_or_default(),
+                    w.branch.clone().unwrap_or_default()
+                );
+                self.condition(
+                    types::WORKFLOW_RECONCILED,
+                    true,
+                    reasons::RECONCILED,
+                    &message,
+                );
+            }
+            None => self.condition(
+                types::WORKFLOW_RECONCILED,
+                true,
+                reasons::NOT_CONFIGURED,
+                "No workflow selected",
+            ),
+        }
+        if announce {
+            let generation = self
+                .observed
+                .session
+                .metadata
+                .generation
+                .unwrap_or_default();
+            self.condition(
+                types::RECONCILED,
+                true,
+                reasons::SPEC_APPLIED,
+                &format!("Successfully reconciled generation {generation}"),
+            );
+        }
+        self.spec_applied = true;
+    }
+
+    /// While Creating: fail after the start timeout, counted from the Job's creation (or, with
+    /// no Job yet, from the run's start).
     fn wait_for_start(&mut self) {
-        let created = self
+        let since = self
             .observed
             .job
             .and_then(|j| j.metadata.creation_timestamp.clone())
             .map(|t| t.0)
-            .unwrap_or(self.observed.now);
-        let deadline = created + signed(self.observed.start_timeout);
-        if self.observed.now >= deadline {
+            .unwrap_or_else(|| self.run_start());
+        if self.start_deadline_passed(since) {
             let message = format!(
                 "runner did not start within {}s",
                 self.observed.start_timeout.as_secs()
             );
             self.fail(reasons::START_TIMEOUT, message);
         } else {
+            let deadline = since + signed(self.observed.start_timeout);
             self.requeue(until(self.observed.now, deadline));
         }
+    }
+
+    fn start_deadline_passed(&self, since: Timestamp) -> bool {
+        self.observed.now >= since + signed(self.observed.start_timeout)
+    }
+
+    /// While Running with a live runner: the inactivity stop, else the timers.
+    fn keep_running(&mut self, job_uid: &str) {
+        let Some(idle_for) = self.inactivity_deadline_passed() else {
+            if self.observed.service_uid.is_none() {
+                // Deleted behind our back: the platform reaches the agent only through it.
+                self.child(ChildEffect::EnsureService);
+            }
+            self.apply_live_changes();
+            return self.schedule_running_timers();
+        };
+        let message = format!("stopped after {}s without activity", idle_for.as_secs());
+        self.status.stopped_reason = Some(StoppedReason::Inactivity);
+        self.condition(types::READY, false, reasons::INACTIVITY_TIMEOUT, &message);
+        self.notes.push(Note {
+            warning: false,
+            reason: reasons::INACTIVITY_TIMEOUT.into(),
+            message: message.clone(),
+        });
+        self.enter(Phase::Stopping, &message, false);
+        self.child(ChildEffect::DeleteJob {
+            uid: job_uid.to_string(),
+        });
+        self.end_service();
+        self.session(SessionEffect::RequestInactivityStop);
+        self.requeue(POLL_WHILE_WAITING);
     }
 
     /// While Running: look again when the inactivity timeout or the token refresh falls due.
@@ -696,14 +1286,14 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
             Some(at) => {
                 let due = at + signed(self.observed.token_refresh_after);
                 if now >= due {
-                    self.effect(Effect::RefreshToken);
+                    self.child(ChildEffect::RefreshToken);
                     self.requeue(self.observed.token_refresh_after);
                 } else {
                     self.requeue(until(now, due));
                 }
             }
             // The Secret is missing (deleted behind our back): provision it again.
-            None => self.effect(Effect::EnsureIdentity),
+            None => self.child(ChildEffect::EnsureIdentity),
         }
     }
 
@@ -725,9 +1315,17 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
         (idle >= timeout).then_some(idle)
     }
 
-    fn complete(&mut self) {
-        self.effect(Effect::RetireJob);
+    /// The run finished successfully; its Job (`job_uid`) goes once that is written.
+    fn complete(&mut self, job_uid: String) {
+        self.child(ChildEffect::DeleteJob { uid: job_uid });
+        self.end_service();
         self.status.completion_time = Some(self.now());
+        self.condition(
+            types::JOB_CREATED,
+            true,
+            reasons::PROVISIONED,
+            "runner Job created",
+        );
         self.condition(
             types::READY,
             false,
@@ -737,7 +1335,7 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
         self.enter(Phase::Completed, "runner finished successfully", false);
     }
 
-    fn fail_from_job(&mut self, job_reason: &str, job_message: &str) {
+    fn fail_from_job(&mut self, job_uid: &str, job_reason: &str, job_message: &str) {
         if job_reason == "DeadlineExceeded" {
             self.status.stopped_reason = Some(StoppedReason::Timeout);
             let message = format!(
@@ -747,7 +1345,7 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
             return self.fail(reasons::TIMEOUT, message);
         }
         // Prefer what the runner itself reported.
-        if let RunnerState::Died { exit_code, detail } = self.runner_state() {
+        if let RunnerState::Died { exit_code, detail } = self.runner_state(job_uid) {
             return self.fail_from_runner(exit_code, &detail);
         }
         let message = format!("runner Job failed: {job_reason}: {job_message}");
@@ -770,10 +1368,15 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
         self.fail(reason, message);
     }
 
+    /// Failed with `reason`; the run's Job (if ours) goes once that is written.
     fn fail(&mut self, reason: &str, message: String) {
-        if self.observed.job.is_some() {
-            self.effect(Effect::RetireJob);
+        match self.job_view() {
+            JobView::Current { uid, state, .. } if state != JobState::Deleting => {
+                self.child(ChildEffect::DeleteJob { uid });
+            }
+            _ => {}
         }
+        self.end_service();
         self.status.completion_time = Some(self.now());
         self.condition(types::READY, false, reason, &message);
         if self.status.phase != Phase::Failed {
@@ -786,6 +1389,35 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
         self.status.phase = Phase::Failed;
         self.status.message = Some(message);
     }
+}
+
+/// What a Job's conditions (and deletion) say.
+fn job_state(job: &RunnerJob) -> JobState {
+    if job.metadata.deletion_timestamp.is_some() {
+        return JobState::Deleting;
+    }
+    let conditions = job.status.as_ref().and_then(|s| s.conditions.as_ref());
+    for condition in conditions.into_iter().flatten() {
+        if condition.status != "True" {
+            continue;
+        }
+        match condition.type_.as_str() {
+            "Complete" | "SuccessCriteriaMet" => return JobState::Succeeded,
+            "Failed" | "FailureTarget" => {
+                return JobState::Failed {
+                    reason: condition.reason.clone().unwrap_or_default(),
+                    message: condition.message.clone().unwrap_or_default(),
+                };
+            }
+            _ => {}
+        }
+    }
+    JobState::Active
+}
+
+/// `t` without its fraction of a second (`status` times are stored to the second).
+fn whole_seconds(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
 }
 
 fn signed(duration: Duration) -> SignedDuration {
@@ -801,19 +1433,22 @@ fn until(from: Timestamp, to: Timestamp) -> Duration {
 mod tests {
     use super::*;
     use crate::session::fixtures::{
-        at, job, running_pod, session, terminated_pod, unschedulable_pod,
+        JOB_UID, at, job, running_pod, session, terminated_pod, unschedulable_pod,
     };
     use agentic_crds::condition::{find_condition, types};
 
     const START_TIMEOUT: Duration = Duration::from_secs(600);
     const REFRESH: Duration = Duration::from_secs(45 * 60);
 
-    /// A session in `phase`, optionally with a desired-phase annotation.
+    /// A session in `phase` whose run started at `at(0)`, optionally with a desired-phase
+    /// annotation.
     fn in_phase(phase: Phase, desired: Option<&str>) -> AgenticSession {
         let mut s = session("demo");
         s.status = Some(AgenticSessionStatus {
             phase,
             start_time: Some(Time(at(0))),
+            // The claim recorded the generation the run was made from.
+            observed_generation: Some(1),
             ..Default::default()
         });
         if let Some(d) = desired {
@@ -839,6 +1474,15 @@ mod tests {
             start_timeout: START_TIMEOUT,
             token_refresh_after: REFRESH,
             invalid_spec: None,
+            platform: PlatformView {
+                runner_secret: true,
+                ..Default::default()
+            },
+            vertex: false,
+            s3: PlatformView::default().s3("https://s3.amazonaws.com", "ambient-sessions"),
+            service_uid: None,
+            claimed_here: true,
+            sync: SyncView::Idle,
         }
     }
 
@@ -847,70 +1491,250 @@ mod tests {
             .unwrap_or_else(|| panic!("no {type_} condition in {:?}", plan.status.conditions))
     }
 
+    fn delete_job() -> ChildEffect {
+        ChildEffect::DeleteJob {
+            uid: JOB_UID.into(),
+        }
+    }
+
+    fn created_run(plan: &Plan) -> Option<&RunSpec> {
+        plan.children.iter().find_map(|e| match e {
+            ChildEffect::CreateJob(run) => Some(run),
+            _ => None,
+        })
+    }
+
+    /// The session's Job made for a run started at `at(started)`.
+    fn job_of_run(started: i64) -> RunnerJob {
+        let mut j = job(0, None);
+        j.run = Some(
+            k8s_openapi::jiff::Timestamp::from_second(at(started).as_second())
+                .unwrap()
+                .to_string(),
+        );
+        j
+    }
+
     #[test]
-    fn pending_session_gets_identity_and_job_and_moves_to_creating() {
+    fn pending_session_claims_its_run_in_status_before_anything_is_made() {
         let s = session("demo");
         let plan = plan(&observe(&s, None, vec![], 5));
         assert_eq!(
-            plan.effects,
-            vec![
-                Effect::EnsureWorkspace,
-                Effect::EnsureIdentity,
-                Effect::CreateJob { is_resume: false },
-                Effect::RecordIdentity,
-            ]
+            plan.status.phase,
+            Phase::Creating,
+            "the claim is the status write"
         );
-        assert_eq!(plan.status.phase, Phase::Creating);
         assert_eq!(plan.status.job_name.as_deref(), Some("demo-job"));
         assert_eq!(plan.status.start_time, Some(Time(at(5))));
         assert_eq!(plan.status.observed_generation, Some(1));
+        assert_eq!(
+            plan.children,
+            vec![
+                ChildEffect::EnsureWorkspace,
+                ChildEffect::EnsureIdentity,
+                ChildEffect::EnsureCopies,
+                ChildEffect::EnsureService,
+                ChildEffect::CreateJob(RunSpec {
+                    is_resume: false,
+                    deadline_seconds: 300,
+                    started_at: Time(at(5)),
+                }),
+            ]
+        );
+        assert_eq!(plan.session, vec![SessionEffect::RecordIdentity]);
         assert_eq!(plan.requeue_after, Some(START_TIMEOUT));
         assert_eq!(plan.notes.len(), 1, "the transition is announced");
     }
 
     #[test]
-    fn pending_first_run_adopts_its_own_finished_job_instead_of_running_again() {
-        let s = session("demo"); // no status: no run was ever recorded
-        let done = job(1, Some(("Complete", "Completed")));
-        let plan = plan(&observe(&s, Some(&done), vec![], 5));
-        assert!(
-            !plan.effects.contains(&Effect::DeleteJob),
-            "{:?}",
-            plan.effects
+    fn the_claim_records_the_runners_secrets_and_storage() {
+        let s = session("demo");
+        let plan = plan(&observe(&s, None, vec![], 5));
+        assert_eq!(
+            condition(&plan, types::SECRETS_READY).reason.as_deref(),
+            Some(reasons::ALL_REQUIRED_SECRETS_FOUND)
         );
-        assert_eq!(plan.status.phase, Phase::Creating);
+        let s3 = condition(&plan, types::S3_AVAILABLE);
+        assert_eq!(s3.status, ConditionStatus::False);
+        assert_eq!(s3.reason.as_deref(), Some(reasons::NOT_CONFIGURED));
+        assert!(
+            find_condition(&plan.status.conditions, types::INTEGRATION_SECRETS_READY).is_none()
+        );
     }
 
     #[test]
-    fn pending_restart_replaces_the_finished_job_of_the_earlier_run() {
-        let s = in_phase(Phase::Pending, None); // startTime set by the restart
-        let done = job(1, Some(("Complete", "Completed")));
-        let plan = plan(&observe(&s, Some(&done), vec![], 5));
-        assert_eq!(plan.effects, vec![Effect::DeleteJob]);
+    fn a_missing_runner_secret_keeps_the_session_pending_says_why_once_then_fails() {
+        let s = session("demo");
+        let mut observed = observe(&s, None, vec![], 5);
+        observed.platform.runner_secret = false;
+        let waiting = plan(&observed);
+        assert_eq!(waiting.status.phase, Phase::Pending);
+        assert!(waiting.children.is_empty(), "no Job while it is missing");
+        let secrets = condition(&waiting, types::SECRETS_READY);
+        assert_eq!(secrets.status, ConditionStatus::False);
+        assert_eq!(
+            secrets.reason.as_deref(),
+            Some(reasons::RUNNER_SECRET_MISSING)
+        );
+        assert!(
+            secrets
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("ambient-runner-secrets")
+        );
+        assert_eq!(waiting.notes.len(), 1, "an Event");
+        assert_eq!(
+            waiting.requeue_after,
+            Some(START_TIMEOUT - Duration::from_secs(5))
+        );
+
+        let mut later = s.clone();
+        later.status = Some(waiting.status.clone());
+        let mut again = observe(&later, None, vec![], 60);
+        again.platform.runner_secret = false;
+        let still = plan(&again);
+        assert!(still.notes.is_empty(), "said once");
+        assert_eq!(still.status, waiting.status, "nothing new to write");
+
+        let mut late = observe(&later, None, vec![], 600);
+        late.platform.runner_secret = false;
+        let failed = plan(&late);
+        assert_eq!(failed.status.phase, Phase::Failed);
+        assert_eq!(
+            condition(&failed, types::READY).reason.as_deref(),
+            Some(reasons::RUNNER_SECRET_MISSING)
+        );
+
+        let mut found = observe(&later, None, vec![], 60);
+        found.platform.runner_secret = true;
+        let claimed = plan(&found);
+        assert_eq!(claimed.status.phase, Phase::Creating);
+        assert_eq!(
+            condition(&claimed, types::SECRETS_READY).reason.as_deref(),
+            Some(reasons::ALL_REQUIRED_SECRETS_FOUND)
+        );
+    }
+
+    #[test]
+    fn vertex_mode_without_its_secret_fails_at_once() {
+        let s = session("demo");
+        let mut observed = observe(&s, None, vec![], 5);
+        observed.vertex = true;
+        observed.platform.vertex_source = false;
+        let plan = plan(&observed);
+        assert_eq!(plan.status.phase, Phase::Failed);
+        assert_eq!(
+            condition(&plan, types::SECRETS_READY).reason.as_deref(),
+            Some(reasons::VERTEX_SECRET_MISSING)
+        );
+    }
+
+    #[test]
+    fn the_service_lives_as_long_as_the_job() {
+        let s = in_phase(Phase::Running, None);
+        let j = job(0, Some(("Complete", "CompletionsReached")));
+        let mut observed = observe(&s, Some(&j), vec![], 5);
+        observed.service_uid = Some("svc-uid".into());
+        let done = plan(&observed);
+        assert_eq!(
+            done.children,
+            vec![
+                delete_job(),
+                ChildEffect::DeleteService {
+                    uid: "svc-uid".into()
+                }
+            ]
+        );
+        // Running without its Service (deleted behind our back): made again.
+        let live = job(0, None);
+        let p = running_pod(1);
+        let running = plan(&observe(&s, Some(&live), vec![&p], 5));
+        assert_eq!(running.children, vec![ChildEffect::EnsureService]);
+    }
+
+    #[test]
+    fn pending_view_that_meets_its_own_runs_job_is_stale_and_makes_nothing() {
+        // First run: a stamped Job of ours while this view knows of no run yet.
+        let s = session("demo");
+        let ours = job(1, None);
+        let first = plan(&observe(&s, Some(&ours), vec![], 5));
+        assert_eq!(first.status, AgenticSessionStatus::default());
+        assert!(first.children.is_empty() && first.session.is_empty());
+        assert_eq!(first.requeue_after, Some(STALE_VIEW_RECHECK));
+        // A restart: the Job of the run this view is about to claim exists already.
+        let restarted = in_phase(Phase::Pending, None);
+        let again = plan(&observe(&restarted, Some(&job_of_run(0)), vec![], 5));
+        assert!(again.children.is_empty(), "{:?}", again.children);
+        assert_eq!(again.status.phase, Phase::Pending);
+    }
+
+    #[test]
+    fn pending_restart_retires_the_earlier_runs_job_before_making_its_own() {
+        let mut s = in_phase(Phase::Pending, None);
+        s.status.as_mut().unwrap().start_time = Some(Time(at(50))); // set by the restart
+        let done = job_of_run(0);
+        let plan = plan(&observe(&s, Some(&done), vec![], 60));
+        assert_eq!(plan.children, vec![delete_job()]);
         assert_eq!(plan.status.phase, Phase::Pending);
     }
 
     #[test]
-    fn a_finished_runs_job_is_deleted_only_after_its_outcome_is_written() {
-        assert!(Effect::RetireJob.runs_after_status());
-        assert!(!Effect::DeleteJob.runs_after_status());
-    }
-
-    #[test]
-    fn identity_is_recorded_on_the_session_after_the_status_write() {
-        // Patching the session first would change its resourceVersion and void the guarded
-        // status write (a conflict on every session's first reconcile).
-        assert!(Effect::RecordIdentity.runs_after_status());
-        assert!(!Effect::CreateJob { is_resume: false }.runs_after_status());
-    }
-
-    #[test]
-    fn pending_session_asked_to_stop_is_stopped_by_user_without_a_job() {
+    fn pending_session_asked_to_stop_goes_stopping_without_a_job() {
         let s = in_phase(Phase::Pending, Some("Stopped"));
         let plan = plan(&observe(&s, None, vec![], 5));
-        assert_eq!(plan.status.phase, Phase::Stopped);
+        assert_eq!(plan.status.phase, Phase::Stopping);
         assert_eq!(plan.status.stopped_reason, Some(StoppedReason::User));
-        assert_eq!(plan.effects, vec![Effect::ClearStopAnnotations]);
+        assert!(plan.children.is_empty() && plan.session.is_empty());
+        assert_eq!(plan.requeue_after, Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn pending_that_cannot_start_within_the_start_timeout_fails() {
+        let mut s = in_phase(Phase::Pending, None);
+        s.status.as_mut().unwrap().start_time = Some(Time(at(0)));
+        let foreign = {
+            let mut j = job(0, None);
+            j.controller = Some("uid-of-an-earlier-session".into());
+            j
+        };
+        let waiting = plan(&observe(&s, Some(&foreign), vec![], 599));
+        assert_eq!(waiting.status.phase, Phase::Pending);
+        let late = plan(&observe(&s, None, vec![], 600));
+        assert_eq!(late.status.phase, Phase::Failed);
+        assert_eq!(
+            condition(&late, types::READY).reason.as_deref(),
+            Some(reasons::START_TIMEOUT)
+        );
+    }
+
+    #[test]
+    fn a_job_of_another_owner_is_waited_out_and_never_touched() {
+        for phase in [Phase::Pending, Phase::Creating, Phase::Running] {
+            let s = in_phase(phase, None);
+            let mut foreign = job(0, Some(("Complete", "CompletionsReached")));
+            foreign.controller = Some("uid-of-an-earlier-session".into());
+            let plan = plan(&observe(&s, Some(&foreign), vec![], 5));
+            assert!(plan.children.is_empty(), "{phase}: {:?}", plan.children);
+            assert_eq!(
+                plan.status.phase, phase,
+                "not completed by someone else's Job"
+            );
+            assert_eq!(plan.requeue_after, Some(POLL_WHILE_WAITING));
+        }
+    }
+
+    #[test]
+    fn an_orphan_under_the_sessions_job_name_is_replaced_never_adopted() {
+        for phase in [Phase::Pending, Phase::Creating, Phase::Running] {
+            let s = in_phase(phase, None);
+            let mut orphan = job(0, None);
+            orphan.controller = None;
+            let p = running_pod(1);
+            let plan = plan(&observe(&s, Some(&orphan), vec![&p], 5));
+            assert_eq!(plan.children, vec![delete_job()], "{phase}");
+            assert_eq!(plan.status.phase, phase);
+        }
     }
 
     #[test]
@@ -933,6 +1757,19 @@ mod tests {
             plan.observations
                 .contains(&Observation::PodCreation(Duration::from_secs(8)))
         );
+    }
+
+    #[test]
+    fn pods_count_only_for_the_job_that_made_them() {
+        // A restart's new Job has no pod yet; the finished run's pod (made by another Job) is
+        // still there: the new run is waiting, not finished.
+        let s = in_phase(Phase::Creating, None);
+        let j = job(2, None);
+        let mut earlier = terminated_pod(1, 0);
+        earlier.controller = Some("uid-of-the-earlier-runs-job".into());
+        let plan = plan(&observe(&s, Some(&j), vec![&earlier], 10));
+        assert_eq!(plan.status.phase, Phase::Creating);
+        assert!(plan.children.is_empty(), "{:?}", plan.children);
     }
 
     #[test]
@@ -959,7 +1796,7 @@ mod tests {
     }
 
     #[test]
-    fn runner_not_started_within_start_timeout_fails_and_deletes_the_job() {
+    fn runner_not_started_within_start_timeout_fails_and_its_job_goes_after_the_write() {
         let s = in_phase(Phase::Creating, None);
         let j = job(0, None);
         let p = unschedulable_pod(1);
@@ -969,30 +1806,30 @@ mod tests {
             condition(&plan, types::READY).reason.as_deref(),
             Some(reasons::START_TIMEOUT)
         );
-        assert!(plan.effects.contains(&Effect::RetireJob));
+        assert_eq!(plan.children, vec![delete_job()]);
     }
 
     #[test]
-    fn stop_while_creating_or_running_deletes_the_job_and_moves_to_stopping() {
+    fn stop_while_creating_or_running_moves_to_stopping_then_deletes_the_job() {
         for phase in [Phase::Creating, Phase::Running] {
             let s = in_phase(phase, Some("Stopped"));
             let j = job(0, None);
             let plan = plan(&observe(&s, Some(&j), vec![], 5));
             assert_eq!(plan.status.phase, Phase::Stopping, "from {phase}");
-            assert_eq!(plan.effects, vec![Effect::DeleteJob]);
+            assert_eq!(plan.children, vec![delete_job()]);
             assert_eq!(plan.status.stopped_reason, Some(StoppedReason::User));
         }
     }
 
     #[test]
-    fn completed_job_completes_the_session_and_is_deleted() {
+    fn completed_job_completes_the_session_and_goes_after_the_write() {
         for phase in [Phase::Creating, Phase::Running] {
             let s = in_phase(phase, None);
             let j = job(0, Some(("Complete", "CompletionsReached")));
             let plan = plan(&observe(&s, Some(&j), vec![], 5));
             assert_eq!(plan.status.phase, Phase::Completed);
             assert!(plan.status.completion_time.is_some());
-            assert_eq!(plan.effects, vec![Effect::RetireJob]);
+            assert_eq!(plan.children, vec![delete_job()]);
         }
     }
 
@@ -1013,7 +1850,7 @@ mod tests {
                 condition(&plan, types::READY).reason.as_deref(),
                 Some(reason)
             );
-            assert!(plan.effects.contains(&Effect::RetireJob));
+            assert_eq!(plan.children, vec![delete_job()]);
         }
     }
 
@@ -1041,28 +1878,104 @@ mod tests {
     }
 
     #[test]
-    fn job_deleted_behind_our_back_is_recreated() {
-        for phase in [Phase::Creating, Phase::Running] {
-            let mut s = in_phase(phase, None);
-            if phase == Phase::Running {
-                let status = s.status.as_mut().unwrap();
-                status.conditions.push(Condition::new(
-                    types::RUNNER_STARTED,
-                    ConditionStatus::True,
-                    "Running",
-                    "",
-                ));
-            }
-            let plan = plan(&observe(&s, None, vec![], 5));
-            assert_eq!(plan.status.phase, Phase::Creating);
-            assert!(plan.effects.contains(&Effect::CreateJob {
-                is_resume: phase == Phase::Running
-            }));
+    fn job_gone_after_the_runner_started_is_a_lost_run_never_a_silent_rerun() {
+        let s = in_phase(Phase::Running, None);
+        let plan = plan(&observe(&s, None, vec![], 5));
+        assert_eq!(plan.status.phase, Phase::Failed);
+        assert_eq!(
+            condition(&plan, types::READY).reason.as_deref(),
+            Some(reasons::JOB_LOST)
+        );
+        assert!(plan.children.is_empty(), "{:?}", plan.children);
+        assert!(plan.status.message.unwrap().contains("restart"));
+    }
+
+    #[test]
+    fn job_gone_before_the_runner_started_is_made_again_with_the_time_left() {
+        let mut s = in_phase(Phase::Creating, None);
+        s.status.as_mut().unwrap().conditions.push(Condition::new(
+            types::RUNNER_STARTED,
+            ConditionStatus::True,
+            "Running",
+            "an earlier run started",
+        ));
+        let plan = plan(&observe(&s, None, vec![], 40));
+        assert_eq!(plan.status.phase, Phase::Creating);
+        let run = created_run(&plan).expect("the Job is made again");
+        assert_eq!(
+            run.deadline_seconds, 260,
+            "300 s minus the 40 s already gone"
+        );
+        assert_eq!(run.started_at, Time(at(0)), "the same run");
+        assert!(run.is_resume, "an earlier run started");
+    }
+
+    #[test]
+    fn a_run_claimed_elsewhere_moments_ago_is_left_to_its_claimer() {
+        let mut s = in_phase(Phase::Creating, None);
+        s.status.as_mut().unwrap().conditions.push(Condition {
+            last_transition_time: Some(Time(at(10))),
+            ..Condition::new(types::JOB_CREATED, ConditionStatus::True, "Creating", "")
+        });
+        let mut observed = observe(&s, None, vec![], 20);
+        observed.claimed_here = false;
+        let waiting = plan(&observed);
+        assert!(created_run(&waiting).is_none(), "the claimer makes it");
+        assert_eq!(
+            waiting.requeue_after,
+            Some(CLAIM_GRACE - Duration::from_secs(10))
+        );
+        let mut late = observe(&s, None, vec![], 70);
+        late.claimed_here = false;
+        assert!(
+            created_run(&plan(&late)).is_some(),
+            "the claimer failed: anyone makes it"
+        );
+        assert!(
+            created_run(&plan(&observe(&s, None, vec![], 20))).is_some(),
+            "the claimer itself retries at once"
+        );
+    }
+
+    #[test]
+    fn job_gone_before_the_start_with_no_time_left_times_out() {
+        let s = in_phase(Phase::Creating, None);
+        let plan = plan(&observe(&s, None, vec![], 300));
+        assert_eq!(plan.status.phase, Phase::Failed);
+        assert_eq!(
+            condition(&plan, types::READY).reason.as_deref(),
+            Some(reasons::TIMEOUT)
+        );
+        assert!(created_run(&plan).is_none());
+    }
+
+    #[test]
+    fn job_gone_longer_than_its_ttl_after_the_run_began_may_have_finished_so_it_is_lost() {
+        let mut s = in_phase(Phase::Creating, None);
+        s.spec.timeout = 86_400;
+        let ttl = i64::from(JOB_TTL_BACKSTOP_SECONDS);
+        let plan = plan(&observe(&s, None, vec![], ttl));
+        assert_eq!(
+            condition(&plan, types::READY).reason.as_deref(),
+            Some(reasons::JOB_LOST)
+        );
+        assert!(created_run(&plan).is_none());
+    }
+
+    #[test]
+    fn a_job_of_a_newer_run_than_the_view_knows_marks_the_view_stale() {
+        for phase in [Phase::Creating, Phase::Stopping, Phase::Completed] {
+            let s = in_phase(phase, None);
+            let newer = job_of_run(30);
+            let plan = plan(&observe(&s, Some(&newer), vec![], 40));
+            assert!(plan.children.is_empty(), "{phase}: {:?}", plan.children);
+            assert_eq!(plan.status, s.status.clone().unwrap(), "{phase}");
+            assert_eq!(plan.requeue_after, Some(STALE_VIEW_RECHECK));
         }
     }
 
     #[test]
-    fn idle_running_session_is_stopped_for_inactivity() {
+    fn idle_running_session_writes_its_stop_then_deletes_the_job_then_annotates() {
         let s = in_phase(Phase::Running, None);
         let j = job(0, None);
         let p = running_pod(1);
@@ -1072,9 +1985,16 @@ mod tests {
         assert_eq!(plan.status.phase, Phase::Stopping);
         assert_eq!(plan.status.stopped_reason, Some(StoppedReason::Inactivity));
         assert_eq!(
-            plan.effects,
-            vec![Effect::RequestInactivityStop, Effect::DeleteJob]
+            condition(&plan, types::READY).reason.as_deref(),
+            Some(reasons::INACTIVITY_TIMEOUT)
         );
+        assert!(
+            plan.notes
+                .iter()
+                .any(|n| n.reason == reasons::INACTIVITY_TIMEOUT)
+        );
+        assert_eq!(plan.children, vec![delete_job()]);
+        assert_eq!(plan.session, vec![SessionEffect::RequestInactivityStop]);
     }
 
     #[test]
@@ -1095,25 +2015,82 @@ mod tests {
         let s = in_phase(Phase::Running, None);
         let j = job(0, None);
         let p = running_pod(1);
-        let plan = plan(&observe(&s, Some(&j), vec![&p], 45 * 60 + 1));
-        assert_eq!(plan.effects, vec![Effect::RefreshToken]);
+        let mut observed = observe(&s, Some(&j), vec![&p], 45 * 60 + 1);
+        observed.service_uid = Some("svc-uid".into());
+        let plan = plan(&observed);
+        assert_eq!(plan.children, vec![ChildEffect::RefreshToken]);
         let fresh = plan_at(&s, &j, &p, 60);
-        assert!(fresh.effects.is_empty());
+        assert!(fresh.children.is_empty());
         assert_eq!(fresh.requeue_after, Some(REFRESH - Duration::from_secs(60)));
     }
 
     fn plan_at(s: &AgenticSession, j: &RunnerJob, p: &RunnerPod, now: i64) -> Plan {
-        plan(&observe(s, Some(j), vec![p], now))
+        let mut observed = observe(s, Some(j), vec![p], now);
+        observed.service_uid = Some("svc-uid".into());
+        plan(&observed)
     }
 
     #[test]
-    fn stopping_session_is_stopped_once_job_and_pods_are_gone() {
+    fn stopping_session_clears_the_request_once_job_and_pods_are_gone_then_is_stopped() {
         let mut s = in_phase(Phase::Stopping, Some("Stopped"));
         s.status.as_mut().unwrap().stopped_reason = Some(StoppedReason::User);
+        let clearing = plan(&observe(&s, None, vec![], 5));
+        assert_eq!(
+            clearing.status.phase,
+            Phase::Stopping,
+            "never Stopped while the stop request is still set"
+        );
+        assert_eq!(clearing.session, vec![SessionEffect::ClearStopAnnotations]);
+
+        s.metadata.annotations = None; // what the clearing patch leaves
+        let stopped = plan(&observe(&s, None, vec![], 6));
+        assert_eq!(stopped.status.phase, Phase::Stopped);
+        assert_eq!(stopped.status.stopped_reason, Some(StoppedReason::User));
+        assert_eq!(
+            condition(&stopped, types::READY).reason.as_deref(),
+            Some(reasons::STOPPED_BY_USER)
+        );
+        assert!(stopped.children.is_empty() && stopped.session.is_empty());
+        assert!(stopped.status.completion_time.is_some());
+    }
+
+    #[test]
+    fn an_inactivity_stop_ends_stopped_with_its_reason() {
+        let mut s = in_phase(Phase::Stopping, None);
+        s.status.as_mut().unwrap().stopped_reason = Some(StoppedReason::Inactivity);
+        let stopped = plan(&observe(&s, None, vec![], 6));
+        assert_eq!(stopped.status.phase, Phase::Stopped);
+        assert_eq!(
+            condition(&stopped, types::READY).reason.as_deref(),
+            Some(reasons::INACTIVITY_TIMEOUT)
+        );
+    }
+
+    #[test]
+    fn stopping_session_whose_request_was_replaced_by_a_restart_still_ends_stopped() {
+        let mut s = in_phase(Phase::Stopping, Some("Running"));
+        s.status.as_mut().unwrap().stopped_reason = Some(StoppedReason::User);
         let plan = plan(&observe(&s, None, vec![], 5));
+        assert_eq!(
+            plan.status.phase,
+            Phase::Stopped,
+            "then restarted from there"
+        );
+    }
+
+    #[test]
+    fn stopping_waits_only_for_its_own_pods() {
+        let s = in_phase(Phase::Stopping, None);
+        // An orphan pod of an earlier session of the same name, created before this one.
+        let mut orphan = running_pod(-10);
+        orphan.controller = Some("uid-of-an-orphaned-job".into());
+        let plan = plan(&observe(&s, None, vec![&orphan], 5));
         assert_eq!(plan.status.phase, Phase::Stopped);
-        assert_eq!(plan.effects, vec![Effect::ClearStopAnnotations]);
-        assert!(plan.status.completion_time.is_some());
+        assert!(
+            plan.children.is_empty(),
+            "not ours to delete: {:?}",
+            plan.children
+        );
     }
 
     #[test]
@@ -1122,13 +2099,13 @@ mod tests {
         let mut p = running_pod(0);
         p.metadata.deletion_timestamp = Some(Time(at(10)));
         let early = plan(&observe(&s, None, vec![&p], 20));
-        assert!(early.effects.is_empty());
+        assert!(early.children.is_empty());
         assert_eq!(early.status.phase, Phase::Stopping);
         assert_eq!(early.requeue_after, Some(Duration::from_secs(5)));
         let late = plan(&observe(&s, None, vec![&p], 40));
         assert_eq!(
-            late.effects,
-            vec![Effect::ForceDeletePods(vec!["demo-job-0".into()])]
+            late.children,
+            vec![ChildEffect::ForceDeletePods(vec!["demo-job-0".into()])]
         );
     }
 
@@ -1139,36 +2116,23 @@ mod tests {
         let old = job(0, Some(("Complete", "CompletionsReached")));
         let waiting = plan(&observe(&s, Some(&old), vec![], 100));
         assert_eq!(waiting.status.phase, Phase::Completed);
-        assert_eq!(waiting.effects, vec![Effect::DeleteJob]);
+        assert_eq!(waiting.children, vec![delete_job()]);
 
-        let plan = plan(&observe(&s, None, vec![], 100));
-        assert_eq!(plan.status.phase, Phase::Pending);
+        let finished_pod = terminated_pod(1, 0);
+        let plan = plan(&observe(&s, None, vec![&finished_pod], 100));
+        assert_eq!(plan.status.phase, Phase::Pending, "its pod need not wait");
         assert_eq!(plan.status.start_time, Some(Time(at(100))));
         assert_eq!(plan.status.completion_time, None);
-        assert_eq!(plan.effects, vec![Effect::ClearStartRequest]);
+        assert_eq!(plan.session, vec![SessionEffect::ClearStartRequest]);
         assert_eq!(plan.requeue_after, Some(Duration::ZERO));
     }
 
     #[test]
     fn restarted_session_resumes_only_if_an_earlier_run_started() {
-        let mut never_ran = in_phase(Phase::Pending, Some("Running"));
-        never_ran
-            .status
-            .as_mut()
-            .unwrap()
-            .conditions
-            .push(Condition::new(
-                types::JOB_CREATED,
-                ConditionStatus::True,
-                "Creating",
-                "",
-            ));
-        let plan_first = plan(&observe(&never_ran, None, vec![], 5));
-        assert!(
-            plan_first
-                .effects
-                .contains(&Effect::CreateJob { is_resume: false })
-        );
+        let never_ran = in_phase(Phase::Pending, Some("Running"));
+        let first = plan(&observe(&never_ran, None, vec![], 5));
+        assert!(!created_run(&first).expect("a Job").is_resume);
+        assert!(first.session.contains(&SessionEffect::ClearStartRequest));
 
         let mut ran = never_ran.clone();
         ran.status.as_mut().unwrap().conditions.push(Condition::new(
@@ -1177,12 +2141,125 @@ mod tests {
             "Running",
             "",
         ));
-        let plan_again = plan(&observe(&ran, None, vec![], 5));
+        let again = plan(&observe(&ran, None, vec![], 5));
+        assert!(created_run(&again).expect("a Job").is_resume);
+    }
+
+    #[test]
+    fn a_forced_prompt_is_never_a_resume_and_is_cleared_after_its_job() {
+        let mut s = in_phase(Phase::Pending, Some("Running"));
+        s.status.as_mut().unwrap().conditions.push(Condition::new(
+            types::RUNNER_STARTED,
+            ConditionStatus::True,
+            "Running",
+            "an earlier run started",
+        ));
+        s.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(keys::FORCE_EXECUTE_PROMPT_ANNOTATION.into(), "true".into());
+        let plan = plan(&observe(&s, None, vec![], 5));
+        assert!(!created_run(&plan).expect("a Job").is_resume);
         assert!(
-            plan_again
-                .effects
-                .contains(&Effect::CreateJob { is_resume: true })
+            plan.session
+                .contains(&SessionEffect::ClearForceExecutePrompt),
+            "cleared after the Job: session effects run after the children"
         );
+    }
+
+    /// A Running session whose spec (generation 2) added a repository after its run began.
+    fn drifted() -> AgenticSession {
+        let mut s = in_phase(Phase::Running, None);
+        s.metadata.generation = Some(2);
+        s.spec.repos = vec![agentic_crds::session::RepoSpec {
+            url: "https://x/app.git".into(),
+            branch: "main".into(),
+            auto_push: false,
+        }];
+        s
+    }
+
+    fn live(s: &AgenticSession, sync: SyncView) -> Plan {
+        let j = job(0, None);
+        let p = running_pod(1);
+        let mut observed = observe(s, Some(&j), vec![&p], 5);
+        observed.service_uid = Some("svc-uid".into());
+        observed.sync = sync;
+        plan(&observed)
+    }
+
+    #[test]
+    fn a_spec_that_moved_on_while_running_is_sent_to_the_runner_off_the_worker() {
+        let s = drifted();
+        let start = live(&s, SyncView::Idle);
+        assert_eq!(
+            start.sync,
+            Some(vec![drift::RunnerCall::AddRepo {
+                url: "https://x/app.git".into(),
+                branch: "main".into(),
+                name: "app".into()
+            }])
+        );
+        assert_eq!(
+            start.status,
+            s.status.clone().unwrap(),
+            "nothing recorded yet"
+        );
+        let waiting = live(&s, SyncView::InFlight);
+        assert!(waiting.sync.is_none() && !waiting.sync_recorded);
+    }
+
+    #[test]
+    fn success_records_repos_conditions_and_the_generation_together() {
+        let plan = live(&drifted(), SyncView::Succeeded);
+        assert_eq!(plan.status.observed_generation, Some(2));
+        let repos = plan.status.reconciled_repos.clone().expect("recorded");
+        assert_eq!(repos[0].name.as_deref(), Some("app"));
+        assert_eq!(
+            repos[0].status,
+            Some(agentic_crds::session::RepoCloneStatus::Ready)
+        );
+        assert_eq!(
+            condition(&plan, types::RECONCILED).reason.as_deref(),
+            Some(reasons::SPEC_APPLIED)
+        );
+        assert!(plan.sync_recorded && plan.sync_failed.is_none());
+    }
+
+    #[test]
+    fn failure_is_visible_keeps_the_generation_and_fails_the_reconcile() {
+        let plan = live(
+            &drifted(),
+            SyncView::Failed {
+                workflow: false,
+                message: "runner answered 500: clone failed".into(),
+            },
+        );
+        assert_eq!(plan.status.observed_generation, Some(1), "not applied");
+        assert!(plan.status.reconciled_repos.is_none());
+        let reconciled = condition(&plan, types::RECONCILED);
+        assert_eq!(reconciled.status, ConditionStatus::False);
+        assert_eq!(
+            reconciled.reason.as_deref(),
+            Some(reasons::REPO_RECONCILIATION_FAILED)
+        );
+        assert!(
+            reconciled
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("clone failed")
+        );
+        assert!(plan.sync_failed.is_some(), "retried with the key's backoff");
+    }
+
+    #[test]
+    fn a_running_status_change_does_not_mark_a_pending_spec_as_applied() {
+        // An inactivity stop is a status change while the spec is pending: it may advance the
+        // generation (the run ends); a token refresh (no status change) may not.
+        let s = drifted();
+        let refresh = live(&s, SyncView::InFlight);
+        assert_eq!(refresh.status.observed_generation, Some(1));
     }
 
     #[test]
@@ -1190,8 +2267,24 @@ mod tests {
         let s = in_phase(Phase::Failed, None);
         let j = job(0, None);
         let plan = plan(&observe(&s, Some(&j), vec![], 5));
-        assert_eq!(plan.effects, vec![Effect::DeleteJob]);
+        assert_eq!(plan.children, vec![delete_job()]);
         assert_eq!(plan.status, s.status.clone().unwrap(), "status untouched");
+    }
+
+    #[test]
+    fn a_cleanup_failure_is_cleared_once_nothing_is_left() {
+        let mut s = in_phase(Phase::Completed, None);
+        s.status.as_mut().unwrap().conditions.push(Condition::new(
+            types::CLEANED_UP,
+            ConditionStatus::False,
+            reasons::CLEANUP_FAILED,
+            "refused",
+        ));
+        let plan = plan(&observe(&s, None, vec![], 5));
+        assert_eq!(
+            condition(&plan, types::CLEANED_UP).status,
+            ConditionStatus::True
+        );
     }
 
     #[test]
@@ -1211,7 +2304,7 @@ mod tests {
                 .unwrap()
                 .starts_with("spec.repos[0].url")
         );
-        assert!(plan.effects.is_empty());
+        assert!(plan.children.is_empty() && plan.session.is_empty());
         assert!(plan.requeue_after.is_none());
     }
 
@@ -1223,9 +2316,11 @@ mod tests {
         let first = plan(&observe(&s, Some(&j), vec![&p], 10));
         let mut after = s.clone();
         after.status = Some(first.status.clone());
-        let second = plan(&observe(&after, Some(&j), vec![&p], 11));
+        let mut again = observe(&after, Some(&j), vec![&p], 11);
+        again.service_uid = Some("svc-uid".into());
+        let second = plan(&again);
         assert_eq!(second.status, first.status);
         assert!(second.notes.is_empty());
-        assert!(second.effects.is_empty());
+        assert!(second.children.is_empty() && second.session.is_empty());
     }
 }

@@ -4,9 +4,14 @@
 //! (`make test` sets it). No cluster means a failing test with instructions, never a skip.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod audit;
+pub mod backend;
+pub mod fake_runner;
 pub mod faults;
+pub mod monitoring;
 pub mod operator;
 pub mod process;
+pub mod proxy;
 pub mod rbac;
 pub mod scenarios;
 pub mod timer_scenarios;
@@ -112,10 +117,34 @@ pub struct TestNamespace {
 static NAMESPACE_COUNTER: AtomicU32 = AtomicU32::new(0);
 
 impl TestNamespace {
-    /// Creates a managed namespace named after `purpose` and waits for its default
+    /// Creates a managed namespace named after `purpose`, as the platform sets one up (with the
+    /// runners' model credentials, `ambient-runner-secrets`), and waits for its default
     /// ServiceAccount (pods cannot be created before it exists).
     pub async fn create(cluster: &ClusterInfo, purpose: &str) -> Self {
+        let ns = Self::create_without_credentials(cluster, purpose).await;
+        ns.add_runner_credentials().await;
+        ns
+    }
+
+    /// A managed namespace without `ambient-runner-secrets` (its sessions wait for it).
+    pub async fn create_without_credentials(cluster: &ClusterInfo, purpose: &str) -> Self {
         Self::create_with_labels(cluster, purpose, &[(MANAGED_LABEL, "true")]).await
+    }
+
+    /// Creates `ambient-runner-secrets` (a fake `ANTHROPIC_API_KEY`).
+    pub async fn add_runner_credentials(&self) {
+        let secret = k8s_openapi::api::core::v1::Secret {
+            metadata: ObjectMeta {
+                name: Some("ambient-runner-secrets".into()),
+                ..Default::default()
+            },
+            string_data: Some([("ANTHROPIC_API_KEY".to_string(), "sk-test".to_string())].into()),
+            ..Default::default()
+        };
+        self.api::<k8s_openapi::api::core::v1::Secret>()
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap_or_else(|e| panic!("creating ambient-runner-secrets in {}: {e}", self.name));
     }
 
     /// Creates a namespace with exactly the given labels.
@@ -208,6 +237,15 @@ impl Drop for TestNamespace {
     }
 }
 
+/// The first `binary` on `PATH`.
+pub fn which(binary: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(binary))
+            .find(|path| path.is_file())
+    })
+}
+
 /// Polls `probe` every 100 ms until it yields `Some`, or panics naming `what` after `limit`.
 pub async fn wait_until<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
 where
@@ -288,26 +326,40 @@ async fn etcd_post(endpoint: &str, path: &str, body: &str) -> serde_json::Value 
     serde_json::from_slice(&bytes).expect("etcd answers JSON")
 }
 
-/// A ResourceQuota allowing no Jobs in the namespace: Job creation is refused (403) until
-/// [`JobCreationBlocked::lift`], a real transient error for the operator to retry through.
-pub struct JobCreationBlocked {
+/// A ResourceQuota allowing none of one kind of object in the namespace: its creation is
+/// refused (403, exceeded quota) until [`CreationBlocked::lift`], a real transient error.
+pub struct CreationBlocked {
     quotas: Api<k8s_openapi::api::core::v1::ResourceQuota>,
+    name: &'static str,
 }
 
-impl JobCreationBlocked {
+/// The quota blocking Jobs (the operator's creates fail).
+pub type JobCreationBlocked = CreationBlocked;
+
+impl CreationBlocked {
+    /// No Jobs: the operator's Job creation is refused.
+    pub async fn in_namespace(ns: &TestNamespace) -> Self {
+        Self::quota(ns, "no-jobs", "count/jobs.batch").await
+    }
+
+    /// No (non-terminal) pods: the Job controller cannot start a runner.
+    pub async fn pods_in(ns: &TestNamespace) -> Self {
+        Self::quota(ns, "no-pods", "pods").await
+    }
+
     /// Creates the quota and waits until the quota controller has counted it (only then does
     /// admission enforce it).
-    pub async fn in_namespace(ns: &TestNamespace) -> Self {
+    async fn quota(ns: &TestNamespace, name: &'static str, resource: &str) -> Self {
         use k8s_openapi::api::core::v1::{ResourceQuota, ResourceQuotaSpec};
         use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
         let quotas: Api<ResourceQuota> = ns.api();
         let quota = ResourceQuota {
             metadata: ObjectMeta {
-                name: Some("no-jobs".into()),
+                name: Some(name.into()),
                 ..Default::default()
             },
             spec: Some(ResourceQuotaSpec {
-                hard: Some([("count/jobs.batch".to_string(), Quantity("0".into()))].into()),
+                hard: Some([(resource.to_string(), Quantity("0".into()))].into()),
                 ..Default::default()
             }),
             status: None,
@@ -319,17 +371,226 @@ impl JobCreationBlocked {
         wait_until(
             "the quota to be counted",
             Duration::from_secs(60),
-            || async { quotas.get("no-jobs").await.ok()?.status?.hard.map(|_| ()) },
+            || async { quotas.get(name).await.ok()?.status?.hard.map(|_| ()) },
         )
         .await;
-        JobCreationBlocked { quotas }
+        CreationBlocked { quotas, name }
     }
 
-    /// Deletes the quota: Job creation works again.
+    /// Deletes the quota: creation works again.
     pub async fn lift(self) {
         self.quotas
-            .delete("no-jobs", &kube::api::DeleteParams::default())
+            .delete(self.name, &kube::api::DeleteParams::default())
             .await
             .expect("deleting the quota");
+    }
+}
+
+/// `(type, reason, note)` of the Events about the object `name` in the namespace.
+pub async fn events_about(ns: &TestNamespace, name: &str) -> Vec<(String, String, String)> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
+    events
+        .list(&kube::api::ListParams::default())
+        .await
+        .map(|list| list.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .map(|e| {
+            (
+                e.type_.unwrap_or_default(),
+                e.reason.unwrap_or_default(),
+                e.note.unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// Waits until an Event about `name` with `reason` exists; returns its note.
+pub async fn wait_for_event(ns: &TestNamespace, name: &str, reason: &str) -> String {
+    wait_until(
+        &format!("an Event {reason} about {name}"),
+        Duration::from_secs(60),
+        || async {
+            events_about(ns, name)
+                .await
+                .into_iter()
+                .find(|(_, r, _)| r == reason)
+                .map(|(_, _, note)| note)
+        },
+    )
+    .await
+}
+
+/// A ValidatingAdmissionPolicy (and its binding) refusing the operator's ServiceAccount every
+/// deletion of a Job in one namespace: a real admission failure for the operator to meet
+/// (others, the tests among them, may still delete). Removed by [`JobDeletionRefused::lift`].
+pub struct JobDeletionRefused {
+    name: String,
+    jobs: Api<k8s_openapi::api::batch::v1::Job>,
+    /// The same Jobs as the operator's ServiceAccount sees them (to probe the refusal).
+    operator_jobs: Api<k8s_openapi::api::batch::v1::Job>,
+    kubectl: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+/// Name of the throwaway Job used to see the policy enforced.
+const REFUSAL_PROBE: &str = "deletion-probe";
+
+impl JobDeletionRefused {
+    /// Installs the policy and waits until the API server enforces it (a server-side dry-run
+    /// delete of a throwaway Job, as the operator, is refused).
+    pub async fn in_namespace(cluster: &ClusterInfo, ns: &TestNamespace) -> Self {
+        use k8s_openapi::api::batch::v1::{Job, JobSpec};
+        use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+        let name = format!("refuse-job-deletion-{}", ns.name);
+        let manifest = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": [
+                {
+                    "apiVersion": "admissionregistration.k8s.io/v1",
+                    "kind": "ValidatingAdmissionPolicy",
+                    "metadata": {"name": name},
+                    "spec": {
+                        "failurePolicy": "Fail",
+                        "matchConstraints": {"resourceRules": [{
+                            "apiGroups": ["batch"], "apiVersions": ["*"],
+                            "operations": ["DELETE"], "resources": ["jobs"],
+                        }]},
+                        "matchConditions": [{
+                            "name": "the-operator",
+                            "expression": format!("request.userInfo.username == '{}'", rbac::USER),
+                        }],
+                        "validations": [{
+                            "expression": "false",
+                            "message": format!("Job deletion refused by test policy {name}"),
+                        }],
+                    },
+                },
+                {
+                    "apiVersion": "admissionregistration.k8s.io/v1",
+                    "kind": "ValidatingAdmissionPolicyBinding",
+                    "metadata": {"name": name},
+                    "spec": {
+                        "policyName": name,
+                        "validationActions": ["Deny"],
+                        "matchResources": {"namespaceSelector": {"matchLabels": {
+                            "kubernetes.io/metadata.name": ns.name,
+                        }}},
+                    },
+                },
+            ],
+        });
+        let as_operator = client_from_kubeconfig(&rbac::operator_kubeconfig(cluster)).await;
+        let refusal = JobDeletionRefused {
+            name,
+            jobs: ns.api(),
+            operator_jobs: Api::namespaced(as_operator, &ns.name),
+            kubectl: ns.kubectl.clone(),
+            kubeconfig: ns.kubeconfig.clone(),
+        };
+        refusal.kubectl(&["apply", "-f", "-"], Some(&manifest.to_string()));
+        let probe = Job {
+            metadata: ObjectMeta {
+                name: Some(REFUSAL_PROBE.into()),
+                ..Default::default()
+            },
+            spec: Some(JobSpec {
+                template: PodTemplateSpec {
+                    metadata: None,
+                    spec: Some(PodSpec {
+                        restart_policy: Some("Never".into()),
+                        containers: vec![Container {
+                            name: "probe".into(),
+                            image: Some("probe".into()),
+                            env: Some(vec![k8s_openapi::api::core::v1::EnvVar {
+                                name: "SIM_OUTCOME".into(),
+                                value: Some("hang".into()),
+                                value_from: None,
+                            }]),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }),
+                },
+                ..Default::default()
+            }),
+            status: None,
+        };
+        refusal
+            .jobs
+            .create(&PostParams::default(), &probe)
+            .await
+            .expect("creating the probe Job");
+        let dry_run = kube::api::DeleteParams {
+            dry_run: true,
+            ..Default::default()
+        };
+        wait_until(
+            "the Job deletion policy to be enforced",
+            Duration::from_secs(30),
+            || async {
+                match refusal.operator_jobs.delete(REFUSAL_PROBE, &dry_run).await {
+                    Err(kube::Error::Api(status)) if status.code == 403 || status.code == 422 => {
+                        Some(())
+                    }
+                    _ => None,
+                }
+            },
+        )
+        .await;
+        refusal
+    }
+
+    /// Removes the policy and its binding, then the probe Job.
+    pub async fn lift(self) {
+        self.kubectl(
+            &[
+                "delete",
+                "validatingadmissionpolicybinding,validatingadmissionpolicy",
+                &self.name,
+                "--ignore-not-found",
+            ],
+            None,
+        );
+        wait_until(
+            "Job deletion to work again",
+            Duration::from_secs(30),
+            || async {
+                self.jobs
+                    .delete(REFUSAL_PROBE, &kube::api::DeleteParams::background())
+                    .await
+                    .ok()
+                    .map(drop)
+            },
+        )
+        .await;
+    }
+
+    fn kubectl(&self, args: &[&str], stdin: Option<&str>) {
+        use std::io::Write;
+        let mut child = Command::new(&self.kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("running kubectl");
+        let mut input = child.stdin.take().expect("kubectl stdin");
+        if let Some(text) = stdin {
+            input
+                .write_all(text.as_bytes())
+                .expect("writing to kubectl");
+        }
+        drop(input);
+        let output = child.wait_with_output().expect("waiting for kubectl");
+        assert!(
+            output.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 }

@@ -96,7 +96,21 @@ pub fn operator(cluster: &ClusterInfo, engine: Engine, extra_args: &[&str]) -> &
     })
 }
 
+/// The operator this test binary started with [`operator`].
+pub fn started() -> &'static Operator {
+    OPERATOR
+        .get()
+        .expect("the test binary starts its operator first")
+}
+
 impl Operator {
+    /// The value of `metric` summed over the series whose labels include `labels`.
+    pub fn metric(&self, metric: &str, labels: &[(&str, &str)]) -> f64 {
+        let (status, body) = self.get("/metrics", false);
+        assert_eq!(status, 200, "GET /metrics");
+        super::process::metric_sum(&body, metric, labels)
+    }
+
     /// `GET path` on the probe (`probes = true`) or metrics address: (status, body).
     pub fn get(&self, path: &str, probes: bool) -> (u16, String) {
         let address = if probes {

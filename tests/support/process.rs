@@ -6,15 +6,12 @@
 //! `<cluster state dir>/pids/operator-<pid>.pid` while it runs, so `cluster/down.sh` can stop
 //! children a crashed test left behind; dropping an [`OperatorProcess`] kills the child.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
-
-use k8s_openapi::api::batch::v1::Job;
 
 use super::ClusterInfo;
 use super::operator::install_crds;
@@ -43,11 +40,27 @@ pub struct OperatorProcess {
 }
 
 impl OperatorProcess {
-    /// Installs the CRDs (idempotent) and starts the operator binary as replica `name`, with
-    /// loopback admin ports, `--namespace default`, and `args`/`env` on top. Make `name` unique
+    /// Installs the CRDs (idempotent) and starts the operator binary as replica `name`, as the
+    /// operator's ServiceAccount in its namespace (`ambient-code`), with loopback admin ports,
+    /// and `args`/`env` on top. Make `name` unique
     /// (e.g. with the test's PID): it is the Lease identity, and a Lease still held by a killed
     /// replica of the same name would be taken as this one's own.
     pub fn start(cluster: &ClusterInfo, name: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        // As its own ServiceAccount under the shipped RBAC (deploy/), so its requests are in the
+        // audit log like a real deployment's.
+        let kubeconfig = super::rbac::operator_kubeconfig(cluster);
+        Self::start_with_kubeconfig(cluster, &kubeconfig, name, args, env)
+    }
+
+    /// [`start`](Self::start), talking to the API server through `kubeconfig` (e.g. one whose
+    /// server is a [`super::proxy::ApiProxy`]).
+    pub fn start_with_kubeconfig(
+        cluster: &ClusterInfo,
+        kubeconfig: &std::path::Path,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         install_crds(cluster);
         let metrics_address = format!("127.0.0.1:{}", free_port());
         let probe_address = format!("127.0.0.1:{}", free_port());
@@ -59,12 +72,13 @@ impl OperatorProcess {
         let log = File::create(&log_path)
             .unwrap_or_else(|e| panic!("creating {}: {e}", log_path.display()));
         let stderr = log.try_clone().expect("duplicating the log file handle");
+        // In its own namespace: the leader Lease lives there.
         let child = Command::new(env!("CARGO_BIN_EXE_agentic-operator"))
             .arg("--kubeconfig")
-            .arg(&cluster.kubeconfig)
+            .arg(kubeconfig)
             .args(["--metrics-bind-address", &metrics_address])
             .args(["--health-probe-bind-address", &probe_address])
-            .args(["--namespace", "default"])
+            .args(["--namespace", super::rbac::NAMESPACE])
             .args(args)
             .env("POD_NAME", name)
             .envs(env.iter().copied())
@@ -274,66 +288,4 @@ pub fn url_encode(value: &str) -> String {
             }
         })
         .collect()
-}
-
-/// Every Job ever seen in a namespace, by name, with the UIDs it had: a Job created twice for
-/// the same session run shows up as a second UID under the same (deterministic) name.
-pub struct JobLedger {
-    seen: std::sync::Arc<parking_lot::Mutex<BTreeMap<String, BTreeSet<String>>>>,
-    watch: tokio::task::JoinHandle<()>,
-}
-
-impl JobLedger {
-    /// Starts watching Jobs in `namespace`; returns once the initial list is in.
-    pub async fn start(client: &kube::Client, namespace: &str) -> Self {
-        use futures::StreamExt;
-        use kube::runtime::WatchStreamExt;
-        use kube::runtime::watcher::{self, Event};
-        let api: kube::Api<Job> = kube::Api::namespaced(client.clone(), namespace);
-        let seen: std::sync::Arc<parking_lot::Mutex<BTreeMap<String, BTreeSet<String>>>> =
-            std::sync::Arc::default();
-        let (synced_tx, synced_rx) = tokio::sync::oneshot::channel();
-        let record = std::sync::Arc::clone(&seen);
-        let watch = tokio::spawn(async move {
-            let mut synced_tx = Some(synced_tx);
-            let mut events =
-                std::pin::pin!(watcher::watcher(api, watcher::Config::default()).default_backoff());
-            while let Some(event) = events.next().await {
-                match event {
-                    Ok(Event::Apply(job) | Event::InitApply(job)) => {
-                        if let (Some(name), Some(uid)) = (job.metadata.name, job.metadata.uid) {
-                            record.lock().entry(name).or_default().insert(uid);
-                        }
-                    }
-                    Ok(Event::InitDone) => {
-                        if let Some(tx) = synced_tx.take() {
-                            let _ = tx.send(());
-                        }
-                    }
-                    Ok(Event::Delete(_) | Event::Init) => {}
-                    Err(error) => eprintln!("Job watch error (retrying): {error}"),
-                }
-            }
-        });
-        synced_rx.await.expect("the Job watch lists once");
-        JobLedger { seen, watch }
-    }
-
-    /// The Job names seen so far.
-    pub fn names(&self) -> BTreeSet<String> {
-        self.seen.lock().keys().cloned().collect()
-    }
-
-    /// Asserts that no Job name was ever created twice (each session ran once here).
-    pub fn assert_each_job_created_once(&self) {
-        let seen = self.seen.lock();
-        let twice: Vec<_> = seen.iter().filter(|(_, uids)| uids.len() > 1).collect();
-        assert!(twice.is_empty(), "Jobs created more than once: {twice:?}");
-    }
-}
-
-impl Drop for JobLedger {
-    fn drop(&mut self) {
-        self.watch.abort();
-    }
 }

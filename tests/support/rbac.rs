@@ -144,46 +144,61 @@ pub fn operator_kubeconfig(cluster: &ClusterInfo) -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
         apply_rbac(cluster);
-        let token = kubectl(
-            cluster,
-            &[
-                "create",
-                "token",
-                SERVICE_ACCOUNT,
-                "--namespace",
-                NAMESPACE,
-                "--duration=6h",
-            ],
-            None,
-        );
-        let admin: serde_yaml::Value = serde_yaml::from_str(
-            &std::fs::read_to_string(&cluster.kubeconfig).expect("reading the admin kubeconfig"),
-        )
-        .expect("the admin kubeconfig is YAML");
-        let server = &admin["clusters"][0]["cluster"]["server"];
-        let ca = &admin["clusters"][0]["cluster"]["certificate-authority-data"];
-        let kubeconfig = serde_json::json!({
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "local", "cluster": {
-                "server": server.as_str().expect("admin kubeconfig has a server"),
-                "certificate-authority-data": ca.as_str().expect("admin kubeconfig has a CA"),
-            }}],
-            "users": [{"name": SERVICE_ACCOUNT, "user": {"token": token.trim()}}],
-            "contexts": [{"name": "operator", "context": {"cluster": "local", "user": SERVICE_ACCOUNT}}],
-            "current-context": "operator",
-        });
         let path = cluster.state_dir.join("operator-sa.kubeconfig");
-        let staging = cluster
-            .state_dir
-            .join(format!("operator-sa.kubeconfig.{}", std::process::id()));
-        std::fs::write(&staging, kubeconfig.to_string())
-            .unwrap_or_else(|e| panic!("writing {}: {e}", staging.display()));
-        std::fs::rename(&staging, &path)
-            .unwrap_or_else(|e| panic!("renaming to {}: {e}", path.display()));
+        service_account_kubeconfig(cluster, NAMESPACE, SERVICE_ACCOUNT, &path);
         path
     })
     .clone()
+}
+
+/// Writes to `path` (atomically) a kubeconfig that authenticates as ServiceAccount
+/// `namespace/name` with a token from a TokenRequest (`kubectl create token`, valid 6 hours),
+/// and nothing else: no client certificate. Returns the token.
+pub fn service_account_kubeconfig(
+    cluster: &ClusterInfo,
+    namespace: &str,
+    name: &str,
+    path: &Path,
+) -> String {
+    let token = kubectl(
+        cluster,
+        &[
+            "create",
+            "token",
+            name,
+            "--namespace",
+            namespace,
+            "--duration=6h",
+        ],
+        None,
+    )
+    .trim()
+    .to_string();
+    let admin: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(&cluster.kubeconfig).expect("reading the admin kubeconfig"),
+    )
+    .expect("the admin kubeconfig is YAML");
+    let server = &admin["clusters"][0]["cluster"]["server"];
+    let ca = &admin["clusters"][0]["cluster"]["certificate-authority-data"];
+    let kubeconfig = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "local", "cluster": {
+            "server": server.as_str().expect("admin kubeconfig has a server"),
+            "certificate-authority-data": ca.as_str().expect("admin kubeconfig has a CA"),
+        }}],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {"cluster": "local", "user": name}}],
+        "current-context": name,
+    });
+    let mut staging = path.as_os_str().to_owned();
+    staging.push(format!(".{}", std::process::id()));
+    let staging = PathBuf::from(staging);
+    std::fs::write(&staging, kubeconfig.to_string())
+        .unwrap_or_else(|e| panic!("writing {}: {e}", staging.display()));
+    std::fs::rename(&staging, path)
+        .unwrap_or_else(|e| panic!("renaming to {}: {e}", path.display()));
+    token
 }
 
 /// One permission: API group, resource (with `/subresource`), verb.
@@ -288,42 +303,12 @@ pub fn required_permissions(audit_log: &Path, since: Option<&str>, plurals: &Plu
         s.parse::<k8s_openapi::jiff::Timestamp>()
             .unwrap_or_else(|e| panic!("AGENTIC_AUDIT_SINCE={s} is not a timestamp: {e}"))
     });
-    let text = std::fs::read_to_string(audit_log).unwrap_or_else(|e| {
-        panic!(
-            "reading the audit log {}: {e}; a cluster started before cluster/up.sh enabled \
-                 auditing has none: restart it",
-            audit_log.display()
-        )
-    });
-    // One entry per request: its last stage wins (ResponseComplete over ResponseStarted).
-    let mut events: BTreeMap<String, Value> = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let Ok(event) = serde_json::from_str::<Value>(line) else {
-            continue; // a line being written as we read
-        };
-        if event["user"]["username"] != USER {
-            continue;
-        }
-        if let (Some(since), Some(at)) = (since, event["requestReceivedTimestamp"].as_str())
-            && at
-                .parse::<k8s_openapi::jiff::Timestamp>()
-                .is_ok_and(|at| at < since)
-        {
-            continue;
-        }
-        let id = event["auditID"].as_str().unwrap_or_default().to_string();
-        let keep = events
-            .get(&id)
-            .is_none_or(|old| old["stage"] != "ResponseComplete");
-        if keep {
-            events.insert(id, event);
-        }
-    }
+    let events = super::audit::operator_requests(audit_log, since);
     let mut usage = Usage {
         requests: events.len(),
         ..Default::default()
     };
-    for event in events.values() {
+    for event in &events {
         let object = &event["objectRef"];
         let verb = event["verb"].as_str().unwrap_or_default();
         let code = event["responseStatus"]["code"].as_u64().unwrap_or(0);

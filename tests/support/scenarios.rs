@@ -8,11 +8,15 @@ use agentic_crds::{AgenticSession, Phase, ProjectSettings, StoppedReason, keys};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{DeleteParams, Patch, PatchParams};
-use kube::{Api, Client, ResourceExt};
+use kube::api::{DeleteParams, Patch, PatchParams, PropagationPolicy};
+use kube::{Api, Client, Resource, ResourceExt};
 
-use super::operator::{annotate, create, ready_reason, session, wait_for_phase};
-use super::{ClusterInfo, JobCreationBlocked, TestNamespace, wait_until, wait_until_gone as gone};
+use super::audit::JobLedger;
+use super::operator::{annotate, create, ready_reason, session, started, wait_for_phase};
+use super::{
+    ClusterInfo, CreationBlocked, JobCreationBlocked, JobDeletionRefused, TestNamespace,
+    wait_for_event, wait_until, wait_until_gone as gone,
+};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -28,7 +32,10 @@ macro_rules! lifecycle_tests {
             runner_dying_while_running_fails_the_session,
             stop_while_running_then_restart_resumes,
             first_run_after_a_transient_error_is_not_a_resume,
-            job_deleted_behind_the_operators_back_is_recreated,
+            job_deleted_after_the_runner_started_fails_the_session_as_lost,
+            orphans_of_an_earlier_session_with_the_same_name_are_never_adopted,
+            restart_the_moment_a_run_completes_runs_again,
+            a_failing_cleanup_keeps_the_transitions_event_and_metric,
             session_inactivity_timeout_beats_the_project_one,
             project_inactivity_timeout_applies_when_the_session_sets_none,
             token_secret_holds_both_tokens,
@@ -244,7 +251,23 @@ pub async fn first_run_after_a_transient_error_is_not_a_resume(cluster: &Cluster
         &session("retried", &[("SIM_OUTCOME", "hang")]),
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A refusal that persists is visible on the session: a condition with the API server's
+    // answer, the status message, and a Warning Event.
+    let api = ns.api::<AgenticSession>();
+    let message = wait_until("the refusal on the session", LIMIT, || async {
+        let status = api.get("retried").await.ok()?.status?;
+        let refused = status.conditions.iter().find(|c| {
+            c.type_ == "JobCreated"
+                && c.status == agentic_crds::ConditionStatus::False
+                && c.reason.as_deref() == Some("ProvisioningFailed")
+        })?;
+        Some((refused.message.clone()?, status.message?))
+    })
+    .await;
+    assert!(message.0.contains("exceeded quota"), "{message:?}");
+    assert!(message.1.contains("exceeded quota"), "{message:?}");
+    let note = wait_for_event(&ns, "retried", "ProvisioningFailed").await;
+    assert!(note.contains("exceeded quota"), "{note}");
     assert!(
         ns.api::<Job>()
             .get_opt("retried-job")
@@ -259,9 +282,12 @@ pub async fn first_run_after_a_transient_error_is_not_a_resume(cluster: &Cluster
     assert_eq!(job_env(&job, "IS_RESUME").as_deref(), Some("false"));
 }
 
-/// Someone deletes the Job of a running session: it is recreated and the session runs again.
-pub async fn job_deleted_behind_the_operators_back_is_recreated(cluster: &ClusterInfo) {
+/// Someone deletes the Job of a running session: the run is lost (its outcome is unknown), so
+/// the session fails with reason JobLost instead of silently running the agent again; a
+/// restart then runs it again, as a resume.
+pub async fn job_deleted_after_the_runner_started_fails_the_session_as_lost(cluster: &ClusterInfo) {
     let ns = TestNamespace::create(cluster, "job-deleted").await;
+    let ledger = JobLedger::start(cluster, &ns.name);
     create(
         &ns.client,
         &ns.name,
@@ -269,19 +295,214 @@ pub async fn job_deleted_behind_the_operators_back_is_recreated(cluster: &Cluste
     )
     .await;
     wait_for_phase(&ns.client, &ns.name, "resilient", Phase::Running, LIMIT).await;
-    let jobs = ns.api::<Job>();
-    let original = running_job(&ns.client, &ns.name, "resilient").await;
-    jobs.delete("resilient-job", &DeleteParams::background())
+    ns.api::<Job>()
+        .delete("resilient-job", &DeleteParams::background())
         .await
         .expect("deleting the Job");
-    let replacement = wait_until("a new Job", LIMIT, || async {
-        let job = jobs.get_opt("resilient-job").await.ok()??;
-        (job.metadata.uid != original.metadata.uid && job.metadata.deletion_timestamp.is_none())
-            .then_some(job)
+    let failed = wait_for_phase(&ns.client, &ns.name, "resilient", Phase::Failed, LIMIT).await;
+    assert_eq!(ready_reason(&failed).as_deref(), Some("JobLost"));
+    let message = failed.status.and_then(|s| s.message).unwrap_or_default();
+    assert!(message.contains("restart"), "{message}");
+    assert_eq!(
+        ledger.counts().get("resilient-job"),
+        Some(&1),
+        "never re-run silently"
+    );
+
+    annotate(
+        &ns.client,
+        &ns.name,
+        "resilient",
+        keys::DESIRED_PHASE_ANNOTATION,
+        Some("Running"),
+    )
+    .await;
+    let again = wait_until("the restarted run's Job", LIMIT, || async {
+        let job = ns.api::<Job>().get_opt("resilient-job").await.ok()??;
+        job.metadata.deletion_timestamp.is_none().then_some(job)
     })
     .await;
-    assert_eq!(job_env(&replacement, "IS_RESUME").as_deref(), Some("true"));
+    assert_eq!(job_env(&again, "IS_RESUME").as_deref(), Some("true"));
     wait_for_phase(&ns.client, &ns.name, "resilient", Phase::Running, LIMIT).await;
+}
+
+/// The controller ownerReference UID of an object, if any.
+fn controller_uid<K: Resource>(object: &K) -> Option<String> {
+    object
+        .meta()
+        .owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .map(|o| o.uid.clone())
+}
+
+/// Waits until `name` exists owned by `owner` (an object left by someone else must be
+/// replaced, never adopted).
+async fn owned_by<K>(api: &Api<K>, name: &str, owner: &str) -> K
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    wait_until(&format!("{name} owned by {owner}"), LIMIT, || async {
+        let object = api.get_opt(name).await.ok()??;
+        (controller_uid(&object).as_deref() == Some(owner)
+            && object.meta().deletion_timestamp.is_none())
+        .then_some(object)
+    })
+    .await
+}
+
+/// A session deleted with `--cascade=orphan` leaves its Job, pod and identity behind; a new
+/// session of the same name never takes them for its own: it runs, as a first run, with
+/// children owned by its own UID.
+pub async fn orphans_of_an_earlier_session_with_the_same_name_are_never_adopted(
+    cluster: &ClusterInfo,
+) {
+    let ns = TestNamespace::create(cluster, "orphans").await;
+    let sessions = ns.api::<AgenticSession>();
+    create(
+        &ns.client,
+        &ns.name,
+        &session("reborn", &[("SIM_OUTCOME", "hang")]),
+    )
+    .await;
+    wait_for_phase(&ns.client, &ns.name, "reborn", Phase::Running, LIMIT).await;
+    let orphaning = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Orphan),
+        ..Default::default()
+    };
+    sessions
+        .delete("reborn", &orphaning)
+        .await
+        .expect("deleting the session, orphaning its children");
+    gone(&sessions, "reborn").await;
+    let orphan_job = ns
+        .api::<Job>()
+        .get("reborn-job")
+        .await
+        .expect("orphaned Job");
+    assert_eq!(
+        controller_uid(&orphan_job),
+        None,
+        "the Job is an orphan now"
+    );
+
+    create(
+        &ns.client,
+        &ns.name,
+        &session("reborn", &[("SIM_OUTCOME", "hang")]),
+    )
+    .await;
+    let uid = sessions
+        .get("reborn")
+        .await
+        .expect("the new session")
+        .uid()
+        .expect("a uid");
+    let job = owned_by(&ns.api::<Job>(), "reborn-job", &uid).await;
+    assert_ne!(job.metadata.uid, orphan_job.metadata.uid);
+    assert_eq!(
+        job_env(&job, "IS_RESUME").as_deref(),
+        Some("false"),
+        "a first run"
+    );
+    owned_by(&ns.api::<ServiceAccount>(), "ambient-session-reborn", &uid).await;
+    owned_by(&ns.api::<Role>(), "ambient-session-reborn-role", &uid).await;
+    owned_by(&ns.api::<RoleBinding>(), "ambient-session-reborn-rb", &uid).await;
+    owned_by(&ns.api::<Secret>(), "ambient-runner-token-reborn", &uid).await;
+    let running = wait_for_phase(&ns.client, &ns.name, "reborn", Phase::Running, LIMIT).await;
+    assert_eq!(running.uid(), Some(uid));
+}
+
+/// A restart whose new Job starts while the finished run's pod is still there never takes that
+/// pod for the new run's runner: pods count only for the Job that made them. (The finished
+/// Job is removed with `--cascade=orphan` so its pod stays; otherwise the garbage collector
+/// removes it within moments and the race is rare, as in the field.)
+pub async fn restart_the_moment_a_run_completes_runs_again(cluster: &ClusterInfo) {
+    let ns = TestNamespace::create(cluster, "instant-restart").await;
+    let refusal = JobDeletionRefused::in_namespace(cluster, &ns).await;
+    create(
+        &ns.client,
+        &ns.name,
+        &session("again", &[("SIM_RUN_FOR", "1s")]),
+    )
+    .await;
+    let done = wait_for_phase(&ns.client, &ns.name, "again", Phase::Completed, LIMIT).await;
+    let first_start = done.status.and_then(|s| s.start_time);
+    let orphaning = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Orphan),
+        ..Default::default()
+    };
+    ns.api::<Job>()
+        .delete("again-job", &orphaning)
+        .await
+        .expect("removing the finished Job, keeping its pod");
+    gone(&ns.api::<Job>(), "again-job").await;
+    refusal.lift().await;
+    // The new run's pod comes late (as under load): until the quota goes, the finished run's
+    // pod is the only one with the session's labels.
+    let no_pods = CreationBlocked::pods_in(&ns).await;
+    // The second run hangs: it must be seen Running, never Completed by the first run's pod.
+    let patch = serde_json::json!({
+        "metadata": {"annotations": {keys::DESIRED_PHASE_ANNOTATION: "Running"}},
+        "spec": {"environmentVariables": {"SIM_OUTCOME": "hang"}},
+    });
+    let api = ns.api::<AgenticSession>();
+    api.patch("again", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("restarting");
+    wait_for_event(&ns, "again-job", "FailedCreate").await;
+    for _ in 0..30 {
+        let status = api
+            .get("again")
+            .await
+            .expect("the session")
+            .status
+            .unwrap_or_default();
+        let ended = status.phase.is_terminal() && status.start_time != first_start;
+        assert!(
+            !ended,
+            "the restarted run ended without a pod of its own: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    no_pods.lift().await;
+    let second = wait_until("the session to run again", LIMIT, || async {
+        let status = api.get("again").await.ok()?.status?;
+        let settled = matches!(
+            status.phase,
+            Phase::Running | Phase::Completed | Phase::Failed
+        );
+        (status.start_time != first_start && settled).then_some(status)
+    })
+    .await;
+    assert_eq!(second.phase, Phase::Running, "{second:?}");
+}
+
+/// When deleting a finished run's Job is refused (an admission policy), the transition to
+/// Completed is still announced (Event) and counted (metric); the Job goes once allowed.
+pub async fn a_failing_cleanup_keeps_the_transitions_event_and_metric(cluster: &ClusterInfo) {
+    let ns = TestNamespace::create(cluster, "cleanup-refused").await;
+    let refusal = JobDeletionRefused::in_namespace(cluster, &ns).await;
+    create(
+        &ns.client,
+        &ns.name,
+        &session("kept", &[("SIM_RUN_FOR", "1s")]),
+    )
+    .await;
+    wait_for_phase(&ns.client, &ns.name, "kept", Phase::Completed, LIMIT).await;
+    wait_for_event(&ns, "kept", "Completed").await;
+    let completed = started().metric(
+        "ambient_sessions_completed_total",
+        &[("namespace", &ns.name), ("final_phase", "Completed")],
+    );
+    assert_eq!(completed, 1.0);
+    assert!(
+        ns.api::<Job>().get_opt("kept-job").await.unwrap().is_some(),
+        "the refusal held the Job"
+    );
+    refusal.lift().await;
+    gone(&ns.api::<Job>(), "kept-job").await;
 }
 
 async fn set_project_inactivity(client: &Client, namespace: &str, seconds: i64) {
@@ -306,11 +527,23 @@ async fn set_project_inactivity(client: &Client, namespace: &str, seconds: i64) 
 }
 
 /// Waits until session `name` is Stopped and asserts inactivity stopped it.
+/// The stop is written once, without colliding with itself: the Ready condition says
+/// InactivityTimeout, an Event says so, and no conflict was counted for the namespace.
 async fn assert_stopped_for_inactivity(ns: &TestNamespace, name: &str) {
     let stopped = wait_for_phase(&ns.client, &ns.name, name, Phase::Stopped, LIMIT).await;
+    assert_eq!(ready_reason(&stopped).as_deref(), Some("InactivityTimeout"));
     assert_eq!(
         stopped.status.and_then(|s| s.stopped_reason),
         Some(StoppedReason::Inactivity)
+    );
+    wait_for_event(ns, name, "InactivityTimeout").await;
+    let conflicts = started().metric(
+        "ambient_session_errors_total",
+        &[("namespace", &ns.name), ("error_type", "conflict")],
+    );
+    assert_eq!(
+        conflicts, 0.0,
+        "an inactivity stop collided with its own write"
     );
 }
 
@@ -370,9 +603,15 @@ pub async fn token_secret_holds_both_tokens(cluster: &ClusterInfo) {
         .get("ambient-session-who-role")
         .await
         .expect("Role");
-    let rule = &role.rules.unwrap()[0];
+    // Its own session's status only; sessions in general as the platform needs (SPEC §2.3,
+    // tests/runner_identity.rs proves the verbs with the runner's real token).
+    let rules = role.rules.unwrap_or_default();
+    let status_rule = rules
+        .iter()
+        .find(|r| r.resources.as_deref() == Some(&["agenticsessions/status".to_string()][..]))
+        .expect("a rule on the session's status");
     assert_eq!(
-        rule.resource_names.as_deref(),
+        status_rule.resource_names.as_deref(),
         Some(&["who".to_string()][..])
     );
     ns.api::<RoleBinding>()
@@ -413,6 +652,7 @@ pub async fn deleting_a_session_collects_every_child(cluster: &ClusterInfo) {
 /// the namespace gets its ProjectSettings and the session runs.
 pub async fn sessions_in_unmanaged_namespaces_wait_until_the_label_appears(cluster: &ClusterInfo) {
     let ns = TestNamespace::create_with_labels(cluster, "unmanaged", &[]).await;
+    ns.add_runner_credentials().await;
     create(
         &ns.client,
         &ns.name,

@@ -27,6 +27,7 @@ macro_rules! timer_tests {
         $crate::timer_tests!(@tests $engine;
             unschedulable_runner_is_reported_then_fails_with_start_timeout,
             stop_while_creating_stops_the_session,
+            job_deleted_before_the_runner_started_is_recreated_with_the_time_left,
             runner_token_is_refreshed_while_running,
             pod_stuck_terminating_is_force_deleted_after_its_grace_period_and_30s,
         );
@@ -140,6 +141,40 @@ pub async fn stop_while_creating_stops_the_session(cluster: &ClusterInfo) {
             .await
             .unwrap()
             .is_none()
+    );
+}
+
+/// A Job deleted before its runner ever started is recreated (the agent never ran), and the
+/// new Job gets only what is left of `spec.timeout`: the timeout bounds the run, not each Job.
+pub async fn job_deleted_before_the_runner_started_is_recreated_with_the_time_left(
+    cluster: &ClusterInfo,
+) {
+    let ns = TestNamespace::create(cluster, "recreate-left").await;
+    let _cordoned = Cordoned::all_nodes(cluster);
+    let mut s = session("waiting", &[]);
+    s.spec.timeout = 120;
+    create(&ns.client, &ns.name, &s).await;
+    wait_for_phase(&ns.client, &ns.name, "waiting", Phase::Creating, LIMIT).await;
+    let jobs: Api<Job> = ns.api();
+    let first = wait_until("the first Job", LIMIT, || async {
+        jobs.get_opt("waiting-job").await.ok().flatten()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    jobs.delete("waiting-job", &kube::api::DeleteParams::background())
+        .await
+        .expect("deleting the Job");
+    let second = wait_until("a recreated Job", LIMIT, || async {
+        let job = jobs.get_opt("waiting-job").await.ok()??;
+        (job.metadata.uid != first.metadata.uid).then_some(job)
+    })
+    .await;
+    let deadline = |job: &Job| job.spec.as_ref().and_then(|s| s.active_deadline_seconds);
+    assert_eq!(deadline(&first), Some(120));
+    let left = deadline(&second).expect("a deadline");
+    assert!(
+        left <= 117,
+        "the recreated Job got {left}s of a 120s run already 3s old"
     );
 }
 
