@@ -96,8 +96,11 @@ pub fn rbac_objects(cluster: &ClusterInfo) -> Vec<Value> {
 }
 
 /// Applies the shipped RBAC objects (server-side, idempotent) and waits until the authorizer
-/// honours them, so the operator's first requests are not denied by a lagging cache.
+/// honours them, so the operator's first requests are not denied by a lagging cache. The CRDs
+/// come first: the authorizer check asks about agenticsessions, which a cluster without them
+/// does not serve (a test binary run on its own, on a fresh cluster).
 pub fn apply_rbac(cluster: &ClusterInfo) {
+    super::operator::install_crds(cluster);
     let objects = rbac_objects(cluster);
     let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": objects});
     kubectl(
