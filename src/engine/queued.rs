@@ -328,6 +328,8 @@ impl Watches {
             .reflect(writer);
         tokio::spawn(async move {
             let mut first_sync = true;
+            // A relist's objects, held back until its InitDone (see below).
+            let mut relisted: Vec<Event<K>> = Vec::new();
             let mut stream = std::pin::pin!(stream);
             loop {
                 let next = tokio::select! {
@@ -340,11 +342,29 @@ impl Watches {
                 match next {
                     Some(Ok(event)) => {
                         health.succeeded();
-                        if matches!(event, Event::InitDone) {
-                            synced.mark(first_sync);
-                            first_sync = false;
+                        match event {
+                            // kube's reflector applies a list's objects to the cache only at
+                            // its InitDone. After the first sync workers are running, so a
+                            // relist's objects (after 410 Gone, say) are handled only then: a
+                            // key handled earlier would read a cache without its object and
+                            // take a session created meanwhile for deleted. (Before the first
+                            // sync no worker runs, and nothing is held back.)
+                            Event::InitApply(_) if !first_sync => relisted.push(event),
+                            Event::Init => {
+                                relisted.clear(); // a list that restarts starts over
+                                on_event(&event);
+                            }
+                            Event::InitDone => {
+                                synced.mark(first_sync);
+                                first_sync = false;
+                                for held in relisted.drain(..) {
+                                    on_event(&held);
+                                }
+                                relisted.shrink_to_fit();
+                                on_event(&event);
+                            }
+                            _ => on_event(&event),
                         }
-                        on_event(&event);
                     }
                     Some(Err(error)) => {
                         health.failed(&error);
