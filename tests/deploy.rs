@@ -278,12 +278,12 @@ impl Replica {
         let mut command = Command::new(env!("CARGO_BIN_EXE_agentic-operator"));
         for var in container["env"].as_array().expect("env") {
             let key = var["name"].as_str().expect("env name");
+            let mounted = rbac::mounted_config_file(key);
             let value = match key {
                 "NAMESPACE" => rbac::NAMESPACE.to_string(),
                 "POD_NAME" => name.to_string(),
-                // The ConfigMaps mounted there are generated from these files.
-                "AGENT_REGISTRY_PATH" => config_source("agent-registry.json"),
-                "MODELS_MANIFEST_PATH" => config_source("models.json"),
+                // The file its ConfigMap is made of.
+                _ if mounted.is_some() => mounted.unwrap_or_default().display().to_string(),
                 // An optional Secret the test cluster does not have: unset, as in a pod.
                 _ if var["valueFrom"]["secretKeyRef"]["optional"] == true => continue,
                 _ => var["value"].as_str().expect("plain env value").to_string(),
@@ -669,13 +669,4 @@ fn rbac_check_reports_unused_grants_and_denials() {
             .any(|p| p.contains("denied") && p.contains("delete"))
     );
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Path of a file under `deploy/base/config` (what the Deployment's ConfigMaps are made of).
-fn config_source(file: &str) -> String {
-    deploy_dir()
-        .join("base/config")
-        .join(file)
-        .display()
-        .to_string()
 }

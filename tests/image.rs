@@ -581,17 +581,12 @@ async fn the_binary_from_the_image_runs_a_session_to_completion_inside_the_image
         };
         // The registry and the model manifest: files the kubelet mounts from ConfigMaps made
         // of deploy/base/config, put where the Deployment says.
-        if let Some(file) = match key {
-            "AGENT_REGISTRY_PATH" => Some("agent-registry.json"),
-            "MODELS_MANIFEST_PATH" => Some("models.json"),
-            _ => None,
-        } {
+        if let Some(file) = rbac::mounted_config_file(key) {
             let target = image.rootfs.join(value.trim_start_matches('/'));
             std::fs::create_dir_all(target.parent().expect("a directory"))
                 .expect("creating the config mount point");
-            let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/base/config");
-            std::fs::copy(source.join(file), &target)
-                .unwrap_or_else(|e| panic!("copying {file} into the image: {e}"));
+            std::fs::copy(&file, &target)
+                .unwrap_or_else(|e| panic!("copying {} into the image: {e}", file.display()));
         }
         command.env(key, value);
     }

@@ -365,6 +365,7 @@ impl Engine {
                     return Vec::new();
                 };
                 self.seen.fingerprints.remove(&key);
+                crate::session::forget_own_writes(key.namespace(), &session.name_any(), &self.ctx);
                 self.stale.remove(&key);
                 self.timers.forget(&key);
                 vec![(

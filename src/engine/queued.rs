@@ -407,6 +407,11 @@ impl Watches {
             Event::Delete(session) => {
                 if let Some(key) = ObjectKey::of_session(session) {
                     fingerprints.remove(&key);
+                    crate::session::forget_own_writes(
+                        key.namespace(),
+                        &session.name_any(),
+                        &self.ctx,
+                    );
                     self.queue.add_with(
                         &ObjectKey::SecretCopies(key.namespace().to_string()),
                         Priority::Low,

@@ -326,15 +326,22 @@ impl OwnWrites {
 /// the writes once the cache has moved past them.
 fn cache_behind_own_write(session: &AgenticSession, namespace: &str, ctx: &Context) -> bool {
     let key = (namespace.to_string(), session.name_any());
-    let version = session.resource_version().unwrap_or_default();
-    let behind = ctx
-        .own_writes
-        .get(&key)
-        .is_some_and(|writes| writes.is_behind(&version));
+    let Some(writes) = ctx.own_writes.get(&key) else {
+        return false;
+    };
+    let behind = writes.is_behind(&session.resource_version().unwrap_or_default());
+    drop(writes);
     if !behind {
         ctx.own_writes.remove(&key);
     }
     behind
+}
+
+/// Forgets the writes of a session that was deleted (a finished session is often never
+/// reconciled again, so its last writes are remembered until then).
+pub fn forget_own_writes(namespace: &str, name: &str, ctx: &Context) {
+    ctx.own_writes
+        .remove(&(namespace.to_string(), name.to_string()));
 }
 
 /// Notes that a write of `session` (the copy its reconcile started from) produced `written`.

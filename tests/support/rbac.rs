@@ -42,6 +42,18 @@ pub fn deploy_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy")
 }
 
+/// The file the Deployment's environment variable `name` points at, for the variables that
+/// name a file mounted from a ConfigMap made of `deploy/base/config` (the agent registry and
+/// the model manifest).
+pub fn mounted_config_file(name: &str) -> Option<PathBuf> {
+    let file = match name {
+        "AGENT_REGISTRY_PATH" => "agent-registry.json",
+        "MODELS_MANIFEST_PATH" => "models.json",
+        _ => return None,
+    };
+    Some(deploy_dir().join("base/config").join(file))
+}
+
 /// Runs the cluster's kubectl as admin with `args` (and `stdin`); panics on failure.
 pub fn kubectl(cluster: &ClusterInfo, args: &[&str], stdin: Option<&str>) -> String {
     let mut child = Command::new(cluster.bin_dir.join("kubectl"))
