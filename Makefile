@@ -4,7 +4,7 @@ CLUSTER_DIR := $(CURDIR)/.cluster
 # Test-only hooks (tests/faults.rs injects handler panics); never in release builds.
 TEST_FEATURES := agentic-operator/fault-injection
 
-.PHONY: help deps dev cluster-build cluster-up cluster-down test test-unit lint bench-queue bench-e2e test-faults-scale
+.PHONY: help deps dev cluster-build cluster-up cluster-down image test test-unit lint bench-queue bench-e2e test-faults-scale
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ cluster-up: ## start a persistent local cluster; kubeconfig at .cluster/kubeconf
 cluster-down: ## stop the cluster started by cluster-up
 	@cluster/down.sh $(CLUSTER_DIR)
 
+image: ## the operator image FROM scratch (static binary, buildah, offline): target/image/agentic-operator.oci.tar
+	image/build.sh
+
 lint: ## formatting and clippy, warnings are errors
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -39,6 +42,7 @@ test-unit: ## unit tests only (no cluster)
 
 test: deps lint ## the whole suite: lint, unit tests, integration tests on a real control plane, RBAC check
 	cluster/build.sh >/dev/null
+	image/build.sh
 	cargo test --workspace --locked --features $(TEST_FEATURES) --no-run
 	cluster/with-cluster.sh tests/suite.sh --locked --features $(TEST_FEATURES)
 

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # End-to-end bench (make bench-e2e): N sessions created at once across M managed namespaces,
 # for the work-queue engine, the legacy engine and a bare-client baseline (the same API writes,
-# no operator), each on a fresh local control plane; plus start-up with a backlog of sessions.
+# no operator), each on a fresh local control plane; plus start-up with a backlog of sessions
+# under each engine.
 #
-# Usage: benches/run-e2e-bench.sh            1k and 5k sessions, then start-up with 10k
+# Usage: benches/run-e2e-bench.sh            1k and 5k sessions, then start-up with 10k (each engine)
 #        E2E_SIZES="1000 5000 10000" ...     other sizes (make bench-e2e E2E_10K=1 adds 10k)
 #        E2E_STARTUP=0 ...                   skip the start-up measurement (E2E_STARTUP=N: N sessions)
 #        E2E_MODES="baseline queue" ...      a subset of the modes
+#        E2E_STARTUP_ENGINES="queue" ...     engines measured at start-up (default: queue legacy)
 #        E2E_STARTUP_TIMEOUT=300             how long to follow the start-up backlog (s)
 #        E2E_SETTLE=420 ...                  keep sampling the operator's RSS this long after each run
 #        E2E_RUNS_DIR=dir ...                raw results elsewhere (default target/bench-report/e2e-runs)
@@ -30,7 +32,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 out=$root/target/bench-report
 runs=${E2E_RUNS_DIR:-$out/e2e-runs}
-mkdir -p "$runs"
+mkdir -p "$out" "$runs"
 sizes=${E2E_SIZES:-1000 5000}
 modes=${E2E_MODES:-baseline queue legacy}
 startup=${E2E_STARTUP:-10000}
@@ -112,15 +114,18 @@ for n in $sizes; do
 done
 
 if [ "$startup" != 0 ]; then
-  log "start-up with $startup existing sessions: fresh cluster, populate"
-  fresh_cluster
-  "$loadgen" --mode populate --kubeconfig "$KUBECONFIG" --sessions "$startup" \
-    --namespaces "$namespaces" --create-concurrency 64 --out "$runs/populate-$startup.json"
-  log "start-up: operator against the backlog, probes while it drains"
-  "$loadgen" --mode startup --kubeconfig "$KUBECONFIG" --sessions "$startup" --namespaces "$namespaces" \
-    --probes 5 --operator-bin "$operator_bin" --operator-log "$runs/startup-$startup.log" \
-    --timeout-secs "${E2E_STARTUP_TIMEOUT:-300}" --out "$runs/startup-$startup.json" -- --kubeconfig "$state/operator.kubeconfig" \
-    --namespace default "${runner_flags[@]}"
+  for mode in ${E2E_STARTUP_ENGINES:-queue legacy}; do
+    engine=(); [ "$mode" = legacy ] && engine=(--legacy-watch)
+    log "start-up with $startup existing sessions, $mode: fresh cluster, populate"
+    fresh_cluster
+    "$loadgen" --mode populate --kubeconfig "$KUBECONFIG" --sessions "$startup" \
+      --namespaces "$namespaces" --create-concurrency 64 --out "$runs/populate-$mode-$startup.json"
+    log "start-up, $mode: operator against the backlog, probes while it drains"
+    "$loadgen" --mode startup --kubeconfig "$KUBECONFIG" --sessions "$startup" --namespaces "$namespaces" \
+      --probes 5 --operator-bin "$operator_bin" --operator-log "$runs/startup-$mode-$startup.log" \
+      --timeout-secs "${E2E_STARTUP_TIMEOUT:-300}" --out "$runs/startup-$mode-$startup.json" -- \
+      --kubeconfig "$state/operator.kubeconfig" --namespace default "${runner_flags[@]}" "${engine[@]}"
+  done
 fi
 cleanup; state=""
 

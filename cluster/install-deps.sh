@@ -13,6 +13,8 @@ need setsid util-linux
 need base64 coreutils
 # tests/prometheus.rs runs a real Prometheus (the binary only; the package's service is not used).
 need prometheus prometheus
+# `make image` builds the operator image FROM scratch with buildah (no daemon, no base image).
+need buildah buildah
 if [ ${#missing[@]} -gt 0 ]; then
   echo "[deps] installing Debian packages: ${missing[*]}" >&2
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo

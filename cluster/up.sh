@@ -103,11 +103,12 @@ wait_for etcd 30 curl -fsS "http://127.0.0.1:$etcd_port/health"
 log "kube-apiserver on $server"
 # Audit log of the operator's deployed ServiceAccount only: tests/deploy.rs compares what it
 # used during the suite with the RBAC in deploy/. Bodies (Request level) for writes, which show
-# the Roles, roleRefs and ownerReferences RBAC and admission check; never Secret bodies.
+# the Roles, roleRefs and ownerReferences RBAC and admission check; never Secret bodies. Every
+# stage is kept: a create in flight when a test kills the API server leaves only its
+# RequestReceived event, and etcd may still have stored the object.
 cat > "$state/audit-policy.yaml" <<'POLICY'
 apiVersion: audit.k8s.io/v1
 kind: Policy
-omitStages: [RequestReceived]
 rules:
 - level: Metadata
   users: ["system:serviceaccount:ambient-code:agentic-operator"]

@@ -104,6 +104,8 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         .args
         .sharding
         .then(|| ShardGate::new(metrics.families().shard.keys_dropped.clone()));
+    metrics.register_operator_state(readiness.clone(), caches.sessions.clone())?;
+    let leader_gauge = metrics.families().leader.clone();
     let ctx = Context::new(
         client.clone(),
         client_config,
@@ -134,6 +136,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
                 return Err(AppError::LostMembership);
             }
         }
+        leader_gauge.set(1); // a member reconciles its share
         leading.notify_one();
         let (lost, shutdown, resign) = (lost_leadership.clone(), shutdown.clone(), resign.clone());
         Some(tokio::spawn(async move {
@@ -152,9 +155,11 @@ pub async fn run(config: Config) -> Result<(), AppError> {
                 shutdown: shutdown.clone(),
                 resign: resign.clone(),
                 lost: lost_leadership.clone(),
+                leader_gauge,
             },
         ))
     } else {
+        leader_gauge.set(1);
         leading.notify_one();
         None
     };
@@ -238,6 +243,8 @@ struct Election {
     resign: CancellationToken,
     /// Set by the election task when the Lease was lost (it also cancels `shutdown`).
     lost: CancellationToken,
+    /// `ambient_operator_leader`: 1 while the Lease is held.
+    leader_gauge: prometheus::IntGauge,
 }
 
 /// Campaigns for the Lease; notifies `leading` once held and keeps renewing it until told to
@@ -263,9 +270,11 @@ fn spawn_election(
             () = elector.acquire() => {}
         }
         tracing::info!(identity = elector.identity(), "became leader");
+        election.leader_gauge.set(1);
         leading.notify_one();
         tokio::select! {
             _ = election.resign.cancelled() => {
+                election.leader_gauge.set(0);
                 match tokio::time::timeout(Duration::from_secs(5), elector.release()).await {
                     Ok(Ok(())) => tracing::info!("released the leader Lease"),
                     Ok(Err(error)) => tracing::warn!(%error, "could not release the leader Lease"),
@@ -273,6 +282,7 @@ fn spawn_election(
                 }
             }
             lost = elector.hold() => {
+                election.leader_gauge.set(0);
                 tracing::error!(reason = %lost, "lost the leader Lease: stopping");
                 election.lost.cancel();
                 election.shutdown.cancel();

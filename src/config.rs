@@ -17,7 +17,9 @@ pub const EXIT_BAD_CONFIG: u8 = 64;
 #[command(
     name = "agentic-operator",
     version,
-    about = "Runs AgenticSession custom resources as Kubernetes Jobs"
+    about = "Runs AgenticSession custom resources as Kubernetes Jobs",
+    after_help = "Sub-command:\n  session-trigger  create or resume one run of a scheduled session \
+                  (configured by environment; `agentic-operator session-trigger --help`)"
 )]
 pub struct Args {
     /// Kubeconfig file; in-cluster configuration (or ~/.kube/config) when unset.

@@ -44,6 +44,10 @@ pub struct ContextInner {
     pub catalog: Catalog,
     /// The runs this replica claimed and has not seen end: `(namespace, session, run start)`.
     pub claims: dashmap::DashSet<(String, String, String)>,
+    /// Sessions this replica wrote, `(namespace, name)` → the versions its writes produced
+    /// (see [`crate::session::reconcile`]): while the cache holds one our writes replaced, a
+    /// reconcile would decide from state older than our own write.
+    pub own_writes: dashmap::DashMap<(String, String), crate::session::OwnWrites>,
     /// Live-change calls to runners, made off the workers.
     pub syncs: RunnerSyncs,
     /// What `/healthz` reports: watches and in-flight reconciles.
@@ -106,6 +110,7 @@ impl Context {
                 runner,
                 catalog,
                 claims: dashmap::DashSet::new(),
+                own_writes: dashmap::DashMap::new(),
                 syncs,
                 health,
                 shard,

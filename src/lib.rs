@@ -1,6 +1,7 @@
 //! The Agentic Operator: runs AgenticSession custom resources as Kubernetes Jobs.
 //!
-//! `main.rs` parses [`config::Config`] and hands it to [`app::run`]; everything else lives in the
+//! `main.rs` parses [`config::Config`] and hands it to [`app::run`] (or, for the `session-trigger`
+//! sub-command, [`trigger::TriggerConfig`] to [`trigger::run`]); everything else lives in the
 //! modules below, one concept each.
 #![warn(missing_docs)]
 
@@ -21,3 +22,4 @@ pub mod runtime;
 pub mod session;
 pub mod shard;
 pub mod telemetry;
+pub mod trigger;

@@ -1,14 +1,26 @@
 //! Prometheus metrics: the eight `ambient_*` metrics of the original operator (same names, types
 //! and labels), client-go's `workqueue_*` family (label `name`), and process metrics.
 //! One registry per operator instance, carried in the [`crate::context::Context`]; no globals.
+//!
+//! Three gauges of our own feed the alerts and the dashboard of `deploy/monitoring/`:
+//! `ambient_operator_leader` (this replica reconciles), and, read at scrape time by
+//! [`OperatorStateCollector`], `ambient_operator_ready` (caches synced) and
+//! `ambient_sessions_in_phase{namespace,phase}` (sessions in the cache by phase).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentic_crds::{AgenticSession, Phase};
+use kube::runtime::reflector::Store;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
-    exponential_buckets,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder, exponential_buckets,
 };
+
+use crate::admin::Readiness;
 
 /// Seconds buckets for session-scale durations (10 ms .. ~20 min).
 fn session_buckets() -> Vec<f64> {
@@ -61,6 +73,10 @@ pub struct Families {
     pub workqueue: WorkqueueFamilies,
     /// Sharding (`--sharding`, SPEC §6); zero without it.
     pub shard: ShardFamilies,
+    /// `ambient_operator_leader`: 1 while this replica reconciles (holds the leader Lease, or
+    /// leader election is off; a sharding member
+    /// once it joined the ring), 0 otherwise.
+    pub leader: IntGauge,
 }
 
 /// `ambient_shard_*`: this replica's part of a sharded ring.
@@ -182,6 +198,14 @@ impl Metrics {
                 "1 when the API server honoured the shard selector (a sharded list came back with shardInfo), 0 when not",
             )?,
         };
+        let leader = IntGauge::new(
+            "ambient_operator_leader",
+            "1 while this replica reconciles (holds the leader Lease or runs without election)",
+        )
+        .map_err(MetricsError::Register)?;
+        registry
+            .register(Box::new(leader.clone()))
+            .map_err(MetricsError::Register)?;
 
         let families = Families {
             shard,
@@ -268,6 +292,7 @@ impl Metrics {
                     &["name"],
                 )?,
             },
+            leader,
             registry,
         };
         families
@@ -284,6 +309,18 @@ impl Metrics {
     /// The families, for recording.
     pub fn families(&self) -> &Families {
         &self.inner
+    }
+
+    /// Registers the gauges read at scrape time from `readiness` and the session cache.
+    pub fn register_operator_state(
+        &self,
+        readiness: Readiness,
+        sessions: Store<AgenticSession>,
+    ) -> Result<(), MetricsError> {
+        self.inner
+            .registry
+            .register(Box::new(OperatorStateCollector::new(readiness, sessions)?))
+            .map_err(MetricsError::Register)
     }
 
     /// The registry in Prometheus text format.
@@ -314,6 +351,96 @@ impl Families {
         self.reconcile_duration
             .with_label_values(&[phase, if success { "true" } else { "false" }])
             .observe(took.as_secs_f64());
+    }
+}
+
+/// Every phase, in lifecycle order: `ambient_sessions_in_phase` reports each one (zeros included)
+/// for every namespace that has sessions, so alerts on a phase see a series, not an absence.
+const PHASES: [Phase; 7] = [
+    Phase::Pending,
+    Phase::Creating,
+    Phase::Running,
+    Phase::Stopping,
+    Phase::Stopped,
+    Phase::Completed,
+    Phase::Failed,
+];
+
+/// Gauges computed when scraped: `ambient_operator_ready` from the readiness flag and
+/// `ambient_sessions_in_phase{namespace,phase}` from the session cache (a count over the cache,
+/// so nothing has to be kept in step with it).
+pub struct OperatorStateCollector {
+    readiness: Readiness,
+    sessions: Store<AgenticSession>,
+    ready: IntGauge,
+    in_phase: IntGaugeVec,
+    descs: Vec<Desc>,
+}
+
+impl OperatorStateCollector {
+    /// A collector over `readiness` and the session cache.
+    pub fn new(
+        readiness: Readiness,
+        sessions: Store<AgenticSession>,
+    ) -> Result<Self, MetricsError> {
+        let ready = IntGauge::new(
+            "ambient_operator_ready",
+            "1 once every cache has synced (what /readyz answers), 0 before",
+        )
+        .map_err(MetricsError::Register)?;
+        let in_phase = IntGaugeVec::new(
+            Opts::new(
+                "ambient_sessions_in_phase",
+                "AgenticSessions in the operator's cache by namespace and phase",
+            ),
+            &["namespace", "phase"],
+        )
+        .map_err(MetricsError::Register)?;
+        let descs = ready
+            .desc()
+            .into_iter()
+            .chain(in_phase.desc())
+            .cloned()
+            .collect();
+        Ok(OperatorStateCollector {
+            readiness,
+            sessions,
+            ready,
+            in_phase,
+            descs,
+        })
+    }
+}
+
+impl Collector for OperatorStateCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.ready.set(i64::from(self.readiness.is_ready()));
+        let mut counts: BTreeMap<String, [i64; PHASES.len()]> = BTreeMap::new();
+        for session in self.sessions.state() {
+            let phase = session.status.as_ref().map(|s| s.phase).unwrap_or_default();
+            let namespace = session.metadata.namespace.clone().unwrap_or_default();
+            if let Some(slot) = PHASES.iter().position(|p| *p == phase) {
+                counts.entry(namespace).or_default()[slot] += 1;
+            }
+        }
+        // Namespaces whose sessions are all gone disappear instead of reporting zeros forever.
+        self.in_phase.reset();
+        for (namespace, by_phase) in &counts {
+            for (phase, count) in PHASES.iter().zip(by_phase) {
+                self.in_phase
+                    .with_label_values(&[namespace.as_str(), phase.as_str()])
+                    .set(*count);
+            }
+        }
+        self.ready
+            .collect()
+            .into_iter()
+            .chain(self.in_phase.collect())
+            .collect()
     }
 }
 
@@ -363,6 +490,49 @@ mod tests {
     fn process_metrics_are_exported() {
         let body = text(&Metrics::new().unwrap());
         assert!(body.contains("process_resident_memory_bytes"), "{body}");
+    }
+
+    #[test]
+    fn sessions_are_counted_by_namespace_and_phase_with_zeros_for_the_other_phases() {
+        use agentic_crds::AgenticSessionStatus;
+        use kube::runtime::watcher::Event;
+        let metrics = Metrics::new().unwrap();
+        let mut writer = kube::runtime::reflector::store::Writer::<AgenticSession>::default();
+        let readiness = Readiness::default();
+        metrics
+            .register_operator_state(readiness.clone(), writer.as_reader())
+            .unwrap();
+        let session = |namespace: &str, name: &str, phase: Option<Phase>| {
+            let mut s = crate::session::fixtures::session(name);
+            s.metadata.namespace = Some(namespace.into());
+            s.status = phase.map(|phase| AgenticSessionStatus {
+                phase,
+                ..Default::default()
+            });
+            s
+        };
+        writer.apply_watcher_event(&Event::InitApply(session("a", "new", None)));
+        writer.apply_watcher_event(&Event::InitApply(session("a", "one", Some(Phase::Running))));
+        writer.apply_watcher_event(&Event::InitApply(session("a", "two", Some(Phase::Running))));
+        writer.apply_watcher_event(&Event::InitApply(session("b", "x", Some(Phase::Failed))));
+        writer.apply_watcher_event(&Event::InitDone);
+        let body = text(&metrics);
+        for line in [
+            "ambient_sessions_in_phase{namespace=\"a\",phase=\"Pending\"} 1",
+            "ambient_sessions_in_phase{namespace=\"a\",phase=\"Running\"} 2",
+            "ambient_sessions_in_phase{namespace=\"a\",phase=\"Creating\"} 0",
+            "ambient_sessions_in_phase{namespace=\"b\",phase=\"Failed\"} 1",
+            "ambient_sessions_in_phase{namespace=\"b\",phase=\"Pending\"} 0",
+            "ambient_operator_ready 0",
+        ] {
+            assert!(body.contains(line), "missing {line} in\n{body}");
+        }
+
+        readiness.set(true);
+        writer.apply_watcher_event(&Event::Delete(session("b", "x", Some(Phase::Failed))));
+        let body = text(&metrics);
+        assert!(body.contains("ambient_operator_ready 1"), "{body}");
+        assert!(!body.contains("namespace=\"b\""), "{body}");
     }
 
     #[test]

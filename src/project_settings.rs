@@ -1,8 +1,9 @@
 //! ProjectSettings reconcile (SPEC §2.6): one RoleBinding `<groupName>-<role>` per `groupAccess`
 //! entry, bound to ClusterRole `ambient-project-<role>`; bindings this operator made that are no
 //! longer listed are pruned (the original never pruned: stale access); LimitRange
-//! `ambient-default-limits`; the NetworkPolicy `runner-allow-backend-only` (SPEC §5.2); status
-//! fields and conditions. Everything made here is owned by the ProjectSettings, so it goes with
+//! `ambient-default-limits`; the NetworkPolicy `runner-allow-backend-only` (SPEC §5.2); the
+//! `ambient-session-trigger` ServiceAccount, Role and RoleBinding scheduled sessions run as
+//! (SPEC §5.7); status fields and conditions. Everything made here is owned by the ProjectSettings, so it goes with
 //! it.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -10,12 +11,12 @@ use std::time::Duration;
 
 use agentic_crds::condition::{reasons, types};
 use agentic_crds::{Condition, ConditionStatus, ProjectSettings, keys, names, set_condition};
-use k8s_openapi::api::core::v1::{LimitRange, LimitRangeItem, LimitRangeSpec};
+use k8s_openapi::api::core::v1::{LimitRange, LimitRangeItem, LimitRangeSpec, ServiceAccount};
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
     NetworkPolicySpec,
 };
-use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -171,8 +172,57 @@ pub fn runner_network_policy(
     }
 }
 
-/// Brings RoleBindings, LimitRange, the runner NetworkPolicy and status in line with the
-/// namespace's ProjectSettings.
+/// What `session-trigger` runs as in the namespace: ServiceAccount, Role and RoleBinding, all
+/// named `ambient-session-trigger`, labelled `ambient-code.io/managed=true` (not the group
+/// bindings' managed-by label: the group binding pruning must never see this one) and owned by
+/// the settings. The Role allows what the trigger does with sessions and nothing else: list
+/// them, create one, get and update one to restart it (the backend's check on a prompt for a
+/// running session is `update` on it too).
+pub fn session_trigger_rbac(settings: &ProjectSettings) -> (ServiceAccount, Role, RoleBinding) {
+    let metadata = ObjectMeta {
+        name: Some(keys::SESSION_TRIGGER_NAME.into()),
+        namespace: settings.namespace(),
+        labels: Some(BTreeMap::from([(
+            keys::MANAGED_NAMESPACE_LABEL.to_string(),
+            keys::MANAGED_NAMESPACE_VALUE.to_string(),
+        )])),
+        owner_references: settings.controller_owner_ref(&()).map(|o| vec![o]),
+        ..Default::default()
+    };
+    let account = ServiceAccount {
+        metadata: metadata.clone(),
+        ..Default::default()
+    };
+    let role = Role {
+        metadata: metadata.clone(),
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![keys::GROUP.into()]),
+            resources: Some(vec![keys::AGENTIC_SESSION_PLURAL.into()]),
+            verbs: ["create", "get", "list", "update"]
+                .map(String::from)
+                .to_vec(),
+            ..Default::default()
+        }]),
+    };
+    let binding = RoleBinding {
+        metadata,
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "Role".into(),
+            name: keys::SESSION_TRIGGER_NAME.into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: keys::SESSION_TRIGGER_NAME.into(),
+            namespace: settings.namespace(),
+            api_group: None,
+        }]),
+    };
+    (account, role, binding)
+}
+
+/// Brings RoleBindings, LimitRange, the runner NetworkPolicy, the session trigger's RBAC and
+/// status in line with the namespace's ProjectSettings.
 pub async fn reconcile(
     namespace: &str,
     ctx: &Context,
@@ -241,12 +291,28 @@ pub async fn reconcile(
         .await
         .map_err(fail("apply NetworkPolicy".into()))?;
 
+    let (account, role, binding) = session_trigger_rbac(&settings);
+    let name = keys::SESSION_TRIGGER_NAME;
+    Api::<ServiceAccount>::namespaced(ctx.client.clone(), namespace)
+        .patch(name, &apply, &Patch::Apply(&account))
+        .await
+        .map_err(fail(format!("apply ServiceAccount {name}")))?;
+    Api::<Role>::namespaced(ctx.client.clone(), namespace)
+        .patch(name, &apply, &Patch::Apply(&role))
+        .await
+        .map_err(fail(format!("apply Role {name}")))?;
+    bindings
+        .patch(name, &apply, &Patch::Apply(&binding))
+        .await
+        .map_err(fail(format!("apply RoleBinding {name}")))?;
+
     let mut status = settings.status.clone().unwrap_or_default();
     let before = status.clone();
     let now = Time(Timestamp::now());
     let generation = settings.meta().generation;
     status.group_bindings_created = Some(i64::try_from(desired.len()).unwrap_or(i64::MAX));
     status.limit_range_ready = Some(true);
+    status.scheduled_session_rbac_ready = Some(true);
     set_condition(
         &mut status.conditions,
         Condition::new(
@@ -269,12 +335,24 @@ pub async fn reconcile(
         .with_observed_generation(generation),
         &now,
     );
+    set_condition(
+        &mut status.conditions,
+        Condition::new(
+            types::SCHEDULED_SESSION_RBAC_READY,
+            ConditionStatus::True,
+            reasons::PROVISIONED,
+            format!("ServiceAccount, Role and RoleBinding {name} in place"),
+        )
+        .with_observed_generation(generation),
+        &now,
+    );
     status.observed_generation = generation;
     if status != before {
         let api: Api<ProjectSettings> = Api::namespaced(ctx.client.clone(), namespace);
         let patch = serde_json::json!({ "status": {
             "groupBindingsCreated": status.group_bindings_created,
             "limitRangeReady": status.limit_range_ready,
+            "scheduledSessionRBACReady": status.scheduled_session_rbac_ready,
             "observedGeneration": status.observed_generation,
             "conditions": status.conditions,
         }});
@@ -381,6 +459,48 @@ mod tests {
                 .unwrap()
                 .len(),
             1
+        );
+    }
+
+    #[test]
+    fn the_session_trigger_may_only_list_create_get_and_update_sessions() {
+        let (account, role, binding) = session_trigger_rbac(&settings(&[]));
+        for metadata in [&account.metadata, &role.metadata, &binding.metadata] {
+            assert_eq!(metadata.name.as_deref(), Some("ambient-session-trigger"));
+            assert_eq!(metadata.namespace.as_deref(), Some("team"));
+            let labels = metadata.labels.as_ref().unwrap();
+            assert_eq!(labels["ambient-code.io/managed"], "true");
+            assert!(
+                !labels.contains_key(keys::MANAGED_BY_LABEL),
+                "the group binding pruning lists that label: it would delete this binding"
+            );
+            let owner = &metadata.owner_references.as_ref().unwrap()[0];
+            assert_eq!(
+                (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+                ("ProjectSettings", "uid-ps", Some(true))
+            );
+        }
+        let rules = role.rules.unwrap();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].api_groups, Some(vec!["vteam.ambient-code".into()]));
+        assert_eq!(rules[0].resources, Some(vec!["agenticsessions".into()]));
+        assert_eq!(rules[0].verbs, ["create", "get", "list", "update"]);
+        assert_eq!(rules[0].resource_names, None);
+        assert_eq!(
+            (
+                binding.role_ref.kind.as_str(),
+                binding.role_ref.name.as_str()
+            ),
+            ("Role", "ambient-session-trigger")
+        );
+        let subject = &binding.subjects.unwrap()[0];
+        assert_eq!(
+            (
+                subject.kind.as_str(),
+                subject.name.as_str(),
+                subject.namespace.as_deref()
+            ),
+            ("ServiceAccount", "ambient-session-trigger", Some("team"))
         );
     }
 

@@ -96,6 +96,30 @@ async fn samples_apply_once_the_crds_are_installed() {
         3,
         "{kinds:?}"
     );
+    // The scheduled session runs the trigger as the backend's CronJobs do, with an environment
+    // the trigger accepts.
+    let cron = find(&samples, "CronJob", "schedule-nightly-report");
+    assert_eq!(cron["spec"]["concurrencyPolicy"], "Forbid");
+    let pod = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], keys::SESSION_TRIGGER_NAME);
+    let trigger = &pod["containers"][0];
+    assert_eq!(
+        strings(&trigger["command"]),
+        ["./operator", agentic_operator::trigger::SUBCOMMAND]
+    );
+    let env: std::collections::BTreeMap<String, std::ffi::OsString> = trigger["env"]
+        .as_array()
+        .expect("the trigger's env")
+        .iter()
+        .map(|e| {
+            let name = e["name"].as_str().expect("env name").to_string();
+            (name, e["value"].as_str().expect("a plain value").into())
+        })
+        .collect();
+    let config = agentic_operator::trigger::TriggerConfig::from_lookup(|n| env.get(n).cloned())
+        .unwrap_or_else(|e| panic!("the sample's trigger environment is refused: {e}"));
+    assert_eq!(config.namespace, cron["metadata"]["namespace"]);
+    assert_eq!(config.scheduled_session_name, cron["metadata"]["name"]);
     // The sample Namespace (cluster-scoped) as is; the namespaced samples into a throwaway
     // namespace, since a dry run cannot create the sample one.
     let ns = TestNamespace::create(&cluster, "samples").await;
@@ -110,6 +134,7 @@ async fn samples_apply_once_the_crds_are_installed() {
             o
         })
         .collect();
+    let expected = items.len();
     let list = json!({"apiVersion": "v1", "kind": "List", "items": items});
     let out = kubectl(
         &cluster,
@@ -117,7 +142,7 @@ async fn samples_apply_once_the_crds_are_installed() {
         Some(&list.to_string()),
     );
     // The ProjectSettings may already exist if an operator watches the cluster: configured.
-    assert_eq!(out.matches("(server dry run)").count(), 5, "{out}");
+    assert_eq!(out.matches("(server dry run)").count(), expected, "{out}");
     drop(ns);
 }
 
@@ -259,9 +284,14 @@ impl Replica {
         let mut command = Command::new(env!("CARGO_BIN_EXE_agentic-operator"));
         for var in container["env"].as_array().expect("env") {
             let key = var["name"].as_str().expect("env name");
+            let mounted = rbac::mounted_config_file(key);
             let value = match key {
                 "NAMESPACE" => rbac::NAMESPACE.to_string(),
                 "POD_NAME" => name.to_string(),
+                // The file its ConfigMap is made of.
+                _ if mounted.is_some() => mounted.unwrap_or_default().display().to_string(),
+                // An optional Secret the test cluster does not have: unset, as in a pod.
+                _ if var["valueFrom"]["secretKeyRef"]["optional"] == true => continue,
                 _ => var["value"].as_str().expect("plain env value").to_string(),
             };
             command.env(key, value);

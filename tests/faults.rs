@@ -17,11 +17,13 @@ mod support;
 
 use std::time::Duration;
 
-use agentic_crds::Phase;
+use agentic_crds::{AgenticSession, Phase};
+use kube::api::{Patch, PatchParams};
 use support::audit::JobLedger;
 use support::faults::{Burst, ConcurrentWriter, restart_apiserver};
+use support::operator::{create, session};
 use support::process::{OperatorProcess, metric_sum};
-use support::{ClusterInfo, TestNamespace, etcd_compact_now};
+use support::{ClusterInfo, TestNamespace, etcd_compact_now, wait_until};
 
 /// One test at a time: API server restarts and compactions hit every test.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -29,6 +31,9 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// The session annotation that makes the first `n` reconciles panic
 /// (`src/session/fault_injection.rs`, feature `fault-injection`).
 const PANIC_ANNOTATION: &str = "ambient-code.io/test-panic";
+/// Makes every reconcile of a session await until the named file exists
+/// (`src/engine/fault_injection.rs`).
+const HANG_ANNOTATION: &str = "ambient-code.io/test-hang-until";
 
 fn sessions() -> usize {
     std::env::var("FAULT_SESSIONS")
@@ -158,13 +163,44 @@ async fn status_write_conflicts_from_a_concurrent_writer_are_retried() {
     let ledger = JobLedger::start(&cluster, &ns.name);
     let mut op = operator(&cluster, "conflicts", &[]).await;
     let n = sessions();
-    let burst = Burst::create(&ns.client, &ns.name, "a", 0..n, &[]).await;
+    let mut burst = Burst::create(&ns.client, &ns.name, "a", 0..n, &[]).await;
     let writer = ConcurrentWriter::start(
         &ns.client,
         &ns.name,
         burst.names.clone(),
         Duration::from_millis(200),
     );
+    // Whether a burst write races the writer is a matter of timing, so one race is made
+    // certain: the first reconcile of `held` reads the cached copy, then waits (an injected
+    // hang) while another writer changes the session; released, it writes status from the copy
+    // it read, which the API server refuses (409), and retries from fresh state.
+    let release = cluster
+        .state_dir
+        .join(format!("release-conflicts-{}", std::process::id()));
+    let _ = std::fs::remove_file(&release);
+    let mut held = session("held", &[("SIM_RUN_FOR", "1s")]);
+    held.metadata.annotations = Some(
+        [(HANG_ANNOTATION.to_string(), release.display().to_string())]
+            .into_iter()
+            .collect(),
+    );
+    create(&ns.client, &ns.name, &held).await;
+    burst.names.push("held".to_string());
+    wait_until("held's reconcile to hang", limit(), || async {
+        (!op.logged("injected fault: reconcile hangs").is_empty()).then_some(())
+    })
+    .await;
+    ns.api::<AgenticSession>()
+        .patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(
+                serde_json::json!({"metadata": {"labels": {"fault-test/held": "moved"}}}),
+            ),
+        )
+        .await
+        .expect("changing the held session");
+    std::fs::write(&release, b"").expect("releasing the held reconcile");
     // Write until every session has started (or for 15 s), then let the retries finish.
     let _ = tokio::time::timeout(
         Duration::from_secs(15),

@@ -29,7 +29,10 @@ use tokio::time::Instant;
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const READY: Duration = Duration::from_secs(60);
-const SESSION_LIMIT: Duration = Duration::from_secs(60);
+/// How long a session may take to complete across a failover: a run the old leader claimed but
+/// had not yet made a Job for is left to it for the claim grace before the new leader makes it.
+const SESSION_LIMIT: Duration =
+    Duration::from_secs(60 + agentic_operator::session::phases::CLAIM_GRACE.as_secs());
 
 /// Allowance, on top of the SPEC's failover bounds, for the new leader's reconcile of the probe
 /// session to finish and be observed: runner identity (ServiceAccount, Role, RoleBinding,
@@ -87,7 +90,9 @@ async fn replica(
     timing: Timing,
     extra: &[&str],
 ) -> OperatorProcess {
-    replica_via(cluster, &cluster.kubeconfig, name, timing, extra).await
+    // As the operator's ServiceAccount, so the audit log (the JobLedger) sees its requests.
+    let kubeconfig = support::rbac::operator_kubeconfig(cluster);
+    replica_via(cluster, &kubeconfig, name, timing, extra).await
 }
 
 /// [`replica`], talking to the API server through `kubeconfig`.

@@ -35,7 +35,8 @@ async fn operator(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> OperatorProcess {
-    operator_via(cluster, &cluster.kubeconfig, tag, args, env).await
+    let kubeconfig = support::rbac::operator_kubeconfig(cluster);
+    operator_via(cluster, &kubeconfig, tag, args, env).await
 }
 
 /// [`operator`], talking to the API server through `kubeconfig`.

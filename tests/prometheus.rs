@@ -1,5 +1,10 @@
 //! A real Prometheus scrapes the real operator binary during a run of sessions, and every
-//! "Example PromQL Queries" entry of the seed README returns data (SPEC §4). Prometheus is
+//! "Example PromQL Queries" entry of the seed README returns data (SPEC §4), as does every query
+//! of the Grafana dashboard and every alert expression of the PrometheusRule in
+//! `deploy/monitoring/`. Alerts are silent on a healthy operator, so each is queried without its
+//! final threshold comparison (`… > 300` becomes `…`): that proves every series and label it
+//! reads exists and is spelled right. On top, every metric selector of both must match series,
+//! and every label a legend or an annotation names must be on the results. Prometheus is
 //! Debian's `prometheus` package (`cluster/install-deps.sh` installs it); its binary is run here
 //! as a child process, never as a system service.
 
@@ -11,9 +16,16 @@ use std::time::Duration;
 
 use agentic_crds::{AgenticSession, Phase};
 use futures::future::join_all;
+use support::monitoring::{
+    alerts, dashboard, dashboard_queries, metric_selectors, monitoring_objects, prometheus_rule,
+    template_labels, without_final_threshold,
+};
 use support::operator::{create, session, wait_for_phase};
 use support::process::{OperatorProcess, free_port, http_get, metric_sum, url_encode};
-use support::{ClusterInfo, JobCreationBlocked, TestNamespace, wait_until};
+use support::{ClusterInfo, JobCreationBlocked, TestNamespace, wait_until, which};
+
+/// The scrape job's name, what the dashboard's `$job` variable selects.
+const JOB: &str = "agentic-operator";
 
 const LIMIT: Duration = Duration::from_secs(90);
 const SCRAPE_INTERVAL: Duration = Duration::from_secs(1);
@@ -68,8 +80,8 @@ impl Prometheus {
         std::fs::create_dir_all(dir.join("data")).expect("creating the Prometheus directory");
         let config = format!(
             "global:\n  scrape_interval: {s}s\n  evaluation_interval: {s}s\n\
-             scrape_configs:\n  - job_name: agentic-operator\n    static_configs:\n      \
-             - targets: ['{target}']\n",
+             scrape_configs:\n  - job_name: {JOB}\n    honor_labels: true\n    \
+             static_configs:\n      - targets: ['{target}']\n",
             s = SCRAPE_INTERVAL.as_secs()
         );
         std::fs::write(dir.join("prometheus.yml"), config).expect("writing prometheus.yml");
@@ -113,7 +125,7 @@ impl Prometheus {
 
     /// How many scrapes of the operator Prometheus holds from the last minute.
     fn scrapes(&self) -> f64 {
-        self.query("count_over_time(up{job=\"agentic-operator\"}[1m])")
+        self.query(&format!("count_over_time(up{{job=\"{JOB}\"}}[1m])"))
             .first()
             .and_then(|r| r["value"][1].as_str()?.parse().ok())
             .unwrap_or(0.0)
@@ -144,14 +156,6 @@ impl Drop for Prometheus {
     }
 }
 
-fn which(binary: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(binary))
-            .find(|path| path.is_file())
-    })
-}
-
 /// Every result of `promql` has a numeric (not NaN) value.
 fn has_data(result: &[serde_json::Value]) -> bool {
     !result.is_empty()
@@ -161,6 +165,51 @@ fn has_data(result: &[serde_json::Value]) -> bool {
                 .and_then(|v| v.parse::<f64>().ok())
                 .is_some_and(|v| !v.is_nan())
         })
+}
+
+/// Grafana's variables as the dashboard is used here: `$job` the scrape job, every session
+/// namespace, and a 5-minute rate window.
+fn expand_grafana_variables(expr: &str) -> String {
+    let expanded = expr
+        .replace("$__rate_interval", "5m")
+        .replace("$namespace", ".*")
+        .replace("$job", JOB);
+    assert!(!expanded.contains('$'), "unknown variable in {expr}");
+    expanded
+}
+
+/// Why `promql` does not prove its series: no data, or results lacking a label in `labels`.
+fn problem(prometheus: &Prometheus, what: &str, promql: &str, labels: &[String]) -> Option<String> {
+    let result = prometheus.query(promql);
+    if !has_data(&result) {
+        return Some(format!("{what}: {promql} -> {result:?}"));
+    }
+    let unlabelled: Vec<_> = labels
+        .iter()
+        .filter(|label| {
+            result.iter().any(|r| {
+                r["metric"][label.as_str()]
+                    .as_str()
+                    .is_none_or(str::is_empty)
+            })
+        })
+        .collect();
+    (!unlabelled.is_empty())
+        .then(|| format!("{what}: {promql} -> results without labels {unlabelled:?}: {result:?}"))
+}
+
+/// Every selector of every expression matches series.
+fn selector_problems(prometheus: &Prometheus, expressions: &[String]) -> Vec<String> {
+    let mut selectors: Vec<String> = expressions
+        .iter()
+        .flat_map(|e| metric_selectors(e))
+        .collect();
+    selectors.sort();
+    selectors.dedup();
+    selectors
+        .iter()
+        .filter_map(|s| problem(prometheus, "selector", &format!("count({s})"), &[]))
+        .collect()
 }
 
 async fn run_to(client: &kube::Client, namespace: &str, sessions: &[(AgenticSession, Phase)]) {
@@ -173,7 +222,7 @@ async fn run_to(client: &kube::Client, namespace: &str, sessions: &[(AgenticSess
 }
 
 #[tokio::test]
-async fn every_promql_example_of_the_readme_returns_data_from_a_real_prometheus() {
+async fn every_query_of_the_readme_dashboard_and_alerts_returns_data_from_a_real_prometheus() {
     let cluster = ClusterInfo::from_env();
     let ns = TestNamespace::create(&cluster, "prometheus").await;
     let client = &ns.client;
@@ -234,6 +283,47 @@ async fn every_promql_example_of_the_readme_returns_data_from_a_real_prometheus(
     assert!(
         missing.is_empty(),
         "README queries without data: {missing:#?}"
+    );
+
+    // The series the operator exports in every state, not only those this run produced.
+    let monitoring = monitoring_objects(&cluster);
+    let mut problems = Vec::new();
+    let mut expressions = Vec::new();
+    for query in dashboard_queries(&dashboard(&monitoring)) {
+        let promql = expand_grafana_variables(&query.expr);
+        let what = format!("dashboard panel {:?}", query.panel);
+        problems.extend(problem(
+            &prometheus,
+            &what,
+            &promql,
+            &template_labels(&query.legend),
+        ));
+        expressions.push(promql);
+    }
+    for alert in alerts(prometheus_rule(&monitoring)) {
+        let data = without_final_threshold(&alert.expr).unwrap_or_else(|| {
+            panic!(
+                "alert {} does not end with a threshold comparison",
+                alert.name
+            )
+        });
+        let labels: Vec<String> = alert
+            .annotations
+            .values()
+            .flat_map(|text| template_labels(text))
+            .collect();
+        problems.extend(problem(
+            &prometheus,
+            &format!("alert {}", alert.name),
+            data,
+            &labels,
+        ));
+        expressions.push(alert.expr.clone());
+    }
+    problems.extend(selector_problems(&prometheus, &expressions));
+    assert!(
+        problems.is_empty(),
+        "dashboard or alert queries without data: {problems:#?}"
     );
     operator.sigterm();
     assert!(operator.wait_exit(Duration::from_secs(40)).await.success());

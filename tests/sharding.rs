@@ -67,6 +67,10 @@ fn steady_sessions() -> usize {
         .unwrap_or(1000)
 }
 
+/// A probe session of the kill scenario: when it was created, how long it took to run, and
+/// its namespace and name.
+type Probe = (Instant, Duration, (String, String));
+
 /// The replicas of one ring.
 struct Ring {
     cluster: ClusterInfo,
@@ -591,7 +595,7 @@ async fn kill_mid_burst(tag: &str, engine: &[&str], count: usize) {
 
     // Probes in the survivors' namespaces, every 200 ms: (created, latency).
     let stop_probing = Arc::new(AtomicBool::new(false));
-    let probes: Arc<Mutex<Vec<(Instant, Duration, (String, String))>>> = Arc::default();
+    let probes: Arc<Mutex<Vec<Probe>>> = Arc::default();
     let prober = tokio::spawn({
         let (client, stop, probes, alive_part) = (
             client.clone(),

@@ -125,7 +125,9 @@ async fn sigterm_during_a_burst_exits_cleanly_and_a_successor_finishes_every_ses
     let mut second = start(&cluster, "shutdown-second", &[]).await;
     join_all(sessions.iter().map(|s| {
         let name = s.metadata.name.as_deref().unwrap_or_default();
-        wait_for_phase(client, &ns.name, name, Phase::Completed, LIMIT)
+        // A run claimed by the first operator without a Job yet waits out the claim grace.
+        let limit = LIMIT + agentic_operator::session::phases::CLAIM_GRACE;
+        wait_for_phase(client, &ns.name, name, Phase::Completed, limit)
     }))
     .await;
     jobs.assert_each_job_created_once();
@@ -139,25 +141,49 @@ async fn a_second_sigterm_exits_at_once() {
     let _serial = SERIAL.lock().await;
     let cluster = ClusterInfo::from_env();
     let ns = TestNamespace::create(&cluster, "shutdown-twice").await;
-    // One worker: the drain of the burst lasts seconds, so the second signal lands during it.
-    let mut operator = start(
-        &cluster,
-        "shutdown-twice",
-        &["--max-concurrent-reconciles", "1"],
-    )
+    let mut operator = start(&cluster, "shutdown-twice", &[]).await;
+    // A reconcile that hangs until released (never, here) holds the drain open, so the second
+    // signal lands during it however quick the rest of the work is (the drain finishes only
+    // the reconciles in flight, which can take milliseconds).
+    let never = cluster
+        .state_dir
+        .join(format!("release-shutdown-twice-{}", std::process::id()));
+    let _ = std::fs::remove_file(&never);
+    let mut slow = session("slow", &[("SIM_RUN_FOR", "1s")]);
+    slow.metadata.annotations = Some(
+        [(HANG_ANNOTATION.to_string(), never.display().to_string())]
+            .into_iter()
+            .collect(),
+    );
+    create(&ns.client, &ns.name, &slow).await;
+    wait_until("the slow session's reconcile to hang", LIMIT, || async {
+        (!operator
+            .logged("injected fault: reconcile hangs")
+            .is_empty())
+        .then_some(())
+    })
     .await;
-    let sessions = burst(30);
-    join_all(sessions.iter().map(|s| create(&ns.client, &ns.name, s))).await;
-    wait_started(&operator).await;
     operator.sigterm();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_until("the operator to handle SIGTERM", LIMIT, || async {
+        (!operator
+            .logged("shutdown requested: finishing in-flight work")
+            .is_empty())
+        .then_some(())
+    })
+    .await;
+    let asked = Instant::now();
     operator.sigterm();
     let status = operator.wait_exit(GRACE).await;
+    let took = asked.elapsed();
     assert_eq!(
         status.code(),
         Some(130),
-        "the second signal exits at once with 130 (0 means the drain finished first); log: {}",
+        "the second signal exits at once with 130; log: {}",
         operator.log_path.display()
+    );
+    assert!(
+        took < GRACE / 2,
+        "exited {took:?} after the second signal, not at once (grace {GRACE:?})"
     );
     assert!(!operator.logged("second signal: exiting now").is_empty());
 }

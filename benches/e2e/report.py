@@ -13,6 +13,8 @@ runs_dir, out = sys.argv[1], sys.argv[2]
 MODES = ["baseline", "queue", "legacy"]
 TARGET_RATIO = 0.8
 TARGET_RSS_MIB = 100
+# The legacy engine against the queue engine of the same run (TARGETS.md).
+LEGACY_FACTOR = 1.5
 
 
 def load(path):
@@ -27,9 +29,14 @@ for path in sorted(glob.glob(os.path.join(runs_dir, "*.json"))):
     if mode in MODES:
         results.setdefault(int(n), {})[mode] = load(path)
 
-startup = None
+# Start-up runs by engine: startup-<engine>-<n>.json (startup-<n>.json: the queue engine, as
+# written before both engines were measured).
+startups = {}
 for path in sorted(glob.glob(os.path.join(runs_dir, "startup-*.json"))):
-    startup = load(path)
+    parts = os.path.basename(path)[:-5].split("-")
+    engine = parts[1] if len(parts) == 3 else "queue"
+    startups[engine] = load(path)
+startup = startups.get("queue")
 
 
 def fmt(x, digits=1):
@@ -40,7 +47,7 @@ def fmt(x, digits=1):
     return f"{x:.{digits}f}"
 
 
-report = {"runs": {}, "startup": None, "targets": {}}
+report = {"runs": {}, "startup": None, "startup_by_engine": {}, "targets": {}}
 rows = []
 for n in sorted(results):
     by_mode = results[n]
@@ -74,10 +81,12 @@ for n in sorted(results):
         report["runs"][f"{mode}-{n}"] = entry
         rows.append(entry)
 
-if startup:
-    report["startup"] = {k: v for k, v in startup.items() if k != "process"}
-    report["startup"]["peak_rss_mib"] = startup["process"]["peak_rss_mib"]
-    report["startup"]["cpu_seconds"] = startup["process"]["cpu_seconds"]
+for engine, run in startups.items():
+    entry = {k: v for k, v in run.items() if k != "process"}
+    entry["peak_rss_mib"] = run["process"]["peak_rss_mib"]
+    entry["cpu_seconds"] = run["process"]["cpu_seconds"]
+    report["startup_by_engine"][engine] = entry
+report["startup"] = report["startup_by_engine"].get("queue")
 
 # Targets.
 for entry in rows:
@@ -94,6 +103,34 @@ for e in rss_runs:
     report["targets"][f"memory-{e['sessions']}"] = {
         "peak_rss_mib": e["peak_rss_mib"], "target_mib": TARGET_RSS_MIB,
         "met": e["peak_rss_mib"] <= TARGET_RSS_MIB}
+
+# The legacy engine: all Running, no collapse (its rate at the largest size at least its rate at
+# the smallest), API requests per session and peak RSS within LEGACY_FACTOR of the queue's.
+legacy = {e["sessions"]: e for e in rows if e["mode"] == "legacy"}
+queue = {e["sessions"]: e for e in rows if e["mode"] == "queue"}
+for n, e in sorted(legacy.items()):
+    report["targets"][f"legacy-all-running-{n}"] = {
+        "reached_running": e["reached_running"], "sessions": n, "met": bool(e["complete"])}
+    q = queue.get(n)
+    if not q:
+        continue
+    if e["api_requests_per_session"] and q["api_requests_per_session"]:
+        factor = e["api_requests_per_session"] / q["api_requests_per_session"]
+        report["targets"][f"legacy-requests-{n}"] = {
+            "legacy": e["api_requests_per_session"], "queue": q["api_requests_per_session"],
+            "factor": factor, "target": LEGACY_FACTOR, "met": factor <= LEGACY_FACTOR}
+    if e["peak_rss_mib"] and q["peak_rss_mib"]:
+        factor = e["peak_rss_mib"] / q["peak_rss_mib"]
+        report["targets"][f"legacy-rss-{n}"] = {
+            "legacy_mib": e["peak_rss_mib"], "queue_mib": q["peak_rss_mib"],
+            "factor": factor, "target": LEGACY_FACTOR, "met": factor <= LEGACY_FACTOR}
+if len(legacy) >= 2:
+    small, large = min(legacy), max(legacy)
+    rate_small, rate_large = legacy[small]["running_per_s"], legacy[large]["running_per_s"]
+    if rate_small and rate_large:
+        report["targets"][f"legacy-no-collapse-{large}-vs-{small}"] = {
+            f"rate_{small}": rate_small, f"rate_{large}": rate_large,
+            "met": bool(legacy[large]["complete"]) and rate_large >= rate_small}
 
 with open(os.path.join(out, "e2e.json"), "w") as f:
     json.dump(report, f, indent=2)
@@ -210,18 +247,19 @@ for e in rows:
         f"{fmt(e['running_per_s'])} | {fmt(e['ratio_vs_baseline'], 2)} | "
         f"{fmt(tr.get('p50'))} / {fmt(tr.get('p99'))} | {fmt(e['peak_rss_mib'])} | "
         f"{fmt(e['cpu_seconds'])} | {fmt(reqs, 0)} ({fmt(per)}) |")
-if startup:
+for engine, run in sorted(startups.items(), key=lambda kv: MODES.index(kv[0]) if kv[0] in MODES else 9):
+    complete = "" if run.get("complete") else " (the run ended before the backlog drained)"
     lines += [
         "",
-        f"## Start-up with {startup['backlog']} existing sessions (never reconciled: a real backlog)",
+        f"## Start-up with {run['backlog']} existing sessions, {engine} engine (never reconciled: a real backlog)",
         "",
-        f"- ready (`/readyz` 200, every cache synced) after **{fmt(startup['ready_s'], 2)} s**",
-        f"- backlog: {startup['backlog_running']}/{startup['backlog']} Running, the last after "
-        f"{fmt(startup['backlog_all_running_s'])} s",
-        f"- peak RSS {fmt(startup['process']['peak_rss_mib'])} MiB, CPU {fmt(startup['process']['cpu_seconds'])} s",
+        f"- ready (`/readyz` 200, every cache synced) after **{fmt(run['ready_s'], 2)} s**",
+        f"- backlog: {run['backlog_running']}/{run['backlog']} Running, the last after "
+        f"{fmt(run['backlog_all_running_s'])} s{complete}",
+        f"- peak RSS {fmt(run['process']['peak_rss_mib'])} MiB, CPU {fmt(run['process']['cpu_seconds'])} s",
         "- new sessions created after ready, while the backlog drains (time to Running):",
     ]
-    for p in startup["probes"]:
+    for p in run["probes"]:
         lines.append(f"  - {p['session']} created at {fmt(p['created_s'])} s: {fmt(p['to_running_s'], 2)} s")
 lines += ["", "## Targets", ""]
 for k, v in report["targets"].items():

@@ -53,6 +53,9 @@ pub mod types {
     pub const GROUP_BINDINGS_READY: &str = "GroupBindingsReady";
     /// `ProjectSettings`: the `ambient-default-limits` LimitRange exists as specified.
     pub const LIMIT_RANGE_READY: &str = "LimitRangeReady";
+    /// `ProjectSettings`: the `ambient-session-trigger` ServiceAccount, Role and RoleBinding
+    /// that scheduled sessions run as exist as specified.
+    pub const SCHEDULED_SESSION_RBAC_READY: &str = "ScheduledSessionRBACReady";
 }
 
 /// Condition reasons written by the operator.

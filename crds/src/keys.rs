@@ -49,6 +49,9 @@ pub const FORCE_EXECUTE_PROMPT_ANNOTATION: &str = "ambient-code.io/force-execute
 pub const SCHEDULED_SESSION_NAME_LABEL: &str = "ambient-code.io/scheduled-session-name";
 /// Session label set by `session-trigger` on every session it creates (`true`).
 pub const SCHEDULED_RUN_LABEL: &str = "ambient-code.io/scheduled-run";
+/// ServiceAccount, Role and RoleBinding a `ProjectSettings` gives its namespace for
+/// `session-trigger` (the scheduled sessions' CronJobs run as this ServiceAccount).
+pub const SESSION_TRIGGER_NAME: &str = "ambient-session-trigger";
 /// Session annotation: name of the Secret holding the runner's tokens.
 pub const RUNNER_TOKEN_SECRET_ANNOTATION: &str = "ambient-code.io/runner-token-secret";
 /// Session annotation: name of the runner's ServiceAccount.

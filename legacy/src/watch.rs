@@ -1,16 +1,25 @@
-//! The list/watch state machine of one kind.
+//! The list/watch state machine of one kind, and the loop that hands its changes over.
+//!
+//! [`WatchLoop::run`] reads and handles at once, in one task: every change is shown to the
+//! caller's `observe` as soon as it is read (to keep the caller's cache current), and the work
+//! `observe` names is handed to `handle` one item at a time, in the order it was read, each
+//! awaited before the next ([`crate::backlog`] holds what is read but not yet handled). Reading
+//! never waits for handling, so a slow handler never leaves the cache behind the stream, nor
+//! the API server holding a watch the loop does not read.
 //!
 //! States: [`WatchState::Empty`] (nothing listed yet, or history lost) → list every page, hand
 //! over every new or changed object and, for objects known before but absent now, a synthesised
-//! deletion → [`WatchState::Watching`] from the list's resourceVersion, advancing with every event
-//! and bookmark. A watch that ends (server timeout, disconnect) resumes from the last version
-//! seen; 410 Gone (history compacted) sends the loop back to `Empty`; other errors are retried
+//! deletion ([`Change::Vanished`]) → [`WatchState::Watching`] from the list's resourceVersion,
+//! advancing with every event and bookmark. To tell what changed across a relist the loop keeps
+//! each object's name and resourceVersion, never the object: the caller's cache has those. A
+//! watch that ends (server timeout, disconnect) resumes from the last version seen; 410 Gone (history compacted) sends the loop back to `Empty`; other errors are retried
 //! after an exponential delay. Cancellation is checked at every wait.
 //!
 //! The caller may narrow what the loop holds with a filter ([`WatchLoop::with_filter`]): an
 //! object the filter refuses counts as absent, so one that leaves the filter is reported
-//! deleted by the next list. A new value on the relist channel ([`WatchLoop::with_relist`])
-//! sends the loop back to `Empty` at once, e.g. after the caller changed the filter.
+//! deleted (by its next event, or vanished from the next list). A new value on the relist
+//! channel ([`WatchLoop::with_relist`]) sends the loop back to `Empty` at once, e.g. after the
+//! caller changed the filter.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
@@ -23,6 +32,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
+use crate::backlog::Backlog;
 use crate::retry::RetryDelays;
 
 /// Page size of a list.
@@ -35,8 +45,11 @@ const WATCH_TIMEOUT_SECONDS: u32 = 290;
 pub enum Change<K> {
     /// The object was added or modified (or is new or changed in a relist).
     Applied(K),
-    /// The object is gone (a watch event, or missing from a relist).
+    /// The object was deleted (a watch event).
     Deleted(K),
+    /// An object known before a relist is missing from it: it was deleted while the loop was
+    /// away. Only its name is known here; the caller's cache holds the last state seen.
+    Vanished(ObjectName),
     /// A list completed; `first` is true for the first one. The handler has now seen everything.
     Listed {
         /// Whether this was the loop's first complete list.
@@ -85,14 +98,30 @@ impl LegacyError {
     }
 }
 
-type Key = (Option<String>, String);
+/// Namespace (none for cluster-scoped kinds) and name of an object.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectName {
+    /// Namespace, `None` for a cluster-scoped object.
+    pub namespace: Option<String>,
+    /// Name.
+    pub name: String,
+}
+
+impl ObjectName {
+    /// The name of `object`.
+    pub fn of<K: Resource>(object: &K) -> Self {
+        ObjectName {
+            namespace: object.namespace(),
+            name: object.name_any(),
+        }
+    }
+}
+
+/// The resourceVersion of every object the loop has handed over, by name.
+type Known = BTreeMap<ObjectName, String>;
 
 /// Which objects the loop holds (see [`WatchLoop::with_filter`]).
 pub type Filter<K> = Box<dyn Fn(&K) -> bool + Send + Sync>;
-
-fn key_of<K: Resource>(object: &K) -> Key {
-    (object.namespace(), object.name_any())
-}
 
 /// One kind's list/watch loop. See the module docs for the states.
 pub struct WatchLoop<K> {
@@ -102,7 +131,7 @@ pub struct WatchLoop<K> {
     modify: fn(&mut K),
     filter: Option<Filter<K>>,
     relist: Option<tokio::sync::watch::Receiver<u64>>,
-    known: BTreeMap<Key, K>,
+    known: Known,
     state: WatchState,
     delays: RetryDelays,
     listed_once: bool,
@@ -144,7 +173,7 @@ where
     }
 
     /// Holds only objects `filter` accepts; the others count as absent (an object the filter
-    /// stops accepting is reported deleted by the next list).
+    /// stops accepting is reported deleted by its next event or vanished from the next list).
     #[must_use]
     pub fn with_filter(mut self, filter: Filter<K>) -> Self {
         self.filter = Some(filter);
@@ -168,17 +197,47 @@ where
         &self.state
     }
 
-    /// Runs until `cancel` fires, awaiting `handler` for every change before reading the next.
-    pub async fn run<H, Fut>(mut self, mut handler: H, cancel: CancellationToken)
-    where
-        H: FnMut(Change<K>) -> Fut,
+    /// Runs until `cancel` fires: each change goes to `observe` as soon as it is read; the work
+    /// items `observe` returns go to `handle`, one at a time, in the order they were read. On
+    /// cancellation the item being handled finishes; items not started are dropped.
+    pub async fn run<W, O, H, Fut>(
+        mut self,
+        mut observe: O,
+        mut handle: H,
+        cancel: CancellationToken,
+    ) where
+        O: FnMut(Change<K>) -> Vec<W>,
+        H: FnMut(W) -> Fut,
         Fut: Future<Output = ()>,
     {
+        let backlog = Backlog::default();
+        let reading = async {
+            let mut hand_over = |change| backlog.extend(observe(change));
+            self.read(&mut hand_over, &cancel).await;
+        };
+        let handling = async {
+            loop {
+                let item = tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => break,
+                    item = backlog.next() => item,
+                };
+                handle(item).await;
+            }
+            if backlog.len() > 0 {
+                tracing::info!(dropped = backlog.len(), "stopping with changes not handled");
+            }
+        };
+        tokio::join!(reading, handling);
+    }
+
+    /// The state machine: list, watch, resume, relist, back off, until `cancel` fires.
+    async fn read(&mut self, hand_over: &mut impl FnMut(Change<K>), cancel: &CancellationToken) {
         while !cancel.is_cancelled() {
             let step = match self.state.clone() {
-                WatchState::Empty => self.relist(&mut handler, &cancel).await,
+                WatchState::Empty => self.relist(hand_over).await,
                 WatchState::Watching { resource_version } => {
-                    self.watch(resource_version, &mut handler, &cancel).await
+                    self.watch(resource_version, hand_over, cancel).await
                 }
             };
             match step {
@@ -199,15 +258,7 @@ where
         }
     }
 
-    async fn relist<H, Fut>(
-        &mut self,
-        handler: &mut H,
-        cancel: &CancellationToken,
-    ) -> Result<(), LegacyError>
-    where
-        H: FnMut(Change<K>) -> Fut,
-        Fut: Future<Output = ()>,
-    {
+    async fn relist(&mut self, hand_over: &mut impl FnMut(Change<K>)) -> Result<(), LegacyError> {
         let generation = self
             .relist
             .as_mut()
@@ -239,38 +290,30 @@ where
                 None => break,
             }
         }
-        let (changed, deleted) = diff_relist(&self.known, listed);
-        for object in deleted {
-            self.known.remove(&key_of(&object));
-            handler(Change::Deleted(object)).await;
+        let (changed, vanished) = diff_relist(&self.known, listed);
+        for name in vanished {
+            self.known.remove(&name);
+            hand_over(Change::Vanished(name));
         }
         for object in changed {
-            self.known.insert(key_of(&object), object.clone());
-            handler(Change::Applied(object)).await;
-            if cancel.is_cancelled() {
-                return Ok(());
-            }
+            self.remember(&object);
+            hand_over(Change::Applied(object));
         }
-        handler(Change::Listed {
+        hand_over(Change::Listed {
             first: !self.listed_once,
             generation,
-        })
-        .await;
+        });
         self.listed_once = true;
         self.state = WatchState::Watching { resource_version };
         Ok(())
     }
 
-    async fn watch<H, Fut>(
+    async fn watch(
         &mut self,
         from: String,
-        handler: &mut H,
+        hand_over: &mut impl FnMut(Change<K>),
         cancel: &CancellationToken,
-    ) -> Result<(), LegacyError>
-    where
-        H: FnMut(Change<K>) -> Fut,
-        Fut: Future<Output = ()>,
-    {
+    ) -> Result<(), LegacyError> {
         let mut params = WatchParams::default().timeout(WATCH_TIMEOUT_SECONDS);
         if let Some(selector) = &self.label_selector {
             params = params.labels(selector);
@@ -287,6 +330,7 @@ where
         let mut relist = self.relist.clone();
         loop {
             let next = tokio::select! {
+                biased;
                 _ = cancel.cancelled() => return Ok(()),
                 Some(()) = relist_requested(&mut relist) => {
                     self.state = WatchState::Empty;
@@ -302,17 +346,18 @@ where
                     (self.modify)(&mut object);
                     self.advance(object.resource_version());
                     if self.accepts(&object) {
-                        self.known.insert(key_of(&object), object.clone());
-                        handler(Change::Applied(object)).await;
-                    } else if let Some(known) = self.known.remove(&key_of(&object)) {
-                        handler(Change::Deleted(known)).await;
+                        self.remember(&object);
+                        hand_over(Change::Applied(object));
+                    } else if self.known.remove(&ObjectName::of(&object)).is_some() {
+                        hand_over(Change::Deleted(object)); // it left the filter
                     }
                 }
                 WatchEvent::Deleted(mut object) => {
                     (self.modify)(&mut object);
                     self.advance(object.resource_version());
-                    if self.known.remove(&key_of(&object)).is_some() || self.accepts(&object) {
-                        handler(Change::Deleted(object)).await;
+                    let known = self.known.remove(&ObjectName::of(&object)).is_some();
+                    if known || self.accepts(&object) {
+                        hand_over(Change::Deleted(object));
                     }
                 }
                 WatchEvent::Bookmark(bookmark) => {
@@ -321,6 +366,13 @@ where
                 WatchEvent::Error(status) => return Err(LegacyError::WatchStatus(status)),
             }
         }
+    }
+
+    fn remember(&mut self, object: &K) {
+        self.known.insert(
+            ObjectName::of(object),
+            object.resource_version().unwrap_or_default(),
+        );
     }
 
     fn advance(&mut self, resource_version: Option<String>) {
@@ -342,26 +394,23 @@ async fn relist_requested(relist: &mut Option<tokio::sync::watch::Receiver<u64>>
 }
 
 /// Compares a fresh list with what was known: objects new or changed (by resourceVersion), and
-/// known objects missing from the list (deleted while the loop was away).
-pub fn diff_relist<K: Resource + Clone>(
-    known: &BTreeMap<Key, K>,
-    listed: Vec<K>,
-) -> (Vec<K>, Vec<K>) {
-    let present: BTreeSet<Key> = listed.iter().map(key_of).collect();
-    let deleted = known
-        .iter()
-        .filter(|(key, _)| !present.contains(*key))
-        .map(|(_, object)| object.clone())
+/// the names of known objects missing from the list (deleted while the loop was away).
+fn diff_relist<K: Resource>(known: &Known, listed: Vec<K>) -> (Vec<K>, Vec<ObjectName>) {
+    let present: BTreeSet<ObjectName> = listed.iter().map(ObjectName::of).collect();
+    let vanished = known
+        .keys()
+        .filter(|name| !present.contains(*name))
+        .cloned()
         .collect();
     let changed = listed
         .into_iter()
         .filter(|object| {
-            known
-                .get(&key_of(object))
-                .is_none_or(|old| old.resource_version() != object.resource_version())
+            known.get(&ObjectName::of(object)).is_none_or(|version| {
+                object.resource_version().as_deref() != Some(version.as_str())
+            })
         })
         .collect();
-    (changed, deleted)
+    (changed, vanished)
 }
 
 #[cfg(test)]
@@ -388,29 +437,31 @@ mod tests {
 
     #[test]
     fn relist_reports_new_changed_and_vanished_objects() {
-        let known: BTreeMap<Key, ConfigMap> = [
-            object("same", "1"),
-            object("edited", "1"),
-            object("gone", "1"),
-        ]
-        .into_iter()
-        .map(|o| (key_of(&o), o))
-        .collect();
+        let known: Known = [("same", "1"), ("edited", "1"), ("gone", "1")]
+            .into_iter()
+            .map(|(name, version)| (ObjectName::of(&object(name, "")), version.to_string()))
+            .collect();
         let listed = vec![
             object("same", "1"),
             object("edited", "2"),
             object("new", "3"),
         ];
-        let (changed, deleted) = diff_relist(&known, listed);
+        let (changed, vanished) = diff_relist(&known, listed);
         assert_eq!(names(&changed), vec!["edited", "new"]);
-        assert_eq!(names(&deleted), vec!["gone"]);
+        assert_eq!(
+            vanished,
+            vec![ObjectName {
+                namespace: Some("ns".into()),
+                name: "gone".into()
+            }]
+        );
     }
 
     #[test]
     fn first_list_reports_everything_as_new() {
-        let (changed, deleted) = diff_relist(&BTreeMap::new(), vec![object("a", "1")]);
+        let (changed, vanished) = diff_relist(&Known::new(), vec![object("a", "1")]);
         assert_eq!(names(&changed), vec!["a"]);
-        assert!(deleted.is_empty());
+        assert!(vanished.is_empty());
     }
 
     #[test]

@@ -38,9 +38,12 @@ pub struct QueueConfig {
     pub backoff_cap: Duration,
     /// Randomization factor of the per-key delay, 0 = none, 0.5 = ±50 %.
     pub backoff_jitter: f64,
-    /// Global bucket for rate-limited retries; `None` disables it.
+    /// Global bucket for rate-limited retries; `None` disables it. When set, it is never exceeded:
+    /// due retries wait for a token, oldest first, however long that takes.
     pub bucket: Option<BucketConfig>,
-    /// No rate-limited retry waits longer than this from its `add_rate_limited` call, bucket included.
+    /// Cap on the per-key backoff of a rate-limited retry, whatever the policy says. It does not
+    /// bound the wait for a token of the bucket (that wait is the bucket's: about N / qps for
+    /// N simultaneous failures).
     pub max_delay: Duration,
     /// Serve ready keys round-robin across tenants (see [`crate::WorkQueue::with_tenant`]).
     pub fairness: bool,

@@ -1,8 +1,10 @@
 //! The queue's state machine, synchronous and lock-free of any async concern.
 //!
 //! Layout (chosen for memory per key and for speed):
-//! * every known key lives once, in a slab slot (`slots`), found through an index-only
-//!   `hashbrown::HashTable<u32>` — no second copy of the key anywhere;
+//! * every known key lives once, in a slot of a chunked [`Slab`] (`slots`: no doubling slack,
+//!   no copy on growth), found through an index-only `hashbrown::HashTable<u32>` — no second
+//!   copy of the key anywhere; with metrics on, the time a key became dirty shares the slot's
+//!   deadline field and the time it was handed out sits in a parallel slab (8 bytes a key);
 //! * ready keys are `u32` slot indices in one of two [`Lane`]s (high / low priority);
 //! * delayed keys are entries of a binary heap of `(deadline, slot)` — a hand-rolled heap rather
 //!   than `tokio_util::time::DelayQueue`: it costs 24 bytes per pending timer, needs no per-entry
@@ -10,10 +12,15 @@
 //!   driven by whichever worker is idle, so no background task or runtime is needed to build a
 //!   queue; one tokio `sleep_until` for the earliest deadline is enough;
 //! * a key with a non-zero retry count keeps its slot while idle, so `num_requeues` survives
-//!   `done` until `forget`, exactly like client-go's failure map.
+//!   `done` until `forget`, exactly like client-go's failure map;
+//! * a key the queue no longer needs (idle, no retry count) is not removed at once: it stays in
+//!   its slot, listed as idle, until a new key needs a slot and none is free, when the oldest
+//!   idle key is evicted. Re-adding a recently finished key (the common case: requeues, events)
+//!   then costs no insertion, `done` costs one lookup and no removal, and the number of slots
+//!   never exceeds the peak number of keys the queue held at once (as before).
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,10 +28,11 @@ use std::time::Duration;
 use hashbrown::HashTable;
 
 use crate::backoff::BackoffPolicy;
-use crate::config::Priority;
+use crate::config::{Priority, QueueConfig};
 use crate::lanes::Lane;
 use crate::metrics::QueueMetrics;
 use crate::rate_limit::Bucket;
+use crate::slab::Slab;
 
 /// In a ready lane.
 const QUEUED: u8 = 1;
@@ -43,6 +51,9 @@ const RATE_LIMITED: u8 = 64;
 
 struct Slot<K> {
     key: Option<K>,
+    /// While DELAYED or THROTTLED: the deadline. With metrics on, while QUEUED or DIRTY: when
+    /// the key became dirty (for the queue latency). The two never overlap: a queued or dirty
+    /// key ignores delayed adds, and a delay ends before the key becomes ready.
     deadline: u64,
     /// Retries that fired (saturating; the backoff is capped long before 65 535).
     requeues: u16,
@@ -53,14 +64,32 @@ struct Slot<K> {
     flags: u8,
     /// Stale entries of this slot still in the low lane (left by promotions). They are always
     /// older than a live entry, so the next `stale_low` low-lane pops of this slot are skipped.
-    /// Survives slot reuse, like the entries themselves.
+    /// A slot is not reused while it has stale entries (its key is gone, the slot is not yet in
+    /// the free list), so all entries of a slot belong to one key, hence to one tenant.
     stale_low: u16,
+    /// In the idle list (`Core::idle_slots`); the key may have become busy again since.
+    idle_listed: bool,
 }
 
-#[derive(Clone, Copy, Default)]
-struct Times {
-    added: u64,
-    started: u64,
+impl<K> Default for Slot<K> {
+    fn default() -> Self {
+        Self {
+            key: None,
+            deadline: 0,
+            requeues: 0,
+            timer_tag: 0,
+            flags: 0,
+            stale_low: 0,
+            idle_listed: false,
+        }
+    }
+}
+
+impl<K> Slot<K> {
+    /// Holds a key the queue does not need: nothing pending, no retry count.
+    fn is_idle(&self) -> bool {
+        self.key.is_some() && self.flags == 0 && self.requeues == 0
+    }
 }
 
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
@@ -69,8 +98,14 @@ struct Timer {
     /// Insertion order: equal deadlines fire first-in first-out.
     seq: u32,
     idx: u32,
-    /// For rate-limited timers: how long (ms, saturating) the key may then wait for a token.
-    slack_ms: u32,
+}
+
+/// A due rate-limited retry waiting for a token; valid while the slot is still throttled with
+/// this deadline and timer tag.
+struct Throttled {
+    at: u64,
+    seq: u32,
+    idx: u32,
 }
 
 /// Who must be woken after an operation (done by the caller, outside the lock).
@@ -84,16 +119,49 @@ pub(crate) struct Wake {
     pub(crate) all: bool,
 }
 
+/// Metric events of one locked operation, reported by the async layer once the lock is
+/// released (all hooks but `depth`, which must follow the lock's order).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub(crate) struct Observations {
+    pub(crate) adds: u32,
+    pub(crate) retries: u32,
+    pub(crate) queue_latency: Option<Duration>,
+    pub(crate) work_duration: Option<Duration>,
+}
+
 /// Maps a key to its tenant id (a hash of the tenant name).
 pub(crate) type TenantFn<K> = Box<dyn Fn(&K) -> u64 + Send + Sync>;
 
+/// The hasher of the key table; the async layer hashes keys before taking the lock.
+pub(crate) type KeyHasher = foldhash::fast::RandomState;
+
+/// A key with its hash by the queue's [`KeyHasher`].
+pub(crate) struct Hashed<'a, K> {
+    pub(crate) key: &'a K,
+    pub(crate) hash: u64,
+}
+
+impl<K> Clone for Hashed<'_, K> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<K> Copy for Hashed<'_, K> {}
+
 pub(crate) struct Core<K> {
     table: HashTable<u32>,
-    hasher: foldhash::fast::RandomState,
-    slots: Vec<Slot<K>>,
+    hasher: KeyHasher,
+    slots: Slab<Slot<K>>,
+    /// Slots without a key.
     free: Vec<u32>,
-    times: Vec<Times>,
+    /// Slots whose key became idle, oldest first (evicted when a new key needs a slot).
+    idle_slots: VecDeque<u32>,
+    /// With metrics on: when each slot's key was handed out (0: not processing).
+    started: Slab<u64>,
     track_times: bool,
+    /// Metric events since the async layer last took them.
+    obs: Observations,
     high: Lane,
     low: Lane,
     high_valid: usize,
@@ -103,11 +171,13 @@ pub(crate) struct Core<K> {
     tenant: Option<TenantFn<K>>,
     timers: BinaryHeap<Reverse<Timer>>,
     timer_seq: u32,
-    throttled: BinaryHeap<Reverse<(u64, u32)>>,
+    /// Due rate-limited retries in the order they became due: the bucket serves the oldest first.
+    throttled: VecDeque<Throttled>,
+    /// When the bucket has its next token for the head of `throttled`.
     throttle_wake: Option<u64>,
     bucket: Option<Bucket>,
     policy: Arc<dyn BackoffPolicy>,
-    max_delay: u64,
+    max_delay: Duration,
     metrics: Arc<dyn QueueMetrics>,
     epoch: tokio::time::Instant,
     processing: usize,
@@ -123,41 +193,57 @@ pub(crate) struct Core<K> {
     pub(crate) timekeeper: bool,
 }
 
-fn nanos(d: Duration) -> u64 {
+pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// The `stale` callback of the lanes: whether the entry `idx` popped from the low (`low`) or
+/// high lane is stale, consuming it. A slot whose key is gone is freed with its last stale entry.
+fn consume_stale<K>(slots: &mut Slab<Slot<K>>, free: &mut Vec<u32>, idx: u32, low: bool) -> bool {
+    let s = &mut slots[idx as usize];
+    if low && s.stale_low > 0 {
+        s.stale_low -= 1;
+        if s.stale_low == 0 && s.key.is_none() {
+            free.push(idx);
+        }
+        return true;
+    }
+    s.flags & QUEUED == 0 || (s.flags & LOW != 0) != low
+}
+
 impl<K: Clone + Eq + Hash> Core<K> {
+    /// A core for a validated `config`.
     pub(crate) fn new(
+        config: &QueueConfig,
+        hasher: KeyHasher,
         policy: Arc<dyn BackoffPolicy>,
-        bucket: Option<Bucket>,
-        max_delay: Duration,
-        fair: bool,
-        low_every: u32,
         tenant: Option<TenantFn<K>>,
         metrics: Arc<dyn QueueMetrics>,
     ) -> Self {
+        let fair = config.fairness;
         Self {
             table: HashTable::new(),
-            hasher: foldhash::fast::RandomState::default(),
-            slots: Vec::new(),
+            hasher,
+            slots: Slab::default(),
             free: Vec::new(),
-            times: Vec::new(),
+            idle_slots: VecDeque::new(),
+            started: Slab::default(),
             track_times: metrics.enabled(),
+            obs: Observations::default(),
             high: Lane::new(fair),
             low: Lane::new(fair),
             high_valid: 0,
             low_valid: 0,
             high_streak: 0,
-            low_every: low_every.max(1),
+            low_every: config.low_priority_every.max(1),
             tenant: if fair { tenant } else { None },
             timers: BinaryHeap::new(),
             timer_seq: 0,
-            throttled: BinaryHeap::new(),
+            throttled: VecDeque::new(),
             throttle_wake: None,
-            bucket,
+            bucket: config.bucket.and_then(Bucket::new),
             policy,
-            max_delay: nanos(max_delay),
+            max_delay: config.max_delay,
             metrics,
             epoch: tokio::time::Instant::now(),
             processing: 0,
@@ -177,6 +263,11 @@ impl<K: Clone + Eq + Hash> Core<K> {
         nanos(self.epoch.elapsed())
     }
 
+    /// The instant [`Self::now`] counts from.
+    pub(crate) fn epoch(&self) -> tokio::time::Instant {
+        self.epoch
+    }
+
     pub(crate) fn instant_at(&self, at: u64) -> tokio::time::Instant {
         self.epoch
             .checked_add(Duration::from_nanos(at))
@@ -186,30 +277,21 @@ impl<K: Clone + Eq + Hash> Core<K> {
             })
     }
 
-    fn find(&self, key: &K) -> Option<u32> {
-        self.find_hashed(key).1
+    fn find(&self, key: Hashed<'_, K>) -> Option<u32> {
+        let slots = &self.slots;
+        self.table
+            .find(key.hash, |&i| {
+                slots[i as usize].key.as_ref() == Some(key.key)
+            })
+            .copied()
     }
 
-    fn find_hashed(&self, key: &K) -> (u64, Option<u32>) {
-        let hash = self.hasher.hash_one(key);
-        let slots = &self.slots;
-        let idx = self
-            .table
-            .find(hash, |&i| slots[i as usize].key.as_ref() == Some(key))
-            .copied();
-        (hash, idx)
-    }
-
-    fn find_or_insert(&mut self, key: &K) -> u32 {
-        let hash = self.hasher.hash_one(key);
-        let slots = &self.slots;
-        if let Some(&i) = self
-            .table
-            .find(hash, |&i| slots[i as usize].key.as_ref() == Some(key))
-        {
+    fn find_or_insert(&mut self, key: Hashed<'_, K>) -> u32 {
+        if let Some(i) = self.find(key) {
             return i;
         }
-        let idx = match self.free.pop() {
+        let (hash, key) = (key.hash, key.key);
+        let idx = match self.take_slot() {
             Some(i) => {
                 let s = &mut self.slots[i as usize];
                 s.key = Some(key.clone());
@@ -227,9 +309,10 @@ impl<K: Clone + Eq + Hash> Core<K> {
                     timer_tag: 0,
                     flags: 0,
                     stale_low: 0,
+                    idle_listed: false,
                 });
                 if self.track_times {
-                    self.times.push(Times::default());
+                    self.started.push(0);
                 }
                 i
             }
@@ -244,20 +327,40 @@ impl<K: Clone + Eq + Hash> Core<K> {
         idx
     }
 
-    /// Releases the slot of a key the queue no longer needs to remember.
-    /// `hash` is the key's hash (the callers just looked it up).
-    fn maybe_free(&mut self, idx: u32, hash: u64) {
-        let s = &self.slots[idx as usize];
-        if s.flags != 0 || s.requeues != 0 {
-            return;
+    /// A slot for a new key: a free one, else the oldest idle key's (evicted), else `None`.
+    fn take_slot(&mut self) -> Option<u32> {
+        loop {
+            if let Some(i) = self.free.pop() {
+                return Some(i);
+            }
+            let i = self.idle_slots.pop_front()?;
+            let s = &mut self.slots[i as usize];
+            s.idle_listed = false;
+            if !s.is_idle() {
+                continue; // busy again; listed anew when it next becomes idle
+            }
+            let Some(old) = s.key.take() else {
+                continue;
+            };
+            let quarantined = s.stale_low > 0;
+            let hash = self.hasher.hash_one(&old);
+            if let Ok(e) = self.table.find_entry(hash, |&j| j == i) {
+                e.remove();
+            }
+            if !quarantined {
+                return Some(i);
+            }
+            // Stale lane entries remain: the slot is freed with the last one (`consume_stale`).
         }
-        if self.slots[idx as usize].key.take().is_none() {
-            return;
+    }
+
+    /// Lists the slot as idle if its key is no longer needed (see the module docs).
+    fn settle(&mut self, idx: u32) {
+        let s = &mut self.slots[idx as usize];
+        if s.is_idle() && !s.idle_listed {
+            s.idle_listed = true;
+            self.idle_slots.push_back(idx);
         }
-        if let Ok(e) = self.table.find_entry(hash, |&i| i == idx) {
-            e.remove();
-        }
-        self.free.push(idx);
     }
 
     fn tenant_of(&self, idx: u32) -> u64 {
@@ -282,13 +385,10 @@ impl<K: Clone + Eq + Hash> Core<K> {
     fn note_add(&mut self, idx: u32) {
         self.depth += 1;
         if self.track_times {
-            self.metrics.add();
+            self.obs.adds += 1;
             self.metrics.depth(self.depth);
             let now = self.now();
-            let t = &mut self.times[idx as usize];
-            if t.added == 0 {
-                t.added = now.max(1);
-            }
+            self.slots[idx as usize].deadline = now.max(1);
         }
     }
 
@@ -311,7 +411,7 @@ impl<K: Clone + Eq + Hash> Core<K> {
     }
 
     /// Immediate add. An add cancels any pending delay or throttle of the key.
-    pub(crate) fn add(&mut self, key: &K, priority: Priority) -> Wake {
+    pub(crate) fn add(&mut self, key: Hashed<'_, K>, priority: Priority) -> Wake {
         if self.shutting_down {
             self.rejected += 1;
             return Wake::default();
@@ -326,6 +426,10 @@ impl<K: Clone + Eq + Hash> Core<K> {
                 s.flags &= !LOW;
                 s.stale_low = s.stale_low.saturating_add(1);
                 self.low_valid -= 1;
+                let tenant = self.tenant_of(idx);
+                let (slots, free) = (&mut self.slots, &mut self.free);
+                self.low
+                    .invalidate(tenant, |i| consume_stale(slots, free, i, true));
                 self.push_lane(idx, false);
             }
             return Wake::default();
@@ -343,17 +447,17 @@ impl<K: Clone + Eq + Hash> Core<K> {
         }
     }
 
-    /// Delayed add; `slack` is `Some` for rate-limited adds (how long the key may wait for the
-    /// bucket after its delay). Earliest deadline wins.
-    fn schedule(&mut self, key: &K, delay: Duration, slack: Option<u64>) -> Wake {
+    /// Delayed add; `rate_limited` for retries (their firing goes through the bucket and counts a
+    /// requeue). Earliest deadline wins.
+    fn schedule(&mut self, key: Hashed<'_, K>, delay: Duration, rate_limited: bool) -> Wake {
         if self.shutting_down {
             self.rejected += 1;
             return Wake::default();
         }
         if self.track_times {
-            self.metrics.retry();
+            self.obs.retries += 1;
         }
-        if delay.is_zero() && slack.is_none() {
+        if delay.is_zero() && !rate_limited {
             return self.add(key, Priority::High);
         }
         let idx = self.find_or_insert(key);
@@ -369,7 +473,7 @@ impl<K: Clone + Eq + Hash> Core<K> {
             return Wake::default();
         }
         s.flags |= DELAYED;
-        if slack.is_some() {
+        if rate_limited {
             s.flags |= RATE_LIMITED;
         }
         s.deadline = at;
@@ -377,42 +481,35 @@ impl<K: Clone + Eq + Hash> Core<K> {
         self.timer_seq = self.timer_seq.wrapping_add(1);
         let seq = self.timer_seq;
         self.slots[idx as usize].timer_tag = seq as u16;
-        let slack_ms = u32::try_from(slack.unwrap_or(0) / 1_000_000).unwrap_or(u32::MAX);
-        self.timers.push(Reverse(Timer {
-            at,
-            seq,
-            idx,
-            slack_ms,
-        }));
+        self.timers.push(Reverse(Timer { at, seq, idx }));
         Wake {
             timekeeper: earliest,
             ..Wake::default()
         }
     }
 
-    pub(crate) fn add_after(&mut self, key: &K, delay: Duration) -> Wake {
-        self.schedule(key, delay, None)
+    pub(crate) fn add_after(&mut self, key: Hashed<'_, K>, delay: Duration) -> Wake {
+        self.schedule(key, delay, false)
     }
 
-    /// Rate-limited add: per-key backoff by the number of retries that actually fired, then
-    /// the global bucket, never longer than `max_delay` in total.
-    pub(crate) fn add_rate_limited(&mut self, key: &K) -> Wake {
+    /// Rate-limited add: the per-key backoff for the number of retries that actually fired
+    /// (at most `max_delay`), then a token of the global bucket, whatever the wait.
+    pub(crate) fn add_rate_limited(&mut self, key: Hashed<'_, K>) -> Wake {
         let retries = self
             .find(key)
             .map_or(0, |i| u32::from(self.slots[i as usize].requeues));
-        let per_key = nanos(self.policy.delay(retries)).min(self.max_delay);
-        let slack = self.max_delay - per_key;
-        self.schedule(key, Duration::from_nanos(per_key), Some(slack))
+        let per_key = self.policy.delay(retries).min(self.max_delay);
+        self.schedule(key, per_key, true)
     }
 
-    pub(crate) fn forget(&mut self, key: &K) {
-        if let (hash, Some(idx)) = self.find_hashed(key) {
+    pub(crate) fn forget(&mut self, key: Hashed<'_, K>) {
+        if let Some(idx) = self.find(key) {
             self.slots[idx as usize].requeues = 0;
-            self.maybe_free(idx, hash);
+            self.settle(idx);
         }
     }
 
-    pub(crate) fn num_requeues(&self, key: &K) -> u32 {
+    pub(crate) fn num_requeues(&self, key: Hashed<'_, K>) -> u32 {
         self.find(key)
             .map_or(0, |i| u32::from(self.slots[i as usize].requeues))
     }
@@ -427,7 +524,8 @@ impl<K: Clone + Eq + Hash> Core<K> {
         self.make_ready(idx, false)
     }
 
-    /// Moves due timers to the ready lanes (rate-limited ones through the bucket).
+    /// Moves due timers to the ready lanes; due rate-limited retries queue for the bucket and
+    /// leave that queue oldest first, one token each. The bucket is never bypassed.
     fn promote_due(&mut self) -> usize {
         let now = self.now();
         let mut ready = 0;
@@ -444,27 +542,27 @@ impl<K: Clone + Eq + Hash> Core<K> {
             }
             if s.flags & RATE_LIMITED != 0 && self.bucket.is_some() {
                 s.flags = (s.flags & !DELAYED) | THROTTLED;
-                self.throttled.push(Reverse((
-                    t.at.saturating_add(u64::from(t.slack_ms) * 1_000_000),
-                    t.idx,
-                )));
+                self.throttled.push_back(Throttled {
+                    at: t.at,
+                    seq: t.seq,
+                    idx: t.idx,
+                });
             } else {
                 ready += usize::from(self.fire(t.idx));
             }
         }
         self.throttle_wake = None;
-        while let Some(&Reverse((hard, idx))) = self.throttled.peek() {
-            if self.slots[idx as usize].flags & THROTTLED == 0 {
-                self.throttled.pop();
+        while let Some(t) = self.throttled.front() {
+            let (idx, s) = (t.idx, &self.slots[t.idx as usize]);
+            if s.flags & THROTTLED == 0 || s.deadline != t.at || s.timer_tag != t.seq as u16 {
+                self.throttled.pop_front();
                 continue;
             }
-            if hard > now
-                && let Some(Err(wait)) = self.bucket.as_ref().map(Bucket::try_take)
-            {
-                self.throttle_wake = Some(now.saturating_add(nanos(wait)).min(hard));
+            if let Some(Err(wait)) = self.bucket.as_ref().map(Bucket::try_take) {
+                self.throttle_wake = Some(now.saturating_add(nanos(wait)));
                 break;
             }
-            self.throttled.pop();
+            self.throttled.pop_front();
             ready += usize::from(self.fire(idx));
         }
         ready
@@ -473,13 +571,11 @@ impl<K: Clone + Eq + Hash> Core<K> {
     /// When the timekeeper must wake next, if anything is pending.
     pub(crate) fn next_wake(&self) -> Option<u64> {
         let timer = self.timers.peek().map(|Reverse(t)| t.at);
-        let throttle = self
-            .throttled
-            .peek()
-            .map(|Reverse((hard, _))| match self.throttle_wake {
-                Some(w) => w.min(*hard),
-                None => 0,
-            });
+        let throttle = if self.throttled.is_empty() {
+            None
+        } else {
+            Some(self.throttle_wake.unwrap_or(0))
+        };
         match (timer, throttle) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -487,48 +583,40 @@ impl<K: Clone + Eq + Hash> Core<K> {
     }
 
     fn pop_ready(&mut self) -> Option<u32> {
-        loop {
-            if self.high_valid + self.low_valid == 0 {
-                return None;
-            }
-            let use_low = self.low_valid > 0
-                && (self.high_valid == 0 || self.high_streak + 1 >= self.low_every);
-            let idx = if use_low {
-                self.low.pop()
-            } else {
-                self.high.pop()
-            };
-            let Some(idx) = idx else {
-                // Unreachable by the lane invariant; recover rather than spin.
-                if use_low {
-                    self.low_valid = 0
-                } else {
-                    self.high_valid = 0
-                }
-                continue;
-            };
-            let s = &mut self.slots[idx as usize];
-            if use_low && s.stale_low > 0 {
-                s.stale_low -= 1;
-                continue;
-            }
-            if s.flags & QUEUED == 0 || (s.flags & LOW != 0) != use_low {
-                continue;
-            }
-            if use_low {
-                self.low_valid -= 1;
-                self.high_streak = 0;
-            } else {
-                self.high_valid -= 1;
-                self.high_streak += 1;
-            }
-            return Some(idx);
+        if self.high_valid + self.low_valid == 0 {
+            return None;
         }
+        let use_low =
+            self.low_valid > 0 && (self.high_valid == 0 || self.high_streak + 1 >= self.low_every);
+        let (slots, free) = (&mut self.slots, &mut self.free);
+        let lane = if use_low {
+            &mut self.low
+        } else {
+            &mut self.high
+        };
+        let Some(idx) = lane.pop(|i| consume_stale(slots, free, i, use_low)) else {
+            // Unreachable by the lane invariant (the valid count matches the live entries).
+            if use_low {
+                self.low_valid = 0;
+            } else {
+                self.high_valid = 0;
+            }
+            return self.pop_ready();
+        };
+        if use_low {
+            self.low_valid -= 1;
+            self.high_streak = 0;
+        } else {
+            self.high_valid -= 1;
+            self.high_streak += 1;
+        }
+        Some(idx)
     }
 
-    /// Hands the next ready key to a worker. `.1` is how many more keys became ready on the way
-    /// (timers that fired), for waking other workers.
-    pub(crate) fn try_pop(&mut self) -> (Option<K>, usize) {
+    /// Hands the next ready key (and its slot, a hint for `done`) to a worker. `.1` is how many
+    /// more keys became ready on the way (timers that fired), for waking other workers. `now`
+    /// is [`Self::now`] read by the caller before taking the lock, if metrics are on.
+    pub(crate) fn try_pop(&mut self, now: Option<u64>) -> (Option<(K, u32)>, usize) {
         if self.stopped {
             return (None, 0);
         }
@@ -547,21 +635,33 @@ impl<K: Clone + Eq + Hash> Core<K> {
         self.depth -= 1;
         if self.track_times {
             self.metrics.depth(self.depth);
-            let now = self.now();
-            let t = &mut self.times[idx as usize];
-            if t.added != 0 {
-                self.metrics
-                    .queue_latency(Duration::from_nanos(now.saturating_sub(t.added)));
+            let now = now.unwrap_or_else(|| self.now());
+            let s = &mut self.slots[idx as usize];
+            if s.deadline != 0 {
+                self.obs.queue_latency = Some(Duration::from_nanos(now.saturating_sub(s.deadline)));
             }
-            t.added = 0;
-            t.started = now.max(1);
+            s.deadline = 0;
+            self.started[idx as usize] = now.max(1);
         }
-        (key, fired.saturating_sub(1))
+        (key.map(|k| (k, idx)), fired.saturating_sub(1))
     }
 
-    /// A worker finished `key`. Re-queues it if it was added meanwhile.
-    pub(crate) fn done(&mut self, key: &K) -> Wake {
-        let (hash, Some(idx)) = self.find_hashed(key) else {
+    /// A worker finished `key`. Re-queues it if it was added meanwhile. `hint` is the slot the
+    /// caller was handed the key from, if it knows (checked, so any value is safe); `now` as for
+    /// [`Self::try_pop`].
+    pub(crate) fn done(&mut self, key: &K, hint: Option<u32>, now: Option<u64>) -> Wake {
+        let hinted = hint.filter(|&i| {
+            self.slots
+                .get(i as usize)
+                .is_some_and(|s| s.key.as_ref() == Some(key))
+        });
+        // Hashed here, under the lock, only when the hint misses (rarely: a worker finishing a
+        // key it was not just handed).
+        let found = hinted.or_else(|| {
+            let hash = self.hasher.hash_one(key);
+            self.find(Hashed { key, hash })
+        });
+        let Some(idx) = found else {
             return Wake::default();
         };
         let flags = self.slots[idx as usize].flags;
@@ -570,13 +670,11 @@ impl<K: Clone + Eq + Hash> Core<K> {
         }
         self.processing -= 1;
         if self.track_times {
-            let now = self.now();
-            let t = &mut self.times[idx as usize];
-            if t.started != 0 {
-                self.metrics
-                    .work_duration(Duration::from_nanos(now.saturating_sub(t.started)));
+            let now = now.unwrap_or_else(|| self.now());
+            let started = std::mem::take(&mut self.started[idx as usize]);
+            if started != 0 {
+                self.obs.work_duration = Some(Duration::from_nanos(now.saturating_sub(started)));
             }
-            t.started = 0;
         }
         let mut wake = Wake::default();
         if flags & DIRTY != 0 {
@@ -596,7 +694,7 @@ impl<K: Clone + Eq + Hash> Core<K> {
         } else {
             self.slots[idx as usize].flags = flags & !PROCESSING;
         }
-        self.maybe_free(idx, hash);
+        self.settle(idx);
         wake.all = self.is_drained();
         wake
     }
@@ -625,36 +723,45 @@ impl<K: Clone + Eq + Hash> Core<K> {
             };
         }
         self.shutting_down = true;
-        for i in 0..self.slots.len() {
-            let s = &mut self.slots[i];
+        let mut released = Vec::new();
+        for (i, s) in self.slots.iter_mut().enumerate() {
             if s.flags & (DELAYED | THROTTLED) != 0 {
                 s.flags &= !(DELAYED | THROTTLED | RATE_LIMITED);
                 if let Some(k) = &s.key {
                     self.dropped.push(k.clone());
                 }
+                released.push(i as u32);
             }
         }
         self.timers.clear();
         self.throttled.clear();
+        self.throttle_wake = None;
+        released.into_iter().for_each(|i| self.settle(i));
         Wake {
             all: true,
             ..Wake::default()
         }
     }
 
-    /// Ends the drain: ready keys are dropped, `get` returns `None` from now on.
-    /// Returns the keys still being processed.
+    /// Ends intake and hand-outs: ready keys are dropped (kept for the report) and `get`
+    /// returns `None` from now on; keys being processed may still call `done` (a re-run they
+    /// asked for is dropped too). Returns the keys still being processed.
     pub(crate) fn stop(&mut self) -> Vec<K> {
         self.shutdown();
         self.stopped = true;
         let mut unfinished = Vec::new();
-        for s in &mut self.slots {
+        let mut released = Vec::new();
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            if s.stale_low > 0 && s.key.is_none() {
+                self.free.push(i as u32);
+            }
             s.stale_low = 0;
             if s.flags & QUEUED != 0 {
                 s.flags &= !(QUEUED | LOW);
                 if let Some(k) = &s.key {
                     self.dropped.push(k.clone());
                 }
+                released.push(i as u32);
             }
             if s.flags & PROCESSING != 0
                 && let Some(k) = &s.key
@@ -667,25 +774,81 @@ impl<K: Clone + Eq + Hash> Core<K> {
         self.high_valid = 0;
         self.low_valid = 0;
         self.depth = self.dirty;
-        self.metrics.depth(self.depth);
+        if self.track_times {
+            self.metrics.depth(self.depth);
+        }
+        released.into_iter().for_each(|i| self.settle(i));
         unfinished
     }
 
-    /// Sum of ages of in-flight keys and the oldest, for `unfinished_work`.
-    pub(crate) fn update_unfinished_work(&self) {
+    /// Keys the queue needs (tests): anything pending or a retry count; idle keys excluded.
+    #[cfg(test)]
+    pub(crate) fn remembered_keys(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| s.key.is_some() && !s.is_idle())
+            .count()
+    }
+
+    /// Panics if the counters, the table and the free list disagree with the slots (tests).
+    #[cfg(test)]
+    pub(crate) fn check_invariants(&self) {
+        let count = |f: &dyn Fn(&Slot<K>) -> bool| self.slots.iter().filter(|s| f(s)).count();
+        let queued = |low: bool| {
+            count(&|s| s.flags & QUEUED != 0 && (s.flags & LOW != 0) == low && s.key.is_some())
+        };
+        assert_eq!(self.high_valid, queued(false), "high lane count");
+        assert_eq!(self.low_valid, queued(true), "low lane count");
+        assert_eq!(self.processing, count(&|s| s.flags & PROCESSING != 0));
+        assert_eq!(self.dirty, count(&|s| s.flags & DIRTY != 0));
+        assert_eq!(
+            self.table.len(),
+            count(&|s| s.key.is_some()),
+            "table vs keys"
+        );
+        let quarantined = count(&|s| s.key.is_none() && s.stale_low > 0);
+        assert_eq!(
+            self.free.len() + quarantined + self.table.len(),
+            self.slots.len(),
+            "every slot is live, free or waiting for its stale entries"
+        );
+        for &i in &self.free {
+            let s = &self.slots[i as usize];
+            assert!(
+                s.key.is_none() && s.stale_low == 0 && !s.idle_listed,
+                "free slot {i} in use"
+            );
+        }
+        for (i, s) in self.slots.iter().enumerate() {
+            assert!(!s.is_idle() || s.idle_listed, "idle slot {i} not listed");
+        }
+        assert_eq!(
+            self.idle_slots.len(),
+            count(&|s| s.idle_listed),
+            "each listed slot once in the idle list"
+        );
+    }
+
+    /// Metric events since the last call (see [`Observations`]).
+    pub(crate) fn take_observations(&mut self) -> Observations {
+        std::mem::take(&mut self.obs)
+    }
+
+    /// Sum of ages of in-flight keys and the oldest, for `unfinished_work` (`None` without
+    /// metrics).
+    pub(crate) fn unfinished_work(&self) -> Option<(Duration, Duration)> {
         if !self.track_times {
-            return;
+            return None;
         }
         let now = self.now();
         let (mut total, mut oldest) = (0u64, 0u64);
-        for (s, t) in self.slots.iter().zip(&self.times) {
-            if s.flags & PROCESSING != 0 && t.started != 0 {
-                let age = now.saturating_sub(t.started);
+        for (s, &started) in self.slots.iter().zip(self.started.iter()) {
+            if s.flags & PROCESSING != 0 && started != 0 {
+                let age = now.saturating_sub(started);
                 total = total.saturating_add(age);
                 oldest = oldest.max(age);
             }
         }
-        self.metrics
-            .unfinished_work(Duration::from_nanos(total), Duration::from_nanos(oldest));
+        Some((Duration::from_nanos(total), Duration::from_nanos(oldest)))
     }
 }

@@ -11,10 +11,13 @@ mod backoff;
 mod config;
 mod core;
 mod lanes;
+mod lock;
 mod metrics;
+mod precise;
 mod queue;
 mod rate_limit;
 mod runner;
+mod slab;
 
 pub use crate::backoff::{BackoffPolicy, ExponentialBackoffPolicy};
 pub use crate::config::{BucketConfig, ConfigError, Priority, QueueConfig};

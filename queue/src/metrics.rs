@@ -11,8 +11,10 @@
 
 use std::time::Duration;
 
-/// Receives queue events. All methods default to no-ops; they are called with the queue's lock
-/// held, so they must be cheap and must not call back into the queue.
+/// Receives queue events. All methods default to no-ops. [`depth`](Self::depth) is called with
+/// the queue's lock held (so successive depths arrive in order); the others right after the lock
+/// is released, so that observing a histogram does not lengthen the queue's critical section.
+/// None may block or call back into the queue.
 pub trait QueueMetrics: Send + Sync + 'static {
     /// Whether the queue should report at all; `false` (the [`NoopMetrics`] answer) skips every
     /// hook and the clock reads behind the latency hooks.

@@ -1,25 +1,37 @@
 //! The cloneable, async queue handle.
 
+use std::hash::BuildHasher as _;
 use std::hash::Hash;
 use std::pin::pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::backoff::{BackoffPolicy, ExponentialBackoffPolicy};
 use crate::config::{ConfigError, Priority, QueueConfig};
-use crate::core::{Core, Wake};
+use crate::core::{Core, Hashed, KeyHasher, Observations, Wake};
+use crate::lock::{Lock, LockGuard};
 use crate::metrics::{NoopMetrics, QueueMetrics};
-use crate::rate_limit::Bucket;
+use crate::precise::PreciseTimer;
 
 struct Shared<K> {
-    core: Mutex<Core<K>>,
+    core: Lock<Core<K>>,
+    /// The core's key hasher: keys are hashed before taking the lock.
+    hasher: KeyHasher,
+    /// The core's metrics, fed after the lock is released (see [`Observations`]).
+    metrics: Arc<dyn QueueMetrics>,
+    /// `metrics.enabled()`.
+    measured: bool,
+    /// The core's epoch, to read its clock before taking the lock.
+    epoch: tokio::time::Instant,
     /// Parked `get`s wait here.
     ready: Notify,
     /// The timekeeper (one parked `get`) also waits here for an earlier deadline.
     timer: Notify,
+    /// The timekeeper's sub-millisecond wake-up (tokio's timer has 1 ms ticks).
+    precise: PreciseTimer,
     /// `shutdown_with_drain` waits here for the queue to become idle.
     drained: Notify,
 }
@@ -27,13 +39,16 @@ struct Shared<K> {
 /// What a drain left undone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DrainReport<K> {
-    /// Keys that were queued, delayed or waiting for the bucket and will not be processed.
+    /// Keys that were queued (never started, or asked to re-run), delayed or waiting for the
+    /// bucket, and will not be processed.
     pub dropped: Vec<K>,
     /// Keys still being processed when the grace period ended (empty if the drain finished).
     pub unfinished: Vec<K>,
     /// Adds refused because the queue was shutting down.
     pub rejected_adds: u64,
-    /// Whether everything in flight and queued finished within the grace period.
+    /// Whether the work the shutdown waits for (in flight and queued for
+    /// [`WorkQueue::shutdown_with_drain`], in flight only for [`WorkQueue::shutdown_in_flight`])
+    /// finished within the grace period.
     pub completed: bool,
 }
 
@@ -51,14 +66,18 @@ pub struct DrainReport<K> {
 ///   Any `Duration` is accepted (saturating, no clamp, no panic).
 /// * **Rate limiting**: [`add_rate_limited`](Self::add_rate_limited) waits the per-key backoff for
 ///   the number of retries that actually *fired* (events that run the key in between do not
-///   escalate it), then for a token of the global bucket, but never longer than
-///   [`QueueConfig::max_delay`] in total. [`forget`](Self::forget) resets the count.
+///   escalate it), capped at [`QueueConfig::max_delay`], then for a token of the global bucket.
+///   The bucket is never exceeded: due retries take tokens one each, oldest due first, however
+///   long the line. [`forget`](Self::forget) resets the count. A key waiting for a token is
+///   already due: a delayed add leaves it in line, an immediate add runs it at once.
 /// * **Priority**: while both lanes hold keys, one get in `low_priority_every` serves the low lane,
 ///   so a resync backlog always progresses and fresh events are not stuck behind it.
 /// * **Fairness** (opt-in, [`QueueConfig::fairness`] + [`with_tenant`](Self::with_tenant)):
 ///   within a lane, ready keys are served round-robin across tenants.
 /// * **Shutdown**: [`shutdown`](Self::shutdown) refuses new adds and drops pending delays; ready
 ///   keys are still handed out, then [`get`](Self::get) returns `None`.
+///   [`shutdown_in_flight`](Self::shutdown_in_flight) also drops the ready keys at once and only
+///   waits for the keys being processed.
 ///
 /// Timers are driven by parked `get` calls (no background task): at least one worker must be
 /// waiting in `get` for delayed keys to become ready on time.
@@ -68,12 +87,17 @@ pub struct DrainReport<K> {
 /// tokio runtime with the `time` driver enabled (they read tokio's clock).
 pub struct WorkQueue<K> {
     shared: Arc<Shared<K>>,
+    /// 1 + the slot of the key this handle's last `get` returned (0: none): lets `done` skip
+    /// the table lookup when a worker finishes the key it was just handed. A hint only, checked
+    /// under the lock; each clone has its own.
+    last_get: AtomicU64,
 }
 
 impl<K> Clone for WorkQueue<K> {
     fn clone(&self) -> Self {
         Self {
             shared: Arc::clone(&self.shared),
+            last_get: AtomicU64::new(0),
         }
     }
 }
@@ -178,24 +202,37 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
                 config.backoff_jitter,
             ))
         });
-        let bucket = config.bucket.and_then(Bucket::new);
+        let hasher = KeyHasher::default();
+        let measured = metrics.enabled();
         let core = Core::new(
+            &config,
+            hasher.clone(),
             policy,
-            bucket,
-            config.max_delay,
-            config.fairness,
-            config.low_priority_every,
             tenant,
-            metrics,
+            Arc::clone(&metrics),
         );
+        let epoch = core.epoch();
         Ok(Self {
             shared: Arc::new(Shared {
-                core: Mutex::new(core),
+                core: Lock::new(core),
+                hasher,
+                metrics,
+                measured,
+                epoch,
                 ready: Notify::new(),
                 timer: Notify::new(),
+                precise: PreciseTimer::default(),
                 drained: Notify::new(),
             }),
+            last_get: AtomicU64::new(0),
         })
+    }
+
+    fn hashed<'a>(&self, key: &'a K) -> Hashed<'a, K> {
+        Hashed {
+            key,
+            hash: self.shared.hasher.hash_one(key),
+        }
     }
 
     fn wake(&self, wake: Wake, idle: usize, has_timekeeper: bool) {
@@ -218,51 +255,91 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
         }
     }
 
+    #[inline]
     fn with_core(&self, f: impl FnOnce(&mut Core<K>) -> Wake) {
-        let (wake, idle, has_timekeeper) = {
+        let (wake, idle, has_timekeeper, obs) = {
             let mut core = self.shared.core.lock();
             let wake = f(&mut core);
-            (wake, core.idle, core.timekeeper)
+            let obs = self.shared.measured.then(|| core.take_observations());
+            (wake, core.idle, core.timekeeper, obs)
         };
+        if let Some(obs) = obs {
+            self.report(obs);
+        }
         if wake != Wake::default() {
             self.wake(wake, idle, has_timekeeper);
+        }
+    }
+
+    /// The core's clock, read before taking the lock, when metrics need it.
+    #[inline]
+    fn metrics_now(&self) -> Option<u64> {
+        self.shared
+            .measured
+            .then(|| crate::core::nanos(self.shared.epoch.elapsed()))
+    }
+
+    /// Feeds the metric events of a locked operation to the metrics, outside the lock.
+    fn report(&self, obs: Observations) {
+        let m = &*self.shared.metrics;
+        for _ in 0..obs.adds {
+            m.add();
+        }
+        for _ in 0..obs.retries {
+            m.retry();
+        }
+        if let Some(d) = obs.queue_latency {
+            m.queue_latency(d);
+        }
+        if let Some(d) = obs.work_duration {
+            m.work_duration(d);
         }
     }
 
     /// Adds `key` to the high-priority lane now. No-op if it is already queued; if it is being
     /// processed it runs once more after [`done`](Self::done). Ignored after shutdown.
     pub fn add(&self, key: &K) {
+        let key = self.hashed(key);
         self.with_core(|c| c.add(key, Priority::High));
     }
 
     /// Adds `key` to the given lane (see [`Priority`]).
     pub fn add_with(&self, key: &K, priority: Priority) {
+        let key = self.hashed(key);
         self.with_core(|c| c.add(key, priority));
     }
 
     /// Adds `key` once `delay` has passed; earliest deadline wins. Never blocks.
     pub fn add_after(&self, key: &K, delay: Duration) {
+        let key = self.hashed(key);
         self.with_core(|c| c.add_after(key, delay));
     }
 
-    /// Adds `key` after its per-key backoff and a global-bucket token, capped at `max_delay`.
+    /// Adds `key` after its per-key backoff (capped at `max_delay`) and then a token of the
+    /// global bucket (never bypassed).
     pub fn add_rate_limited(&self, key: &K) {
+        let key = self.hashed(key);
         self.with_core(|c| c.add_rate_limited(key));
     }
 
     /// Resets the retry count of `key`.
     pub fn forget(&self, key: &K) {
+        let key = self.hashed(key);
         self.shared.core.lock().forget(key);
     }
 
     /// Retries of `key` that fired since the last [`forget`](Self::forget).
     pub fn num_requeues(&self, key: &K) -> u32 {
+        let key = self.hashed(key);
         self.shared.core.lock().num_requeues(key)
     }
 
     /// Marks `key` as finished; re-queues it if it was added while processing.
     pub fn done(&self, key: &K) {
-        self.with_core(|c| c.done(key));
+        let hint = self.last_get.load(Ordering::Relaxed).checked_sub(1);
+        let hint = hint.and_then(|i| u32::try_from(i).ok());
+        let now = self.metrics_now();
+        self.with_core(|c| c.done(key, hint, now));
     }
 
     /// Number of ready keys (client-go `Len`).
@@ -282,7 +359,22 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
 
     /// Reports in-flight work to the metrics (client-go does this every 500 ms).
     pub fn update_unfinished_work(&self) {
-        self.shared.core.lock().update_unfinished_work();
+        let work = self.shared.core.lock().unfinished_work();
+        if let Some((unfinished, longest)) = work {
+            self.shared.metrics.unfinished_work(unfinished, longest);
+        }
+    }
+
+    /// Keys the queue holds a slot for (tests: forgotten keys must not linger).
+    #[cfg(test)]
+    pub(crate) fn remembered_keys(&self) -> usize {
+        self.shared.core.lock().remembered_keys()
+    }
+
+    /// Panics if the core's bookkeeping disagrees with its slots (tests only).
+    #[cfg(test)]
+    pub(crate) fn check_invariants(&self) {
+        self.shared.core.lock().check_invariants();
     }
 
     /// Waits for the next ready key and marks it processing; call [`done`](Self::done) after.
@@ -300,38 +392,16 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
         // Whether this call held the timekeeper role: leaving with a key then hands it over.
         let mut was_timekeeper = false;
         loop {
-            {
-                let mut core = shared.core.lock();
-                let (key, more) = core.try_pop();
-                if let Some(key) = key {
-                    let idle = core.idle;
-                    if was_timekeeper {
-                        hand_off_timekeeper(shared, &core);
-                    }
-                    drop(core);
-                    for _ in 0..more.min(idle) {
-                        shared.ready.notify_one();
-                    }
-                    return Some(key);
-                }
-                if core.is_drained() {
-                    return None;
-                }
+            if let Ok(key) = self.attempt(was_timekeeper) {
+                return key;
             }
             let mut ready = pin!(shared.ready.notified());
             ready.as_mut().enable();
             let (wake_at, parked) = {
-                let mut core = shared.core.lock();
-                let (key, _) = core.try_pop();
-                if let Some(key) = key {
-                    if was_timekeeper {
-                        hand_off_timekeeper(shared, &core);
-                    }
-                    return Some(key);
-                }
-                if core.is_drained() {
-                    return None;
-                }
+                let mut core = match self.attempt(was_timekeeper) {
+                    Ok(key) => return key,
+                    Err(core) => core,
+                };
                 core.idle += 1;
                 let wake_at = match core.next_wake() {
                     Some(at) if !core.timekeeper => {
@@ -358,11 +428,51 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
                         _ = ready => {}
                         _ = timer => {}
                         _ = tokio::time::sleep_until(at) => {}
+                        _ = shared.precise.sleep_until(at) => {}
                     }
                 }
                 None => ready.await,
             }
             parked.resign();
+        }
+    }
+
+    /// One attempt of `get` under the lock: a key (`Ok(Some)`), the end (`Ok(None)`), or, when
+    /// nothing is ready, the lock still held (to park atomically with the check).
+    #[inline]
+    fn attempt(&self, was_timekeeper: bool) -> Result<Option<K>, LockGuard<'_, Core<K>>> {
+        let shared = &*self.shared;
+        let now = self.metrics_now();
+        let mut core = shared.core.lock();
+        let (key, more) = core.try_pop(now);
+        let obs = shared.measured.then(|| core.take_observations());
+        match key {
+            Some((key, idx)) => {
+                let idle = core.idle;
+                if was_timekeeper {
+                    hand_off_timekeeper(shared, &core);
+                }
+                drop(core);
+                if let Some(obs) = obs {
+                    self.report(obs);
+                }
+                self.last_get.store(u64::from(idx) + 1, Ordering::Relaxed);
+                for _ in 0..more.min(idle) {
+                    shared.ready.notify_one();
+                }
+                Ok(Some(key))
+            }
+            None => {
+                // Rare: timers fired into keys still being processed (counted as adds).
+                if let Some(obs) = obs {
+                    self.report(obs);
+                }
+                if core.is_drained() {
+                    Ok(None)
+                } else {
+                    Err(core)
+                }
+            }
         }
     }
 
@@ -377,6 +487,30 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> WorkQueue<K> {
     /// Reports what was dropped and what was still running.
     pub async fn shutdown_with_drain(&self, grace: Duration) -> DrainReport<K> {
         self.shutdown();
+        self.wait_idle_then_stop(grace).await
+    }
+
+    /// Stops at once: later adds are ignored, pending delays *and ready keys* are dropped and
+    /// [`get`](Self::get) returns `None`; then waits up to `grace` for the keys being processed
+    /// to be [`done`](Self::done) (a re-run they ask for is dropped). For a consumer that must
+    /// not start new work, e.g. because what it decides from is no longer kept up to date.
+    /// Reports the ready keys that were never started as dropped.
+    pub async fn shutdown_in_flight(&self, grace: Duration) -> DrainReport<K> {
+        self.shared.core.lock().stop();
+        self.wake(
+            Wake {
+                all: true,
+                ..Wake::default()
+            },
+            0,
+            false,
+        );
+        self.wait_idle_then_stop(grace).await
+    }
+
+    /// Waits up to `grace` for nothing to be ready or in flight, then stops the queue and
+    /// reports. Cancellation safe: dropping it early leaves the queue shut down, not stopped.
+    async fn wait_idle_then_stop(&self, grace: Duration) -> DrainReport<K> {
         let deadline = tokio::time::Instant::now() + grace;
         let completed = loop {
             let mut drained = pin!(self.shared.drained.notified());
@@ -594,29 +728,39 @@ pub(crate) mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn ten_thousand_failures_never_wait_beyond_the_max_delay() {
-        let max = Duration::from_secs(30);
+    async fn ten_thousand_failures_take_the_bucket_rate_oldest_first_past_the_max_delay() {
         let cfg = QueueConfig {
             bucket: Some(BucketConfig {
                 qps: 10.0,
                 burst: 100,
             }),
-            max_delay: max,
+            max_delay: Duration::from_secs(30),
             ..QueueConfig::default()
         };
         let q = WorkQueue::new(cfg).expect("valid");
         for k in 0..10_000u32 {
             q.add_rate_limited(&k);
         }
-        tokio::time::advance(max - Duration::from_millis(1)).await;
-        let early = drain_now(&q).len();
-        assert!(early < 10_000, "the bucket held some back: {early}");
-        tokio::time::advance(Duration::from_millis(1)).await;
+        tokio::time::advance(Duration::from_millis(5)).await;
+        let mut served = drain_now(&q);
+        assert_eq!(served.len(), 100, "the burst, no more");
+        let mut ticks = 0;
+        while served.len() < 10_000 {
+            tokio::time::advance(Duration::from_millis(100)).await;
+            ticks += 1;
+            let now = drain_now(&q);
+            assert_eq!(
+                now.len(),
+                1,
+                "one token per 100 ms, also past the max delay"
+            );
+            served.extend(now);
+        }
         assert_eq!(
-            early + drain_now(&q).len(),
-            10_000,
-            "all released by the max delay"
+            ticks, 9_900,
+            "the last retry waits N / qps (990 s), not the max delay"
         );
+        assert_eq!(served, (0..10_000).collect::<Vec<_>>(), "oldest first");
     }
 
     #[tokio::test]
@@ -690,6 +834,32 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
+    async fn a_reused_slot_never_inherits_the_stale_lane_entry_of_its_previous_key() {
+        let cfg = QueueConfig {
+            fairness: true,
+            bucket: None,
+            ..QueueConfig::default()
+        };
+        let q: WorkQueue<u32> = WorkQueue::with_tenant(cfg, Arc::new(NoopMetrics), |k: &u32| {
+            Some(if *k >= 100 { "b" } else { "a" })
+        })
+        .expect("valid");
+        for k in [3, 1, 2] {
+            q.add_with(&k, Priority::Low);
+        }
+        q.add(&1); // promoted: its low-lane entry is stale now
+        assert_eq!(try_get(&q), Some(1));
+        q.done(&1); // idle: the next new key evicts it
+        q.add_with(&101, Priority::Low);
+        q.add_with(&102, Priority::Low);
+        assert_eq!(
+            drain_now(&q),
+            vec![3, 101, 2, 102],
+            "round-robin a, b, a, b"
+        );
+    }
+
+    #[tokio::test]
     async fn shutdown_refuses_adds_and_get_returns_none_once_drained() {
         let q = queue();
         q.add(&1);
@@ -714,6 +884,32 @@ pub(crate) mod tests {
         assert_eq!(report.unfinished, vec![busy]);
         let dropped: HashSet<u32> = report.dropped.into_iter().collect();
         assert_eq!(dropped, HashSet::from([1, 2, 9]));
+        assert_eq!(q.get().await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_in_flight_drops_ready_keys_and_waits_for_running_ones() {
+        let q = queue();
+        for k in 0..3 {
+            q.add(&k);
+        }
+        q.add_after(&9, Duration::from_secs(60));
+        let busy = try_get(&q).expect("ready");
+        let worker = tokio::spawn({
+            let q = q.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                q.add(&busy); // refused: the queue is shutting down
+                q.done(&busy);
+            }
+        });
+        let report = q.shutdown_in_flight(Duration::from_secs(1)).await;
+        worker.await.expect("worker");
+        assert!(report.completed, "{report:?}");
+        assert!(report.unfinished.is_empty());
+        let dropped: HashSet<u32> = report.dropped.into_iter().collect();
+        assert_eq!(dropped, HashSet::from([1, 2, 9]));
+        assert_eq!(report.rejected_adds, 1);
         assert_eq!(q.get().await, None);
     }
 
@@ -871,12 +1067,24 @@ pub(crate) mod tests {
     mod model {
         //! Model-based test: random operation sequences applied to the queue and to an
         //! obviously-correct model (plain collections, linear scans), which must agree on every
-        //! `get`, `len` and `num_requeues`.
+        //! `get`, `len` and `num_requeues`, in four set-ups: with or without the global bucket,
+        //! with or without tenant fairness. A few hot keys interact; colder keys keep arriving,
+        //! so idle keys are evicted and their slots reused all along. After every step the
+        //! queue's bookkeeping is checked and the keys it holds must be exactly those the model
+        //! needs. Independently of the model, the retries that fired are checked against the
+        //! bucket's rate.
         use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
         use proptest::prelude::*;
 
         use super::*;
+
+        /// Keys 0..4 are hot, 4..KEYS cold.
+        const KEYS: u8 = 16;
+        const LOW_EVERY: u32 = 3;
+        /// The bucket of the set-ups that have one: a token every 100 ms, 2 at most.
+        const PERIOD_MS: u64 = 100;
+        const BURST: u64 = 2;
 
         #[derive(Debug, Clone)]
         enum Op {
@@ -891,28 +1099,119 @@ pub(crate) mod tests {
             Shutdown,
         }
 
+        fn key() -> impl Strategy<Value = u8> + Clone {
+            prop_oneof![3 => 0u8..4, 1 => 4..KEYS]
+        }
+
         fn op() -> impl Strategy<Value = Op> {
-            let k = 0u8..5;
+            let k = key();
             prop_oneof![
                 4 => k.clone().prop_map(Op::Add),
-                2 => k.clone().prop_map(Op::AddLow),
+                3 => k.clone().prop_map(Op::AddLow),
                 3 => (k.clone(), 0u16..40).prop_map(|(k, d)| Op::AddAfter(k, d)),
-                3 => k.clone().prop_map(Op::AddRateLimited),
-                5 => Just(Op::Get),
+                4 => k.clone().prop_map(Op::AddRateLimited),
+                6 => Just(Op::Get),
                 4 => any::<u8>().prop_map(Op::Done),
                 1 => k.prop_map(Op::Forget),
-                3 => (0u16..50).prop_map(Op::Advance),
+                3 => (0u16..120).prop_map(Op::Advance),
                 1 => Just(Op::Shutdown),
             ]
         }
 
-        const LOW_EVERY: u32 = 3;
+        fn tenant(k: u8) -> u8 {
+            k % 3
+        }
 
+        /// A ready lane: one FIFO, or one FIFO per tenant served round-robin (a tenant is in the
+        /// rotation while it has keys, and joins at the back).
         #[derive(Default)]
+        struct ModelLane {
+            fair: bool,
+            fifo: VecDeque<u8>,
+            tenants: BTreeMap<u8, VecDeque<u8>>,
+            rotation: VecDeque<u8>,
+        }
+
+        impl ModelLane {
+            fn push(&mut self, k: u8) {
+                if !self.fair {
+                    return self.fifo.push_back(k);
+                }
+                let q = self.tenants.entry(tenant(k)).or_default();
+                if q.is_empty() {
+                    self.rotation.push_back(tenant(k));
+                }
+                q.push_back(k);
+            }
+
+            fn pop(&mut self) -> Option<u8> {
+                if !self.fair {
+                    return self.fifo.pop_front();
+                }
+                let t = self.rotation.pop_front()?;
+                let q = self.tenants.get_mut(&t)?;
+                let k = q.pop_front();
+                if q.is_empty() {
+                    self.tenants.remove(&t);
+                } else {
+                    self.rotation.push_back(t);
+                }
+                k
+            }
+
+            fn remove(&mut self, k: u8) -> bool {
+                if !self.fair {
+                    let pos = self.fifo.iter().position(|&x| x == k);
+                    return pos.and_then(|p| self.fifo.remove(p)).is_some();
+                }
+                let t = tenant(k);
+                let Some(q) = self.tenants.get_mut(&t) else {
+                    return false;
+                };
+                let Some(pos) = q.iter().position(|&x| x == k) else {
+                    return false;
+                };
+                q.remove(pos);
+                if q.is_empty() {
+                    self.tenants.remove(&t);
+                    self.rotation.retain(|&x| x != t);
+                }
+                true
+            }
+
+            fn contains(&self, k: u8) -> bool {
+                self.fifo.contains(&k) || self.tenants.values().any(|q| q.contains(&k))
+            }
+
+            fn len(&self) -> usize {
+                self.fifo.len() + self.tenants.values().map(VecDeque::len).sum::<usize>()
+            }
+        }
+
+        /// A token bucket in milliseconds: `burst` tokens, one more every `PERIOD_MS`.
+        struct ModelBucket {
+            /// Credit in ms; a token costs `PERIOD_MS`.
+            credit: u64,
+            at: u64,
+        }
+
+        impl ModelBucket {
+            fn take(&mut self, now: u64) -> bool {
+                self.credit = (self.credit + (now - self.at)).min(BURST * PERIOD_MS);
+                self.at = now;
+                if self.credit >= PERIOD_MS {
+                    self.credit -= PERIOD_MS;
+                    true
+                } else {
+                    false
+                }
+            }
+        }
+
         struct Model {
             now: u64,
-            high: VecDeque<u8>,
-            low: VecDeque<u8>,
+            high: ModelLane,
+            low: ModelLane,
             streak: u32,
             processing: BTreeSet<u8>,
             /// Processing keys added meanwhile, with the lane they want (true = low).
@@ -920,22 +1219,62 @@ pub(crate) mod tests {
             /// key -> (deadline ms, insertion seq, rate-limited)
             timers: BTreeMap<u8, (u64, u64, bool)>,
             seq: u64,
+            /// Due retries waiting for a token, oldest first.
+            throttled: VecDeque<u8>,
+            bucket: Option<ModelBucket>,
             requeues: HashMap<u8, u32>,
             shutting_down: bool,
         }
 
         impl Model {
+            fn new(fair: bool, bucket: bool) -> Self {
+                let lane = || ModelLane {
+                    fair,
+                    ..ModelLane::default()
+                };
+                Model {
+                    now: 0,
+                    high: lane(),
+                    low: lane(),
+                    streak: 0,
+                    processing: BTreeSet::new(),
+                    dirty: BTreeMap::new(),
+                    timers: BTreeMap::new(),
+                    seq: 0,
+                    throttled: VecDeque::new(),
+                    bucket: bucket.then_some(ModelBucket {
+                        credit: BURST * PERIOD_MS,
+                        at: 0,
+                    }),
+                    requeues: HashMap::new(),
+                    shutting_down: false,
+                }
+            }
+
             fn queued(&self, k: u8) -> bool {
-                self.high.contains(&k) || self.low.contains(&k)
+                self.high.contains(k) || self.low.contains(k)
+            }
+
+            /// Keys the queue must remember: anything pending, or a retry count to keep.
+            fn remembered(&self) -> usize {
+                (0..KEYS)
+                    .filter(|&k| {
+                        self.queued(k)
+                            || self.processing.contains(&k)
+                            || self.timers.contains_key(&k)
+                            || self.throttled.contains(&k)
+                            || self.requeues.get(&k).is_some_and(|&n| n > 0)
+                    })
+                    .count()
             }
 
             fn make_ready(&mut self, k: u8, low: bool) {
                 if self.processing.contains(&k) {
                     self.dirty.entry(k).or_insert(low);
                 } else if low {
-                    self.low.push_back(k);
+                    self.low.push(k);
                 } else {
-                    self.high.push_back(k);
+                    self.high.push(k);
                 }
             }
 
@@ -944,9 +1283,8 @@ pub(crate) mod tests {
                     return;
                 }
                 if self.queued(k) {
-                    if !low && let Some(pos) = self.low.iter().position(|&x| x == k) {
-                        self.low.remove(pos);
-                        self.high.push_back(k);
+                    if !low && self.low.remove(k) {
+                        self.high.push(k);
                     }
                     return;
                 }
@@ -957,6 +1295,7 @@ pub(crate) mod tests {
                     return;
                 }
                 self.timers.remove(&k);
+                self.throttled.retain(|&x| x != k);
                 self.make_ready(k, low);
             }
 
@@ -967,7 +1306,7 @@ pub(crate) mod tests {
                 if delay == 0 && !rl {
                     return self.add(k, false);
                 }
-                if self.queued(k) || self.dirty.contains_key(&k) {
+                if self.queued(k) || self.dirty.contains_key(&k) || self.throttled.contains(&k) {
                     return;
                 }
                 let at = self.now + delay;
@@ -989,6 +1328,13 @@ pub(crate) mod tests {
                 self.schedule(k, delay, true);
             }
 
+            fn fire(&mut self, k: u8, rl: bool) {
+                if rl {
+                    *self.requeues.entry(k).or_default() += 1;
+                }
+                self.make_ready(k, false);
+            }
+
             fn get(&mut self) -> Option<u8> {
                 let mut due: Vec<(u64, u64, u8, bool)> = self
                     .timers
@@ -999,22 +1345,31 @@ pub(crate) mod tests {
                 due.sort();
                 for (_, _, k, rl) in due {
                     self.timers.remove(&k);
-                    if rl {
-                        *self.requeues.entry(k).or_default() += 1;
+                    if rl && self.bucket.is_some() {
+                        self.throttled.push_back(k);
+                    } else {
+                        self.fire(k, rl);
                     }
-                    self.make_ready(k, false);
                 }
-                if self.low.is_empty() && self.high.is_empty() {
+                while let Some(&k) = self.throttled.front() {
+                    let now = self.now;
+                    if !self.bucket.as_mut().is_some_and(|b| b.take(now)) {
+                        break;
+                    }
+                    self.throttled.pop_front();
+                    self.fire(k, true);
+                }
+                if self.low.len() + self.high.len() == 0 {
                     return None;
                 }
                 let use_low =
-                    !self.low.is_empty() && (self.high.is_empty() || self.streak + 1 >= LOW_EVERY);
+                    self.low.len() > 0 && (self.high.len() == 0 || self.streak + 1 >= LOW_EVERY);
                 let k = if use_low {
                     self.streak = 0;
-                    self.low.pop_front()?
+                    self.low.pop()?
                 } else {
                     self.streak += 1;
-                    self.high.pop_front()?
+                    self.high.pop()?
                 };
                 self.processing.insert(k);
                 Some(k)
@@ -1025,15 +1380,30 @@ pub(crate) mod tests {
                     && let Some(low) = self.dirty.remove(&k)
                 {
                     if low {
-                        self.low.push_back(k);
+                        self.low.push(k);
                     } else {
-                        self.high.push_back(k);
+                        self.high.push(k);
                     }
                 }
             }
+
+            fn shutdown(&mut self) {
+                self.shutting_down = true;
+                self.timers.clear();
+                self.throttled.clear();
+            }
         }
 
-        fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+        /// Retries that fired at `times` (ms, in order) never exceed the bucket: within any
+        /// window, at most `BURST` plus one per elapsed period.
+        fn within_the_bucket(times: &[u64]) -> bool {
+            (0..times.len()).all(|i| {
+                (i..times.len())
+                    .all(|j| (j - i + 1) as u64 <= BURST + (times[j] - times[i]) / PERIOD_MS)
+            })
+        }
+
+        fn run(fair: bool, bucket: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_time()
                 .start_paused(true)
@@ -1041,13 +1411,24 @@ pub(crate) mod tests {
                 .expect("runtime");
             rt.block_on(async {
                 let cfg = QueueConfig {
-                    bucket: None,
+                    bucket: bucket.then_some(BucketConfig {
+                        qps: 1000.0 / PERIOD_MS as f64,
+                        burst: BURST as u32,
+                    }),
+                    fairness: fair,
                     low_priority_every: LOW_EVERY,
                     ..QueueConfig::default()
                 };
-                let q: WorkQueue<u8> = WorkQueue::new(cfg).expect("valid");
-                let mut m = Model::default();
+                const NAMES: [&str; 3] = ["a", "b", "c"];
+                let q: WorkQueue<u8> =
+                    WorkQueue::with_tenant(cfg, Arc::new(NoopMetrics), |k: &u8| {
+                        Some(NAMES[usize::from(tenant(*k))])
+                    })
+                    .expect("valid");
+                let mut m = Model::new(fair, bucket);
+                let mut fired = Vec::new();
                 for op in ops {
+                    let before: Vec<u32> = (0..KEYS).map(|k| q.num_requeues(&k)).collect();
                     match op {
                         Op::Add(k) => {
                             q.add(&k);
@@ -1090,17 +1471,21 @@ pub(crate) mod tests {
                         }
                         Op::Shutdown => {
                             q.shutdown();
-                            m.shutting_down = true;
-                            m.timers.clear();
+                            m.shutdown();
                         }
                     }
                     prop_assert_eq!(q.len(), m.high.len() + m.low.len());
-                    for k in 0..5u8 {
-                        prop_assert_eq!(
-                            q.num_requeues(&k),
-                            m.requeues.get(&k).copied().unwrap_or(0)
-                        );
+                    for k in 0..KEYS {
+                        let n = q.num_requeues(&k);
+                        prop_assert_eq!(n, m.requeues.get(&k).copied().unwrap_or(0));
+                        let new = n.saturating_sub(before[usize::from(k)]);
+                        fired.extend(std::iter::repeat_n(m.now, new as usize));
                     }
+                    prop_assert_eq!(q.remembered_keys(), m.remembered());
+                    q.check_invariants();
+                }
+                if bucket {
+                    prop_assert!(within_the_bucket(&fired), "{fired:?}");
                 }
                 Ok(())
             })
@@ -1111,7 +1496,22 @@ pub(crate) mod tests {
 
             #[test]
             fn queue_agrees_with_the_model(ops in proptest::collection::vec(op(), 1..80)) {
-                run(ops)?;
+                run(false, false, ops)?;
+            }
+
+            #[test]
+            fn queue_agrees_with_the_model_with_the_bucket_and_fairness(
+                fair in any::<bool>(),
+                ops in proptest::collection::vec(op(), 1..120),
+            ) {
+                run(fair, true, ops)?;
+            }
+
+            #[test]
+            fn queue_agrees_with_the_model_with_fairness(
+                ops in proptest::collection::vec(op(), 1..120),
+            ) {
+                run(true, false, ops)?;
             }
         }
     }

@@ -30,9 +30,16 @@ pub enum Requeue {
 /// * a panic, while building or polling the handler's future → counted as a failure
 ///   (`add_rate_limited`); the worker survives.
 ///
-/// [`run`](Self::run) returns when `cancel` fires (after a drain of at most the grace period) or
-/// when the queue was shut down elsewhere and drained. Handlers still running when the grace
-/// period ends are aborted at their next `.await`.
+/// [`run`](Self::run) returns when `cancel` fires or when the queue was shut down elsewhere and
+/// drained.
+///
+/// # Shutdown
+/// When `cancel` fires the pool stops the queue with [`WorkQueue::shutdown_in_flight`]: the
+/// handlers already running finish (within the grace period), no ready key is started any more,
+/// and the keys never started come back as `dropped` in the [`DrainReport`]. A consumer whose
+/// inputs stop being updated at shutdown (an operator's caches) must not act on more keys.
+/// Handlers still running when the grace period ends are aborted at their next `.await` and
+/// reported as `unfinished`.
 #[derive(Debug)]
 pub struct WorkerPool<K> {
     queue: WorkQueue<K>,
@@ -52,7 +59,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + std::fmt::Debug + 'static> WorkerPool<
         }
     }
 
-    /// How long a cancelled pool keeps processing in-flight and ready keys.
+    /// How long a cancelled pool waits for the handlers already running (30 s by default).
     #[must_use]
     pub fn drain_grace(mut self, grace: Duration) -> Self {
         self.grace = grace;
@@ -87,7 +94,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + std::fmt::Debug + 'static> WorkerPool<
         };
         let all_exited = async { while workers.join_next().await.is_some() {} };
         let report = tokio::select! {
-            _ = cancel.cancelled() => self.queue.shutdown_with_drain(self.grace).await,
+            _ = cancel.cancelled() => self.queue.shutdown_in_flight(self.grace).await,
             () = all_exited => self.queue.shutdown_with_drain(Duration::ZERO).await,
         };
         workers.shutdown().await;
@@ -208,33 +215,79 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn cancelling_the_pool_drains_ready_keys_within_the_grace_period() {
+    /// A pool over `keys` ready keys whose handler takes `work` per key, counting completions.
+    fn slow_pool(
+        keys: u32,
+        workers: usize,
+        work: Duration,
+    ) -> (
+        WorkQueue<u32>,
+        Arc<AtomicU32>,
+        CancellationToken,
+        tokio::task::JoinHandle<DrainReport<u32>>,
+    ) {
         let q = queue();
-        for k in 0..20 {
+        for k in 0..keys {
             q.add(&k);
         }
         let done = Arc::new(AtomicU32::new(0));
         let cancel = CancellationToken::new();
-        cancel.cancel();
-        let report = WorkerPool::new(q.clone(), 3)
-            .drain_grace(Duration::from_secs(5))
-            .run(
-                {
-                    let done = Arc::clone(&done);
-                    move |_k: u32| {
+        let run = tokio::spawn(
+            WorkerPool::new(q.clone(), workers)
+                .drain_grace(Duration::from_secs(5))
+                .run(
+                    {
                         let done = Arc::clone(&done);
-                        async move {
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            done.fetch_add(1, Ordering::SeqCst);
-                            Ok::<_, String>(Requeue::Never)
+                        move |_k: u32| {
+                            let done = Arc::clone(&done);
+                            async move {
+                                tokio::time::sleep(work).await;
+                                done.fetch_add(1, Ordering::SeqCst);
+                                Ok::<_, String>(Requeue::Never)
+                            }
                         }
-                    }
-                },
-                cancel,
-            )
-            .await;
-        assert!(report.completed);
-        assert_eq!(done.load(Ordering::SeqCst), 20);
+                    },
+                    cancel.clone(),
+                ),
+        );
+        (q, done, cancel, run)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancelling_the_pool_finishes_in_flight_keys_and_starts_no_more() {
+        let (q, done, cancel, run) = slow_pool(20, 3, Duration::from_millis(100));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        // 3 keys done at 100 ms, 3 more in flight since then.
+        cancel.cancel();
+        let report = run.await.expect("pool");
+        assert!(report.completed, "{report:?}");
+        assert!(report.unfinished.is_empty());
+        assert_eq!(
+            done.load(Ordering::SeqCst),
+            6,
+            "only the in-flight keys finished"
+        );
+        let mut dropped = report.dropped;
+        dropped.sort_unstable();
+        assert_eq!(
+            dropped,
+            (6..20).collect::<Vec<_>>(),
+            "the backlog, never started"
+        );
+        assert_eq!(q.get().await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn in_flight_keys_past_the_grace_period_are_reported_unfinished() {
+        let (_q, done, cancel, run) = slow_pool(4, 2, Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        cancel.cancel();
+        let report = run.await.expect("pool");
+        assert!(!report.completed);
+        let mut unfinished = report.unfinished;
+        unfinished.sort_unstable();
+        assert_eq!(unfinished, vec![0, 1]);
+        assert_eq!(report.dropped.len(), 2);
+        assert_eq!(done.load(Ordering::SeqCst), 0);
     }
 }

@@ -8,11 +8,14 @@ pub mod health;
 pub mod legacy;
 pub mod queued;
 
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use kube::ResourceExt;
+use agentic_crds::AgenticSession;
 use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
 use tokio::sync::Notify;
 
 use crate::admin::Readiness;
@@ -72,6 +75,14 @@ impl ObjectKey {
         }
     }
 
+    /// The key of a session (none without a namespace).
+    pub fn of_session(session: &AgenticSession) -> Option<ObjectKey> {
+        Some(ObjectKey::Session {
+            namespace: session.namespace()?,
+            name: session.name_any(),
+        })
+    }
+
     /// The session owning a child object (its `agentic-session` label).
     pub fn owning_session<K: RunnerChild>(child: &K) -> Option<ObjectKey> {
         Some(ObjectKey::Session {
@@ -115,6 +126,34 @@ pub enum HandlerError {
     /// Keeping a namespace's Secret copies failed.
     #[error(transparent)]
     Copies(#[from] crate::copies::CopyError),
+}
+
+impl HandlerError {
+    /// Whether the handler decided from a cached copy of the session older than the API
+    /// server's (its resourceVersion-guarded status write conflicted): handling the key again
+    /// helps only once the cache holds the newer copy.
+    pub fn is_stale_read(&self) -> bool {
+        matches!(
+            self,
+            HandlerError::Session(session::SessionError::Conflict { .. })
+        )
+    }
+}
+
+/// What, in a session, can change a reconcile's outcome besides status: spec (generation),
+/// annotations (stop/start requests), deletion, and whether it has a status at all. Equal
+/// fingerprints mean an update touched only status (the operator's own writes among them).
+pub fn session_fingerprint(session: &AgenticSession) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    session.meta().generation.hash(&mut hasher);
+    session.annotations().hash(&mut hasher);
+    session
+        .meta()
+        .deletion_timestamp
+        .is_some()
+        .hash(&mut hasher);
+    session.status.is_none().hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Reconciles whatever `key` names, reading the object from the caches; returns when to look

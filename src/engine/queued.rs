@@ -12,8 +12,6 @@
 //!   [`super::health`], and reports its errors and events there: `/healthz` knows which watch
 //!   is failing or dead.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +30,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{ObjectKey, SyncTracker, handle, sessions_in};
+use super::{ObjectKey, SyncTracker, handle, session_fingerprint, sessions_in};
 use crate::admin::Readiness;
 use crate::caches::{
     CacheWriters, Slim, child_selector, managed_namespace_selector, name_selector, secret_selector,
@@ -366,6 +364,8 @@ impl Watches {
             // With a gate: the coordinator has published the first scope before the engine
             // started.
             let mut scope = scopes.as_mut().map(|s| s.borrow_and_update().buckets);
+            // A relist's objects, held back until its InitDone (see below).
+            let mut relisted: Vec<Event<K>> = Vec::new();
             loop {
                 if let Some(buckets) = scope {
                     selector.set(buckets);
@@ -402,15 +402,33 @@ impl Watches {
                                 continue;
                             }
                             writer.apply_watcher_event(&event);
-                            if matches!(event, Event::InitDone) {
-                                synced.mark(first_sync);
-                                first_sync = false;
-                                listed = true;
-                                if let (Some(slot), Some(buckets)) = (&slot, scope) {
-                                    slot.synced(buckets);
+                            match event {
+                                // The writer applies a list's objects to the cache only at its
+                                // InitDone. After the first sync workers are running, so a
+                                // relist's objects (after 410 Gone, or a scope that grew) are
+                                // handled only then: a key handled earlier would read a cache
+                                // without its object and take a session created meanwhile for
+                                // deleted. (Before the first sync no worker runs.)
+                                Event::InitApply(_) if !first_sync => relisted.push(event),
+                                Event::Init => {
+                                    relisted.clear(); // a list that restarts starts over
+                                    on_event(&event);
                                 }
+                                Event::InitDone => {
+                                    synced.mark(first_sync);
+                                    first_sync = false;
+                                    listed = true;
+                                    if let (Some(slot), Some(buckets)) = (&slot, scope) {
+                                        slot.synced(buckets);
+                                    }
+                                    for held in relisted.drain(..) {
+                                        on_event(&held);
+                                    }
+                                    relisted.shrink_to_fit();
+                                    on_event(&event);
+                                }
+                                _ => on_event(&event),
                             }
-                            on_event(&event);
                         }
                         Some(Err(error)) => {
                             health.failed(&error);
@@ -434,10 +452,10 @@ impl Watches {
     ) {
         match event {
             Event::InitApply(session) | Event::Apply(session) => {
-                let Some(key) = session_key(session) else {
+                let Some(key) = ObjectKey::of_session(session) else {
                     return;
                 };
-                let print = (fingerprint(session), session.phase().is_terminal());
+                let print = (session_fingerprint(session), session.phase().is_terminal());
                 let previous = fingerprints.insert(key.clone(), print);
                 if matches!(event, Event::InitApply(_)) {
                     self.queue.add_with(&key, Priority::Low);
@@ -454,8 +472,13 @@ impl Watches {
                 }
             }
             Event::Delete(session) => {
-                if let Some(key) = session_key(session) {
+                if let Some(key) = ObjectKey::of_session(session) {
                     fingerprints.remove(&key);
+                    crate::session::forget_own_writes(
+                        key.namespace(),
+                        &session.name_any(),
+                        &self.ctx,
+                    );
                     self.queue.add_with(
                         &ObjectKey::SecretCopies(key.namespace().to_string()),
                         Priority::Low,
@@ -636,30 +659,9 @@ where
     }
 }
 
-fn session_key(session: &AgenticSession) -> Option<ObjectKey> {
-    Some(ObjectKey::Session {
-        namespace: session.namespace()?,
-        name: session.name_any(),
-    })
-}
-
-/// What, in a session, can change a reconcile's outcome besides status: spec (generation),
-/// annotations (stop/start requests) and deletion.
-fn fingerprint(session: &AgenticSession) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    session.meta().generation.hash(&mut hasher);
-    session.annotations().hash(&mut hasher);
-    session
-        .meta()
-        .deletion_timestamp
-        .is_some()
-        .hash(&mut hasher);
-    session.status.is_none().hash(&mut hasher);
-    hasher.finish()
-}
-
 /// Feeds the queue's hooks into the `workqueue_*` families under [`QUEUE_NAME`].
-struct WorkqueueMetrics {
+/// Public so that the queue benchmarks build the queue exactly as [`run`] does.
+pub struct WorkqueueMetrics {
     depth: prometheus::IntGauge,
     adds: prometheus::IntCounter,
     queue_duration: prometheus::Histogram,
@@ -670,7 +672,8 @@ struct WorkqueueMetrics {
 }
 
 impl WorkqueueMetrics {
-    fn new(metrics: &Metrics) -> Self {
+    /// The children of `metrics`' `workqueue_*` families for this queue.
+    pub fn new(metrics: &Metrics) -> Self {
         let w = &metrics.families().workqueue;
         let name = [QUEUE_NAME];
         WorkqueueMetrics {

@@ -142,6 +142,12 @@ pub async fn reconcile(
     if !ctx.caches.is_managed(&namespace) || session.meta().deletion_timestamp.is_some() {
         return Ok(None);
     }
+    if cache_behind_own_write(&session, &namespace, ctx) {
+        // The copy our last write replaced: deciding from it would repeat or contradict that
+        // write (and its guarded status write would conflict). Look again once the cache has
+        // our write; it usually arrives within milliseconds.
+        return Ok(Some(CACHE_CATCH_UP));
+    }
     #[cfg(feature = "fault-injection")]
     fault_injection::maybe_panic(&session);
     let phase = session.status.as_ref().map(|s| s.phase).unwrap_or_default();
@@ -282,6 +288,72 @@ async fn fresh_pods(
 
 /// How soon to look again at a session whose cached copy is behind the API server.
 const CACHE_CATCH_UP: Duration = Duration::from_millis(100);
+
+/// The resourceVersions one reconcile's writes of a session went through: the cached copy it
+/// started from, then each version it wrote. Every one but the last was replaced by our own
+/// write; a cache still showing one of them is behind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnWrites {
+    replaced: Vec<String>,
+    latest: String,
+}
+
+impl OwnWrites {
+    /// Starts from the copy a reconcile read.
+    fn starting_at(version: &str) -> Self {
+        OwnWrites {
+            replaced: Vec::new(),
+            latest: version.to_string(),
+        }
+    }
+
+    /// A write produced `written`. One that changed nothing keeps the version (the cache
+    /// already holds its result) and replaces nothing.
+    fn wrote(&mut self, written: &str) {
+        if written != self.latest {
+            let replaced = std::mem::replace(&mut self.latest, written.to_string());
+            self.replaced.push(replaced);
+        }
+    }
+
+    /// Whether a copy at `version` predates our writes.
+    fn is_behind(&self, version: &str) -> bool {
+        self.replaced.iter().any(|replaced| replaced == version)
+    }
+}
+
+/// Whether `session` is a cached copy that this replica's own writes of it replaced. Forgets
+/// the writes once the cache has moved past them.
+fn cache_behind_own_write(session: &AgenticSession, namespace: &str, ctx: &Context) -> bool {
+    let key = (namespace.to_string(), session.name_any());
+    let Some(writes) = ctx.own_writes.get(&key) else {
+        return false;
+    };
+    let behind = writes.is_behind(&session.resource_version().unwrap_or_default());
+    drop(writes);
+    if !behind {
+        ctx.own_writes.remove(&key);
+    }
+    behind
+}
+
+/// Forgets the writes of a session that was deleted (a finished session is often never
+/// reconciled again, so its last writes are remembered until then).
+pub fn forget_own_writes(namespace: &str, name: &str, ctx: &Context) {
+    ctx.own_writes
+        .remove(&(namespace.to_string(), name.to_string()));
+}
+
+/// Notes that a write of `session` (the copy its reconcile started from) produced `written`.
+fn note_own_write(session: &AgenticSession, namespace: &str, written: Option<&str>, ctx: &Context) {
+    let (Some(read), Some(written)) = (session.resource_version(), written) else {
+        return;
+    };
+    ctx.own_writes
+        .entry((namespace.to_string(), session.name_any()))
+        .or_insert_with(|| OwnWrites::starting_at(&read))
+        .wrote(written);
+}
 
 /// Whether the API server holds a newer version of `session` than the cache handed us.
 async fn session_is_stale(
@@ -572,7 +644,11 @@ async fn write_status(
         field_manager: Some(FIELD_MANAGER.into()),
     };
     match api.replace_status(&name, &params, &update).await {
-        Ok(written) => Ok(Some(written.resource_version().unwrap_or_default())),
+        Ok(written) => {
+            let version = written.resource_version().unwrap_or_default();
+            note_own_write(session, namespace, Some(&version), ctx);
+            Ok(Some(version))
+        }
         Err(e) if is_status(&e, 409) => Err(SessionError::Conflict {
             namespace: namespace.to_string(),
             name,
@@ -797,7 +873,15 @@ async fn patch_session<P: serde::Serialize + std::fmt::Debug>(
     let name = session.name_any();
     let api: Api<AgenticSession> = Api::namespaced(ctx.client.clone(), namespace);
     match api.patch(&name, &PatchParams::default(), patch).await {
-        Ok(_) => Ok(()),
+        Ok(written) => {
+            note_own_write(
+                session,
+                namespace,
+                written.resource_version().as_deref(),
+                ctx,
+            );
+            Ok(())
+        }
         Err(e) if is_status(&e, 404) => Ok(()),
         Err(e) => Err(api_error("annotate", "AgenticSession", namespace, &name)(e)),
     }
@@ -808,6 +892,31 @@ mod tests {
     use super::*;
     use crate::session::fixtures::session;
     use agentic_crds::ProjectSettingsSpec;
+
+    #[test]
+    fn a_cache_showing_any_version_our_writes_replaced_is_behind() {
+        // Read at 10; the status write made 12; the annotation patch made 15.
+        let mut writes = OwnWrites::starting_at("10");
+        writes.wrote("12");
+        writes.wrote("15");
+        assert!(writes.is_behind("10"));
+        assert!(
+            writes.is_behind("12"),
+            "the cache caught up with the first write only"
+        );
+        assert!(!writes.is_behind("15"), "the cache has our last write");
+        assert!(
+            !writes.is_behind("17"),
+            "someone wrote after us: the cache is past us"
+        );
+    }
+
+    #[test]
+    fn a_write_that_changed_nothing_replaces_nothing() {
+        let mut writes = OwnWrites::starting_at("10");
+        writes.wrote("10");
+        assert!(!writes.is_behind("10"));
+    }
 
     fn project_settings(seconds: i64) -> ProjectSettings {
         let mut spec = ProjectSettingsSpec::empty();

@@ -61,38 +61,48 @@ fn object_name(event: &Value) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Successful creates of `resource` (plural, any group) by the operator in `namespace`:
-/// object name → the controller owner UID of each created object (one entry per create).
+/// How the API server answered one create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateOutcome {
+    /// 201: the object was made.
+    Created,
+    /// A server error or timeout (e.g. 504 "context canceled" when the operator exited with the
+    /// request in flight), or no answer at all (the API server was killed while handling it):
+    /// the object may or may not have been stored.
+    Unknown,
+}
+
+/// Creates of `resource` (plural, any group) by the operator in `namespace` that made or may
+/// have made an object: object name → the outcome of each (rejections such as 409 or 403 are
+/// left out: they made nothing).
 pub fn creates(
     cluster: &ClusterInfo,
     namespace: &str,
     resource: &str,
     since: Option<Timestamp>,
-) -> BTreeMap<String, Vec<String>> {
-    let mut created: BTreeMap<String, Vec<String>> = BTreeMap::new();
+) -> BTreeMap<String, Vec<CreateOutcome>> {
+    let mut created: BTreeMap<String, Vec<CreateOutcome>> = BTreeMap::new();
     for event in operator_requests(&log_path(cluster), since) {
         let object = &event["objectRef"];
-        let code = event["responseStatus"]["code"].as_u64().unwrap_or(0);
         if event["verb"] != "create"
             || object["resource"] != resource
             || !object["subresource"].is_null()
             || object["namespace"] != namespace
-            || code != 201
         {
             continue;
         }
+        let outcome = match event["responseStatus"]["code"].as_u64() {
+            Some(201) => CreateOutcome::Created,
+            Some(code) if code >= 500 => CreateOutcome::Unknown,
+            // Only the RequestReceived stage on file: the API server stopped (a test killed
+            // it) after the request arrived and before it answered; etcd may hold the object.
+            None => CreateOutcome::Unknown,
+            Some(_) => continue,
+        };
         let Some(name) = object_name(&event) else {
             continue;
         };
-        let owner = event["requestObject"]["metadata"]["ownerReferences"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|o| o["controller"] == true)
-            .and_then(|o| o["uid"].as_str())
-            .unwrap_or_default()
-            .to_string();
-        created.entry(name).or_default().push(owner);
+        created.entry(name).or_default().push(outcome);
     }
     created
 }
@@ -115,11 +125,21 @@ impl JobLedger {
         }
     }
 
-    /// Job name → how many times the operator created it.
+    /// Job name → how many times the operator created it. Creates whose answer was lost (5xx)
+    /// count once together when no create of the name succeeded: only they can have made the
+    /// Job. (Beside a successful one they are not counted: had one stored the Job, the
+    /// successful create would have been refused as AlreadyExists, unless the Job was deleted
+    /// in between.)
     pub fn counts(&self) -> BTreeMap<String, usize> {
         creates(&self.cluster, &self.namespace, "jobs", Some(self.since))
             .into_iter()
-            .map(|(name, owners)| (name, owners.len()))
+            .map(|(name, outcomes)| {
+                let created = outcomes
+                    .iter()
+                    .filter(|o| **o == CreateOutcome::Created)
+                    .count();
+                (name, created.max(1))
+            })
             .collect()
     }
 

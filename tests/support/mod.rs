@@ -5,13 +5,16 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod audit;
+pub mod backend;
 pub mod fake_runner;
 pub mod faults;
+pub mod monitoring;
 pub mod operator;
 pub mod process;
 pub mod proxy;
 pub mod rbac;
 pub mod scenarios;
+pub mod timer_scenarios;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -232,6 +235,15 @@ impl Drop for TestNamespace {
             ])
             .output();
     }
+}
+
+/// The first `binary` on `PATH`.
+pub fn which(binary: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(binary))
+            .find(|path| path.is_file())
+    })
 }
 
 /// Polls `probe` every 100 ms until it yields `Some`, or panics naming `what` after `limit`.

@@ -214,14 +214,16 @@ pub async fn stop_while_running_then_restart_resumes(cluster: &ClusterInfo) {
         stopped.status.as_ref().and_then(|s| s.stopped_reason),
         Some(StoppedReason::User)
     );
-    assert!(
-        !stopped
-            .metadata
-            .annotations
-            .unwrap_or_default()
-            .contains_key(keys::DESIRED_PHASE_ANNOTATION),
-        "the honoured stop request is cleared"
-    );
+    // The honoured stop request is cleared by a write of its own, after the Stopped status.
+    let sessions = ns.api::<AgenticSession>();
+    wait_until("the honoured stop request to be cleared", LIMIT, || async {
+        let session = sessions.get("pausable").await.ok()?;
+        (!session
+            .annotations()
+            .contains_key(keys::DESIRED_PHASE_ANNOTATION))
+        .then_some(())
+    })
+    .await;
     gone(&ns.api::<Job>(), "pausable-job").await;
 
     annotate(
