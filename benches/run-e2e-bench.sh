@@ -7,7 +7,10 @@
 # Usage: benches/run-e2e-bench.sh            1k and 5k sessions, then start-up with 10k (each engine)
 #        E2E_SIZES="1000 5000 10000" ...     other sizes (make bench-e2e E2E_10K=1 adds 10k)
 #        E2E_STARTUP=0 ...                   skip the start-up measurement (E2E_STARTUP=N: N sessions)
-#        E2E_MODES="baseline queue" ...      a subset of the modes
+#        E2E_MODES="baseline queue" ...      a subset of the modes (baseline queue legacy, and
+#                                            sharded failover: E2E_REPLICAS replicas with
+#                                            --sharding, failover killing one of them
+#                                            E2E_KILL_AFTER seconds into the burst)
 #        E2E_STARTUP_ENGINES="queue" ...     engines measured at start-up (default: queue legacy)
 #        E2E_STARTUP_TIMEOUT=300             how long to follow the start-up backlog (s)
 #        E2E_SETTLE=420 ...                  keep sampling the operator's RSS this long after each run
@@ -108,6 +111,13 @@ for n in $sizes; do
           --settle-secs "${E2E_SETTLE:-0}" \
           --out "$result" -- --kubeconfig "$state/operator.kubeconfig" --namespace default \
           "${runner_flags[@]}" "${engine[@]}" ;;
+      sharded|failover)
+        kill=(); [ "$mode" = failover ] && kill=(--kill-first-after-secs "${E2E_KILL_AFTER:-30}")
+        "$loadgen" --mode operator --kubeconfig "$KUBECONFIG" --sessions "$n" --namespaces "$namespaces" \
+          --flow-schema bench-operator --operator-bin "$operator_bin" --operator-log "$runs/$mode-$n.log" \
+          --settle-secs "${E2E_SETTLE:-0}" --replicas "${E2E_REPLICAS:-3}" "${kill[@]}" \
+          --out "$result" -- --kubeconfig "$state/operator.kubeconfig" --namespace default \
+          "${runner_flags[@]}" --sharding --sharding-ring bench ;;
       *) log "unknown mode $mode"; exit 2 ;;
     esac
   done

@@ -24,7 +24,7 @@
 //! The result is one JSON document (`--out`).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -124,9 +124,17 @@ struct Args {
     /// The operator binary (operator and startup modes).
     #[arg(long)]
     operator_bin: Option<PathBuf>,
-    /// Where the operator's log goes.
+    /// Where the operator's log goes (`<path>.<i>` for replica i when there are several).
     #[arg(long, default_value = "/dev/null")]
     operator_log: PathBuf,
+    /// Operator mode: replicas to start, each with `--pod-name <prefix>-replica-<i>` and ports
+    /// of its own (the operator arguments say how they share the work, e.g. `--sharding`).
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+    /// Operator mode with several replicas: kill -9 the first one this long after the burst
+    /// began, and report how long its sessions stood still and how the others fared.
+    #[arg(long)]
+    kill_first_after_secs: Option<f64>,
     /// Result file (JSON).
     #[arg(long)]
     out: PathBuf,
@@ -419,10 +427,18 @@ async fn dispatched(admin: &Client, flow_schema: &str) -> f64 {
 struct OperatorChild {
     child: Child,
     probe: String,
+    /// Its `--pod-name` when there are several replicas.
+    name: String,
+}
+
+/// The pod name of replica `index`.
+fn replica_name(args: &Args, index: usize) -> String {
+    format!("{}-replica-{index}", args.prefix)
 }
 
 impl OperatorChild {
-    fn spawn(args: &Args) -> Self {
+    /// Replica `index` of `args.replicas`.
+    fn spawn(args: &Args, index: usize) -> Self {
         let bin = args
             .operator_bin
             .as_ref()
@@ -435,17 +451,28 @@ impl OperatorChild {
         };
         let metrics = format!("127.0.0.1:{}", port());
         let probe = format!("127.0.0.1:{}", port());
-        let log = std::fs::File::create(&args.operator_log).expect("operator log");
-        let child = Command::new(bin)
+        let name = replica_name(args, index);
+        let log_path = if args.replicas > 1 && args.operator_log != Path::new("/dev/null") {
+            PathBuf::from(format!("{}.{index}", args.operator_log.display()))
+        } else {
+            args.operator_log.clone()
+        };
+        let log = std::fs::File::create(&log_path).expect("operator log");
+        let mut command = Command::new(bin);
+        command
             .args(["--metrics-bind-address", &metrics])
-            .args(["--health-probe-bind-address", &probe])
+            .args(["--health-probe-bind-address", &probe]);
+        if args.replicas > 1 {
+            command.args(["--pod-name", &name]);
+        }
+        let child = command
             .args(&args.operator_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
             .spawn()
             .expect("starting the operator");
-        OperatorChild { child, probe }
+        OperatorChild { child, probe, name }
     }
 
     fn pid(&self) -> u32 {
@@ -613,23 +640,45 @@ fn per_session(timelines: &BTreeMap<(String, String), Timeline>) -> serde_json::
 
 async fn burst(args: &Args, admin: Client) -> serde_json::Value {
     create_namespaces(args, &admin).await;
-    let mut operator = None;
+    let mut operators = Vec::new();
     let mut ready_after = None;
     if args.mode == Mode::Operator {
-        let mut child = OperatorChild::spawn(args);
-        ready_after = Some(child.wait_ready(Duration::from_secs(120)).await);
+        operators = (0..args.replicas.max(1))
+            .map(|i| OperatorChild::spawn(args, i))
+            .collect::<Vec<_>>();
+        let mut slowest = Duration::ZERO;
+        for child in &mut operators {
+            slowest = slowest.max(child.wait_ready(Duration::from_secs(120)).await);
+        }
+        ready_after = Some(slowest);
         wait_project_settings(args, &admin).await;
-        operator = Some(child);
     }
     let origin = Instant::now();
     let timelines: Timelines = Arc::default();
     watch_phases(&admin, &args.prefix, origin, &timelines);
     // Let the watch list (nothing yet) before the burst.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let sampler = match &operator {
-        Some(child) => Sampler::start(child.pid(), origin),
-        None => Sampler::start(std::process::id(), origin),
+    let samplers: Vec<Sampler> = if operators.is_empty() {
+        vec![Sampler::start(std::process::id(), origin)]
+    } else {
+        operators
+            .iter()
+            .map(|child| Sampler::start(child.pid(), origin))
+            .collect()
     };
+    // The failover scenario: the first replica dies mid-burst.
+    let killed_at: Arc<Mutex<Option<f64>>> = Arc::default();
+    if let (Some(after), Some(first)) = (args.kill_first_after_secs, operators.first()) {
+        let (pid, killed_at) = (first.pid(), Arc::clone(&killed_at));
+        tokio::spawn(async move {
+            tokio::time::sleep_until((origin + Duration::from_secs_f64(after)).into()).await;
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            *killed_at.lock() = Some(origin.elapsed().as_secs_f64());
+            eprintln!("[loadgen] killed the first replica (pid {pid})");
+        });
+    }
     let before = match &args.flow_schema {
         Some(fs) => dispatched(&admin, fs).await,
         None => f64::NAN,
@@ -675,9 +724,14 @@ async fn burst(args: &Args, admin: Client) -> serde_json::Value {
         eprintln!("[loadgen] settling for {}s", args.settle_secs);
         tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
     }
-    let process = sampler.finish();
-    drop(operator);
+    let mut processes: Vec<serde_json::Value> = samplers.into_iter().map(Sampler::finish).collect();
+    let process = processes.remove(0);
+    let names: Vec<String> = operators.iter().map(|o| o.name.clone()).collect();
+    drop(operators);
     let snapshot = timelines.lock().clone();
+    let failover = killed_at
+        .lock()
+        .map(|at| failover_report(args, &names, at, &snapshot));
     json!({
         "mode": format!("{:?}", args.mode).to_lowercase(),
         "sessions": args.sessions,
@@ -690,8 +744,69 @@ async fn burst(args: &Args, admin: Client) -> serde_json::Value {
         "elapsed_s": elapsed,
         "api_requests": after - before,
         "process": process,
+        "replicas": args.replicas,
+        "other_replicas": processes.iter().map(|p| json!({
+            "peak_rss_mib": p["peak_rss_mib"],
+            "final_rss_mib": p["final_rss_mib"],
+            "cpu_seconds": p["cpu_seconds"],
+        })).collect::<Vec<_>>(),
+        "failover": failover,
         "summary": summarize(&snapshot),
         "per_session": per_session(&snapshot),
+    })
+}
+
+/// The failover scenario's figures, from when each session was seen changing phase:
+/// - `victim_stall_s`: from the kill until a session of a namespace the killed replica owned
+///   next changed phase (its part taken over; changes within 1 s of the kill are writes the
+///   dead replica made just before it, still on their way to the watch);
+/// - `others_longest_gap_s`: the longest time without a phase change among the other
+///   replicas' sessions from the kill to that takeover, beside `others_longest_gap_before_s`,
+///   the same over a window as long just before the kill (their normal pace).
+fn failover_report(
+    args: &Args,
+    names: &[String],
+    killed_at: f64,
+    snapshot: &BTreeMap<(String, String), Timeline>,
+) -> serde_json::Value {
+    use agentic_operator::shard::{bucket_of, buckets::owner};
+    let members: Vec<&str> = names.iter().map(String::as_str).collect();
+    let owned_by_victim =
+        |namespace: &str| owner(bucket_of(namespace), &members) == Some(members[0]);
+    let mut victim = Vec::new();
+    let mut others = Vec::new();
+    for ((namespace, _), t) in snapshot {
+        let changes = [t.creating, t.running].into_iter().flatten();
+        if owned_by_victim(namespace) {
+            victim.extend(changes);
+        } else {
+            others.extend(changes);
+        }
+    }
+    victim.sort_by(f64::total_cmp);
+    others.sort_by(f64::total_cmp);
+    let takeover = victim.iter().copied().find(|t| *t >= killed_at + 1.0);
+    let longest_gap = |from: f64, to: f64| {
+        let mut last = from;
+        let mut gap: f64 = 0.0;
+        for t in others.iter().copied().filter(|t| *t > from && *t <= to) {
+            gap = gap.max(t - last);
+            last = t;
+        }
+        gap.max(to - last)
+    };
+    let window = takeover.map_or(0.0, |t| t - killed_at);
+    let victim_namespaces = (0..args.namespaces)
+        .map(|i| namespace_name(args, i))
+        .filter(|ns| owned_by_victim(ns))
+        .count();
+    json!({
+        "killed_at_s": killed_at,
+        "victim_namespaces": victim_namespaces,
+        "victim_stall_s": takeover.map(|t| t - killed_at),
+        "others_longest_gap_s": takeover.map(|t| longest_gap(killed_at, t)),
+        "others_longest_gap_before_s": (window > 0.0 && killed_at > window)
+            .then(|| longest_gap(killed_at - window, killed_at)),
     })
 }
 
@@ -712,7 +827,7 @@ async fn startup(args: &Args, admin: Client) -> serde_json::Value {
     let origin = Instant::now();
     let timelines: Timelines = Arc::default();
     watch_phases(&admin, &args.prefix, origin, &timelines);
-    let mut child = OperatorChild::spawn(args);
+    let mut child = OperatorChild::spawn(args, 0);
     let sampler = Sampler::start(child.pid(), origin);
     let ready = child
         .wait_ready(Duration::from_secs(300))

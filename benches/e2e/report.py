@@ -10,11 +10,13 @@ import subprocess
 import sys
 
 runs_dir, out = sys.argv[1], sys.argv[2]
-MODES = ["baseline", "queue", "legacy"]
+MODES = ["baseline", "queue", "legacy", "sharded", "failover"]
 TARGET_RATIO = 0.8
 TARGET_RSS_MIB = 100
 # The legacy engine against the queue engine of the same run (TARGETS.md).
 LEGACY_FACTOR = 1.5
+# Sharded replicas: peak RSS of each against the single queue-engine replica (issue 16).
+SHARDED_RSS_FACTOR = 0.45
 
 
 def load(path):
@@ -60,6 +62,9 @@ for n in sorted(results):
         rate = s.get("running_per_s")
         ratio = rate / base if (rate and base) else None
         proc = r.get("process", {})
+        # Several replicas: the largest peak of any of them (RSS is per replica).
+        peaks = [proc.get("peak_rss_mib") or 0] + [p.get("peak_rss_mib") or 0 for p in r.get("other_replicas", [])]
+        cpu = [proc.get("cpu_seconds") or 0] + [p.get("cpu_seconds") or 0 for p in r.get("other_replicas", [])]
         entry = {
             "sessions": n,
             "mode": mode,
@@ -71,9 +76,11 @@ for n in sorted(results):
             "creates_done_s": r.get("creates_done_s"),
             "to_creating": s.get("to_creating"),
             "to_running": s.get("to_running"),
-            "peak_rss_mib": proc.get("peak_rss_mib"),
+            "replicas": r.get("replicas", 1),
+            "peak_rss_mib": max(peaks) if proc else None,
             "final_rss_mib": proc.get("final_rss_mib"),
-            "cpu_seconds": proc.get("cpu_seconds"),
+            "cpu_seconds": sum(cpu) if proc else None,
+            "failover": r.get("failover"),
             "api_requests": r.get("api_requests"),
             "api_requests_per_session": (r.get("api_requests") or 0) / n if r.get("api_requests") == r.get("api_requests") else None,
             "operator_ready_s": r.get("operator_ready_s"),
@@ -131,6 +138,29 @@ if len(legacy) >= 2:
         report["targets"][f"legacy-no-collapse-{large}-vs-{small}"] = {
             f"rate_{small}": rate_small, f"rate_{large}": rate_large,
             "met": bool(legacy[large]["complete"]) and rate_large >= rate_small}
+
+# Sharding: rate against the single queue-engine replica of the same size, peak RSS per replica
+# (target <= SHARDED_RSS_FACTOR x), API requests per session unchanged (within 10 %).
+for e in rows:
+    if e["mode"] != "sharded":
+        continue
+    n, q = e["sessions"], queue.get(e["sessions"])
+    if not q:
+        continue
+    if e["running_per_s"] and q["running_per_s"]:
+        report["targets"][f"sharded-rate-{n}"] = {
+            "sharded": e["running_per_s"], "queue": q["running_per_s"],
+            "factor": e["running_per_s"] / q["running_per_s"], "met": e["running_per_s"] >= q["running_per_s"]}
+    if e["peak_rss_mib"] and q["peak_rss_mib"]:
+        factor = e["peak_rss_mib"] / q["peak_rss_mib"]
+        report["targets"][f"sharded-rss-per-replica-{n}"] = {
+            "sharded_mib": e["peak_rss_mib"], "queue_mib": q["peak_rss_mib"],
+            "factor": factor, "target": SHARDED_RSS_FACTOR, "met": factor <= SHARDED_RSS_FACTOR}
+    if e["api_requests_per_session"] and q["api_requests_per_session"]:
+        factor = e["api_requests_per_session"] / q["api_requests_per_session"]
+        report["targets"][f"sharded-requests-{n}"] = {
+            "sharded": e["api_requests_per_session"], "queue": q["api_requests_per_session"],
+            "factor": factor, "met": factor <= 1.1}
 
 with open(os.path.join(out, "e2e.json"), "w") as f:
     json.dump(report, f, indent=2)
@@ -234,6 +264,9 @@ lines = [
     "rate (target ≥ 0.80). API requests are the API server's own count for the actor's identity",
     "(FlowSchema dispatch counter); RSS and CPU are the operator process's (for the baseline, the",
     "load generator process, which includes creating the sessions).",
+    "*sharded*: replicas with `--sharding` (namespaces hashed into buckets shared among them); RSS",
+    "is the largest peak of any replica, CPU their sum. *failover*: the same, one replica killed",
+    "with -9 mid-burst (figures below the table).",
     "",
     "| sessions | engine | all Running (s) | rate (/s) | ratio | p50 / p99 to Running (s) | peak RSS (MiB) | CPU (s) | API requests (per session) |",
     "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -247,6 +280,22 @@ for e in rows:
         f"{fmt(e['running_per_s'])} | {fmt(e['ratio_vs_baseline'], 2)} | "
         f"{fmt(tr.get('p50'))} / {fmt(tr.get('p99'))} | {fmt(e['peak_rss_mib'])} | "
         f"{fmt(e['cpu_seconds'])} | {fmt(reqs, 0)} ({fmt(per)}) |")
+for e in rows:
+    f = e.get("failover")
+    if not f:
+        continue
+    lines += [
+        "",
+        f"## Failover, {e['sessions']} sessions, {e['replicas']} sharded replicas",
+        "",
+        f"- the first replica killed (-9) at {fmt(f.get('killed_at_s'))} s; it owned "
+        f"{f.get('victim_namespaces')} of the namespaces",
+        f"- its sessions stood still for **{fmt(f.get('victim_stall_s'))} s** (until another replica "
+        "took its buckets over: the member Lease's expiry, then the handover)",
+        f"- the other replicas' longest time without a phase change meanwhile: "
+        f"**{fmt(f.get('others_longest_gap_s'), 2)} s** (just before the kill, over as long a window: "
+        f"{fmt(f.get('others_longest_gap_before_s'), 2)} s)",
+    ]
 for engine, run in sorted(startups.items(), key=lambda kv: MODES.index(kv[0]) if kv[0] in MODES else 9):
     complete = "" if run.get("complete") else " (the run ended before the backlog drained)"
     lines += [
