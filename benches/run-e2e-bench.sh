@@ -21,8 +21,10 @@
 # logs under target/bench-report/e2e-runs/.
 #
 # Choices, documented in the report too:
-# - Runners request 1m CPU / 1Mi memory (operator flags; the baseline writes the same Jobs): at
-#   the default 500m only ~384 runners fit on the 3 fake nodes (64 CPU each).
+# - Runners request 1m CPU / 1Mi memory (operator flags; the baseline writes the same Jobs), so
+#   the scheduler's work does not depend on the default requests. The 3 fake nodes
+#   (cluster/kwok/stages.yaml) hold 10k runner pods either way, init-hydrate's LimitRange
+#   defaults (250m / 256Mi a pod) included.
 # - The operator runs with its defaults otherwise (10 workers); the baseline uses 10 concurrent
 #   "reconciles". Both authenticate as their own ServiceAccount (bound to cluster-admin) whose
 #   FlowSchema sends them to the exempt priority level, as the admin certificate would be; the
