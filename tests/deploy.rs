@@ -631,6 +631,41 @@ fn no_job_of_the_suite_carries_a_credential_as_a_plain_value() {
     eprintln!("{jobs} Jobs scanned: every credential by reference");
 }
 
+/// The audit readers see the files the API server rotated out (it rotates at 100 MB; a scaled-up
+/// fault run writes several), and skip those last written before the time asked for.
+#[test]
+fn audit_readers_include_rotated_files() {
+    let dir = std::env::temp_dir().join(format!("audit-rotation-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let event = |id: &str| {
+        json!({"auditID": id, "stage": "ResponseComplete", "verb": "create",
+            "user": {"username": rbac::USER},
+            "requestReceivedTimestamp": "2030-01-01T00:00:00.000000Z"})
+        .to_string()
+    };
+    std::fs::write(
+        dir.join("audit-2030-01-01T00-00-00.000.log"),
+        event("rotated"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("audit.log"), event("current")).unwrap();
+    std::fs::write(dir.join("kube-apiserver.log"), "not an audit log").unwrap();
+    let log = dir.join("audit.log");
+    let ids = |since| -> Vec<String> {
+        support::audit::operator_requests(&log, since)
+            .iter()
+            .map(|e| e["auditID"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert_eq!(ids(None), ["current", "rotated"]);
+    // Both files were written just now: a later `since` skips the rotated one unread (its
+    // events could not be that recent), while the current file is always read.
+    let later: k8s_openapi::jiff::Timestamp = "2029-01-01T00:00:00Z".parse().unwrap();
+    assert_eq!(ids(Some(later)), ["current"]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// The check itself catches both kinds of mismatch: a grant nobody needed, and a refusal.
 #[test]
 fn rbac_check_reports_unused_grants_and_denials() {

@@ -44,7 +44,13 @@ fn sessions() -> usize {
 
 /// Generous: a CI machine with 2 cores runs etcd, the API server and the operator.
 fn limit() -> Duration {
-    Duration::from_secs(90) + Duration::from_millis(200) * sessions() as u32
+    limit_for(sessions())
+}
+
+/// The same allowance for waiting on `count` sessions (the restart scenarios wait on 1.5 times
+/// `sessions()`: those created before the fault and after it).
+fn limit_for(count: usize) -> Duration {
+    Duration::from_secs(90) + Duration::from_millis(200) * count as u32
 }
 
 /// Runners request next to nothing so a scaled-up run fits on the fake nodes.
@@ -92,7 +98,9 @@ async fn api_server_restart(engine: &[&str], tag: &str) {
     restart_apiserver(&cluster, "KILL");
     // Sessions created after the restart must be picked up by the re-established watches.
     burst.extend(Burst::create(&ns.client, &ns.name, "b", 0..n / 2, &[]).await);
-    burst.wait_all(&ns.client, Phase::Completed, limit()).await;
+    burst
+        .wait_all(&ns.client, Phase::Completed, limit_for(burst.names.len()))
+        .await;
     assert_alive(&mut op);
     // No Job twice. A create the API server committed to etcd but did not get to audit before
     // it was killed with -9 is missing from the log (the operator's retry then met
@@ -130,7 +138,9 @@ async fn etcd_compaction_forcing_410_on_watches_loses_no_session() {
     etcd_compact_now(&cluster.etcd_endpoint).await;
     restart_apiserver(&cluster, "KILL");
     burst.extend(Burst::create(&ns.client, &ns.name, "b", 0..n / 2, &[]).await);
-    burst.wait_all(&ns.client, Phase::Completed, limit()).await;
+    burst
+        .wait_all(&ns.client, Phase::Completed, limit_for(burst.names.len()))
+        .await;
     assert_alive(&mut op);
     assert_jobs_single(&ledger, &burst);
     // 410 Gone arrives as `too old resource version: <asked> (<oldest>): Expired`.
@@ -163,17 +173,11 @@ async fn status_write_conflicts_from_a_concurrent_writer_are_retried() {
     let ledger = JobLedger::start(&cluster, &ns.name);
     let mut op = operator(&cluster, "conflicts", &[]).await;
     let n = sessions();
-    let mut burst = Burst::create(&ns.client, &ns.name, "a", 0..n, &[]).await;
-    let writer = ConcurrentWriter::start(
-        &ns.client,
-        &ns.name,
-        burst.names.clone(),
-        Duration::from_millis(200),
-    );
     // Whether a burst write races the writer is a matter of timing, so one race is made
     // certain: the first reconcile of `held` reads the cached copy, then waits (an injected
     // hang) while another writer changes the session; released, it writes status from the copy
-    // it read, which the API server refuses (409), and retries from fresh state.
+    // it read, which the API server refuses (409), and retries from fresh state. `held` comes
+    // first, so its reconcile does not wait behind the burst's.
     let release = cluster
         .state_dir
         .join(format!("release-conflicts-{}", std::process::id()));
@@ -185,11 +189,18 @@ async fn status_write_conflicts_from_a_concurrent_writer_are_retried() {
             .collect(),
     );
     create(&ns.client, &ns.name, &held).await;
-    burst.names.push("held".to_string());
     wait_until("held's reconcile to hang", limit(), || async {
         (!op.logged("injected fault: reconcile hangs").is_empty()).then_some(())
     })
     .await;
+    let mut burst = Burst::create(&ns.client, &ns.name, "a", 0..n, &[]).await;
+    let writer = ConcurrentWriter::start(
+        &ns.client,
+        &ns.name,
+        burst.names.clone(),
+        Duration::from_millis(200),
+    );
+    burst.names.push("held".to_string());
     ns.api::<AgenticSession>()
         .patch(
             "held",
@@ -208,7 +219,9 @@ async fn status_write_conflicts_from_a_concurrent_writer_are_retried() {
     )
     .await;
     let writes = writer.stop().await;
-    burst.wait_all(&ns.client, Phase::Completed, limit()).await;
+    burst
+        .wait_all(&ns.client, Phase::Completed, limit_for(burst.names.len()))
+        .await;
     assert_alive(&mut op);
     assert_jobs_single(&ledger, &burst);
     let conflicts = metric_sum(
@@ -238,7 +251,9 @@ async fn operator_killed_with_9_mid_burst_and_restarted_loses_no_session() {
     first.kill9();
     burst.extend(Burst::create(&ns.client, &ns.name, "b", 0..n / 2, &[]).await);
     let mut second = operator(&cluster, "kill9-second", &[]).await;
-    burst.wait_all(&ns.client, Phase::Completed, limit()).await;
+    burst
+        .wait_all(&ns.client, Phase::Completed, limit_for(burst.names.len()))
+        .await;
     assert_alive(&mut second);
     assert_jobs_single(&ledger, &burst);
 }
@@ -261,7 +276,9 @@ async fn handler_panics(engine: &[&str], tag: &str) {
     )
     .await;
     burst.extend(Burst::create(&ns.client, &ns.name, "fine", 0..n / 2, &[]).await);
-    burst.wait_all(&ns.client, Phase::Completed, limit()).await;
+    burst
+        .wait_all(&ns.client, Phase::Completed, limit_for(burst.names.len()))
+        .await;
     assert_alive(&mut op);
     assert_jobs_single(&ledger, &burst);
     let log = std::fs::read_to_string(&op.log_path).unwrap_or_default();
@@ -307,7 +324,9 @@ async fn two_replicas_racing_without_leader_election_create_each_job_once() {
     let mut two = operator(&cluster, "race-two", &[]).await;
     let n = sessions();
     let burst = Burst::create(&ns.client, &ns.name, "a", 0..n, &[]).await;
-    burst.wait_all(&ns.client, Phase::Completed, limit()).await;
+    burst
+        .wait_all(&ns.client, Phase::Completed, limit_for(burst.names.len()))
+        .await;
     assert_alive(&mut one);
     assert_alive(&mut two);
     assert_jobs_single(&ledger, &burst);

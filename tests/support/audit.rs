@@ -19,17 +19,72 @@ pub fn log_path(cluster: &ClusterInfo) -> PathBuf {
     cluster.state_dir.join("logs").join("audit.log")
 }
 
+/// The files of the audit log `audit_log` that may hold requests received at or after `since`,
+/// oldest first: the API server rotates its log at 100 MB (`audit.log` becomes
+/// `audit-<time>.log`), and a run of the whole suite or of the scaled-up fault tests writes
+/// several. A rotated file last written before `since` holds nothing that recent.
+fn audit_files(audit_log: &Path, since: Option<Timestamp>) -> Vec<PathBuf> {
+    let (Some(dir), Some(stem), Some(ext)) = (
+        audit_log.parent(),
+        audit_log.file_stem().and_then(|s| s.to_str()),
+        audit_log.extension().and_then(|s| s.to_str()),
+    ) else {
+        return vec![audit_log.to_path_buf()];
+    };
+    let prefix = format!("{stem}-");
+    let suffix = format!(".{ext}");
+    let since = since.map(std::time::SystemTime::from);
+    let mut rotated: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|entry| {
+                    let name = entry.file_name();
+                    let name = name.to_string_lossy();
+                    name.starts_with(&prefix) && name.ends_with(&suffix)
+                })
+                .filter(|entry| {
+                    since.is_none_or(|since| {
+                        entry
+                            .metadata()
+                            .and_then(|m| m.modified())
+                            .is_ok_and(|written| written >= since)
+                    })
+                })
+                .map(|entry| entry.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    // `audit-<time>.log`: the names sort by rotation time.
+    rotated.sort();
+    rotated.push(audit_log.to_path_buf());
+    rotated
+}
+
 /// The operator's requests received at or after `since` (all when `None`), one entry per
-/// request: its last stage wins (ResponseComplete over ResponseStarted).
+/// request: its last stage wins (ResponseComplete over ResponseStarted). Reads the rotated
+/// files of the log too.
 pub fn operator_requests(audit_log: &Path, since: Option<Timestamp>) -> Vec<Value> {
-    let text = std::fs::read_to_string(audit_log).unwrap_or_else(|e| {
-        panic!(
-            "reading the audit log {}: {e}; a cluster started before cluster/up.sh enabled \
-             auditing has none: restart it",
-            audit_log.display()
-        )
-    });
     let mut events: BTreeMap<String, Value> = BTreeMap::new();
+    for file in audit_files(audit_log, since) {
+        let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
+            panic!(
+                "reading the audit log {}: {e}; a cluster started before cluster/up.sh enabled \
+                 auditing has none: restart it",
+                file.display()
+            )
+        });
+        collect_operator_requests(&text, since, &mut events);
+    }
+    events.into_values().collect()
+}
+
+/// Adds the operator's requests in `text` (one audit event a line) to `events`, by audit ID.
+fn collect_operator_requests(
+    text: &str,
+    since: Option<Timestamp>,
+    events: &mut BTreeMap<String, Value>,
+) {
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let Ok(event) = serde_json::from_str::<Value>(line) else {
             continue; // a line being written as we read
@@ -50,7 +105,6 @@ pub fn operator_requests(audit_log: &Path, since: Option<Timestamp>) -> Vec<Valu
             events.insert(id, event);
         }
     }
-    events.into_values().collect()
 }
 
 /// Name and namespace of the object a request was about (for creates, from its body).

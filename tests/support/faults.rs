@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use agentic_crds::{AgenticSession, Phase};
+use futures::StreamExt;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 
@@ -189,6 +190,9 @@ pub fn restart_apiserver_with_sharded_list(cluster: &ClusterInfo, on: bool) {
     );
 }
 
+/// Patches a [`ConcurrentWriter`] has in flight at once.
+const WRITER_IN_FLIGHT: usize = 8;
+
 /// Keeps bumping the resourceVersion of every session of a burst, one round of patches every
 /// `pause` (a label: not a change the operator reacts to, but it voids every status write
 /// prepared from an older copy) until stopped. Counts the writes it made.
@@ -211,16 +215,21 @@ impl ConcurrentWriter {
             while !stopping.load(Ordering::Relaxed) {
                 round += 1;
                 let patch = serde_json::json!({"metadata": {"labels": {"fault-test/round": round.to_string()}}});
-                let patches = names.iter().map(|name| {
+                let patches = names.iter().cloned().map(|name| {
                     let api = api.clone();
                     let patch = patch.clone();
                     async move {
-                        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                             .await
                             .is_ok()
                     }
                 });
-                let done = futures::future::join_all(patches).await;
+                // A few at a time: with a scaled-up burst (FAULT_SESSIONS=1000) a round of
+                // all at once starves the operator of the API server.
+                let done: Vec<bool> = futures::stream::iter(patches)
+                    .buffer_unordered(WRITER_IN_FLIGHT)
+                    .collect()
+                    .await;
                 counting.fetch_add(
                     done.iter().filter(|ok| **ok).count() as u64,
                     Ordering::Relaxed,
