@@ -182,8 +182,10 @@ async fn client(path: &std::path::Path) -> Client {
     Client::try_from(config).expect("kube client")
 }
 
+/// `n<i>-<prefix>`: the index first, as names alike but for their last characters share a
+/// shard bucket.
 fn namespace_name(args: &Args, i: usize) -> String {
-    format!("{}-{i}", args.prefix)
+    format!("n{i}-{}", args.prefix)
 }
 
 fn session_name(i: usize) -> String {

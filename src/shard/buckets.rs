@@ -42,6 +42,11 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
 }
 
 /// The bucket of a namespace (and of everything in it).
+///
+/// FNV-1a's top byte hardly depends on the last two bytes hashed: names alike but for their
+/// last two characters (`team-01` … `team-99`) share a bucket, and so a replica. The split is
+/// even over names that differ earlier, as project names do. It cannot be mixed further:
+/// the API server filters on this hash's ranges.
 pub fn bucket_of(namespace: &str) -> Bucket {
     Bucket((fnv1a64(namespace.as_bytes()) >> 56) as u8)
 }
@@ -284,6 +289,7 @@ impl fmt::Debug for BucketSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     fn names(prefix: &str, n: usize) -> Vec<String> {
         (0..n).map(|i| format!("{prefix}-{i}")).collect()
@@ -303,6 +309,16 @@ mod tests {
         assert_eq!(fnv1a64(b"kube-node-lease"), 0x021f_b6dd_71b8_0174);
         assert_eq!(bucket_of("shard-beta"), Bucket(0x55));
         assert_eq!(bucket_of("default"), Bucket(0xeb));
+    }
+
+    #[test]
+    fn names_alike_but_for_their_last_two_characters_share_a_bucket() {
+        let suffixed: BTreeSet<Bucket> =
+            (10..40).map(|i| bucket_of(&format!("team-{i}"))).collect();
+        assert_eq!(suffixed.len(), 1, "{suffixed:?}");
+        let prefixed: BTreeSet<Bucket> =
+            (10..40).map(|i| bucket_of(&format!("{i}-team"))).collect();
+        assert!(prefixed.len() >= 25, "{prefixed:?}");
     }
 
     #[test]
