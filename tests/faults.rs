@@ -18,6 +18,7 @@ mod support;
 use std::time::Duration;
 
 use agentic_crds::{AgenticSession, Phase};
+use kube::Client;
 use kube::api::{Patch, PatchParams};
 use support::audit::JobLedger;
 use support::faults::{Burst, ConcurrentWriter, restart_apiserver};
@@ -51,6 +52,13 @@ fn limit() -> Duration {
 /// `sessions()`: those created before the fault and after it).
 fn limit_for(count: usize) -> Duration {
     Duration::from_secs(90) + Duration::from_millis(200) * count as u32
+}
+
+/// Waits until every session of `burst` is Completed, allowing [`limit_for`] its size.
+async fn wait_all_completed(burst: &Burst, client: &Client) {
+    burst
+        .wait_all(client, Phase::Completed, limit_for(burst.names.len()))
+        .await;
 }
 
 /// Runners request next to nothing so a scaled-up run fits on the fake nodes.
@@ -98,9 +106,7 @@ async fn api_server_restart(engine: &[&str], tag: &str) {
     restart_apiserver(&cluster, "KILL");
     // Sessions created after the restart must be picked up by the re-established watches.
     burst.extend(Burst::create(&ns.client, &ns.name, "b", 0..n / 2, &[]).await);
-    burst
-        .wait_all(&ns.client, Phase::Completed, limit_for(burst.names.len()))
-        .await;
+    wait_all_completed(&burst, &ns.client).await;
     assert_alive(&mut op);
     // No Job twice. A create the API server committed to etcd but did not get to audit before
     // it was killed with -9 is missing from the log (the operator's retry then met
@@ -138,9 +144,7 @@ async fn etcd_compaction_forcing_410_on_watches_loses_no_session() {
     etcd_compact_now(&cluster.etcd_endpoint).await;
     restart_apiserver(&cluster, "KILL");
     burst.extend(Burst::create(&ns.client, &ns.name, "b", 0..n / 2, &[]).await);
-    burst
-        .wait_all(&ns.client, Phase::Completed, limit_for(burst.names.len()))
-        .await;
+    wait_all_completed(&burst, &ns.client).await;
     assert_alive(&mut op);
     assert_jobs_single(&ledger, &burst);
     // 410 Gone arrives as `too old resource version: <asked> (<oldest>): Expired`.
@@ -219,9 +223,7 @@ async fn status_write_conflicts_from_a_concurrent_writer_are_retried() {
     )
     .await;
     let writes = writer.stop().await;
-    burst
-        .wait_all(&ns.client, Phase::Completed, limit_for(burst.names.len()))
-        .await;
+    wait_all_completed(&burst, &ns.client).await;
     assert_alive(&mut op);
     assert_jobs_single(&ledger, &burst);
     let conflicts = metric_sum(
@@ -251,9 +253,7 @@ async fn operator_killed_with_9_mid_burst_and_restarted_loses_no_session() {
     first.kill9();
     burst.extend(Burst::create(&ns.client, &ns.name, "b", 0..n / 2, &[]).await);
     let mut second = operator(&cluster, "kill9-second", &[]).await;
-    burst
-        .wait_all(&ns.client, Phase::Completed, limit_for(burst.names.len()))
-        .await;
+    wait_all_completed(&burst, &ns.client).await;
     assert_alive(&mut second);
     assert_jobs_single(&ledger, &burst);
 }
@@ -276,9 +276,7 @@ async fn handler_panics(engine: &[&str], tag: &str) {
     )
     .await;
     burst.extend(Burst::create(&ns.client, &ns.name, "fine", 0..n / 2, &[]).await);
-    burst
-        .wait_all(&ns.client, Phase::Completed, limit_for(burst.names.len()))
-        .await;
+    wait_all_completed(&burst, &ns.client).await;
     assert_alive(&mut op);
     assert_jobs_single(&ledger, &burst);
     let log = std::fs::read_to_string(&op.log_path).unwrap_or_default();
@@ -324,9 +322,7 @@ async fn two_replicas_racing_without_leader_election_create_each_job_once() {
     let mut two = operator(&cluster, "race-two", &[]).await;
     let n = sessions();
     let burst = Burst::create(&ns.client, &ns.name, "a", 0..n, &[]).await;
-    burst
-        .wait_all(&ns.client, Phase::Completed, limit_for(burst.names.len()))
-        .await;
+    wait_all_completed(&burst, &ns.client).await;
     assert_alive(&mut one);
     assert_alive(&mut two);
     assert_jobs_single(&ledger, &burst);

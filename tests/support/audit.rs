@@ -35,26 +35,24 @@ fn audit_files(audit_log: &Path, since: Option<Timestamp>) -> Vec<PathBuf> {
     let suffix = format!(".{ext}");
     let since = since.map(std::time::SystemTime::from);
     let mut rotated: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .filter(|entry| {
-                    let name = entry.file_name();
-                    let name = name.to_string_lossy();
-                    name.starts_with(&prefix) && name.ends_with(&suffix)
-                })
-                .filter(|entry| {
-                    since.is_none_or(|since| {
-                        entry
-                            .metadata()
-                            .and_then(|m| m.modified())
-                            .is_ok_and(|written| written >= since)
-                    })
-                })
-                .map(|entry| entry.path())
-                .collect()
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with(&prefix) && name.ends_with(&suffix)
         })
-        .unwrap_or_default();
+        .filter(|entry| {
+            since.is_none_or(|since| {
+                entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|written| written >= since)
+            })
+        })
+        .map(|entry| entry.path())
+        .collect();
     // `audit-<time>.log`: the names sort by rotation time.
     rotated.sort();
     rotated.push(audit_log.to_path_buf());
