@@ -251,12 +251,14 @@ plot {', '.join(rss_series)}
         plots.append(png)
 
 # Markdown.
+namespace_counts = sorted({r.get("namespaces") for by_mode in results.values() for r in by_mode.values()} - {None})
+namespace_text = "/".join(str(c) for c in namespace_counts) or "10"
 lines = [
     "# End-to-end bench (make bench-e2e)",
     "",
     "Each row is one run on a fresh local control plane (etcd, kube-apiserver, controller-manager,",
     "scheduler, kwok with 3 fake nodes) on this machine. N sessions are created at once (32 in",
-    "flight) across 10 managed namespaces; runners hang so Running is observable. The baseline is a",
+    f"flight) across {namespace_text} managed namespaces; runners hang so Running is observable. The baseline is a",
     "bare client doing the operator's API writes per session (ServiceAccount, Role, RoleBinding,",
     "TokenRequest, Secret, Job, status Creating + Event, annotation patch; status Running + Event",
     "when the pod runs) with 10 concurrent reconciles and no operator. *rate* = sessions that",
