@@ -95,6 +95,16 @@ impl Ring {
         }
     }
 
+    /// A ring of replicas `a`, `b` and `c`, settled.
+    async fn three(cluster: &ClusterInfo, tag: &str, engine: &[&str]) -> Ring {
+        let mut ring = Ring::new(cluster, tag, engine).await;
+        for replica in ["a", "b", "c"] {
+            ring.start(replica).await;
+        }
+        ring.settled().await;
+        ring
+    }
+
     /// Starts replica `<tag>-<pid>` and waits until it is ready (its part synced).
     async fn start(&mut self, tag: &str) -> usize {
         let name = format!("{}-{tag}", self.name);
@@ -528,11 +538,7 @@ const HANG: [(&str, &str); 1] = [("SIM_OUTCOME", "hang")];
 /// were each namespace's ProjectSettings), one Job per session, handovers announced.
 async fn steady(tag: &str, engine: &[&str], count: usize, server_filtering: bool) {
     let cluster = ClusterInfo::from_env();
-    let mut ring = Ring::new(&cluster, tag, engine).await;
-    for replica in ["a", "b", "c"] {
-        ring.start(replica).await;
-    }
-    ring.settled().await;
+    let ring = Ring::three(&cluster, tag, engine).await;
     ring.assert_server_filtering(server_filtering).await;
     let since = Timestamp::now();
     let namespaces = namespaces(&cluster, &format!("shard-{tag}"), NAMESPACES).await;
@@ -619,16 +625,12 @@ async fn steady(tag: &str, engine: &[&str], count: usize, server_filtering: bool
 
 /// Three replicas, a burst of `count` sessions; replica 0 is killed with -9 mid-burst while
 /// probe sessions keep being created in the other replicas' namespaces. Every session reaches
-/// Running with one Job; the survivors reconciled their own probes while the dead replica's
-/// part waited for its Lease to expire; no bucket ever had two actors; the dead member's Lease
-/// is deleted once long expired.
+/// Running with one Job; the survivors' own sessions kept changing phase while the dead
+/// replica's part waited for its Lease to expire; no bucket ever had two actors; the dead
+/// member's Lease is deleted once long expired.
 async fn kill_mid_burst(tag: &str, engine: &[&str], count: usize) {
     let cluster = ClusterInfo::from_env();
-    let mut ring = Ring::new(&cluster, tag, engine).await;
-    for replica in ["a", "b", "c"] {
-        ring.start(replica).await;
-    }
-    ring.settled().await;
+    let mut ring = Ring::three(&cluster, tag, engine).await;
     let since = Timestamp::now();
     let namespaces = namespaces(&cluster, &format!("shard-{tag}"), NAMESPACES).await;
     let names: Vec<String> = namespaces.iter().map(|n| n.name.clone()).collect();
@@ -829,11 +831,7 @@ async fn kill_mid_burst(tag: &str, engine: &[&str], count: usize) {
 /// exactly those rendezvous hashing moves (about 1/N), and no bucket ever had two actors.
 async fn scale(tag: &str, engine: &[&str]) {
     let cluster = ClusterInfo::from_env();
-    let mut ring = Ring::new(&cluster, tag, engine).await;
-    for replica in ["a", "b", "c"] {
-        ring.start(replica).await;
-    }
-    ring.settled().await;
+    let mut ring = Ring::three(&cluster, tag, engine).await;
     let since = Timestamp::now();
     let namespaces = namespaces(&cluster, &format!("shard-{tag}"), NAMESPACES).await;
     let names: Vec<String> = namespaces.iter().map(|n| n.name.clone()).collect();
