@@ -153,12 +153,19 @@ impl Burst {
 /// Restarts the API server with `cluster/restart-apiserver.sh` (`signal`: TERM or KILL) and
 /// waits until it is ready again.
 pub fn restart_apiserver(cluster: &ClusterInfo, signal: &str) {
+    run_restart_script(cluster, Some(signal), None);
+}
+
+/// Runs `cluster/restart-apiserver.sh` on `cluster` (optionally with a signal, and with
+/// `CLUSTER_SHARDED_LIST_AND_WATCH` set) and asserts it succeeded.
+fn run_restart_script(cluster: &ClusterInfo, signal: Option<&str>, sharded_list: Option<&str>) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/cluster/restart-apiserver.sh");
-    let output = Command::new(script)
-        .arg(&cluster.state_dir)
-        .arg(signal)
-        .output()
-        .expect("running restart-apiserver.sh");
+    let mut command = Command::new(script);
+    command.arg(&cluster.state_dir).args(signal);
+    if let Some(value) = sharded_list {
+        command.env("CLUSTER_SHARDED_LIST_AND_WATCH", value);
+    }
+    let output = command.output().expect("running restart-apiserver.sh");
     assert!(
         output.status.success(),
         "restart-apiserver.sh failed: {}",
@@ -177,17 +184,7 @@ pub fn restart_apiserver_with_sharded_list(cluster: &ClusterInfo, on: bool) {
     {
         return;
     }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/cluster/restart-apiserver.sh");
-    let output = Command::new(script)
-        .arg(&cluster.state_dir)
-        .env("CLUSTER_SHARDED_LIST_AND_WATCH", value)
-        .output()
-        .expect("running restart-apiserver.sh");
-    assert!(
-        output.status.success(),
-        "restart-apiserver.sh failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_restart_script(cluster, None, Some(value));
 }
 
 /// Patches a [`ConcurrentWriter`] has in flight at once.
