@@ -421,9 +421,11 @@ impl UnfinishedIndex {
                 }
             }
             Event::Init => state.relisting = Some(HashMap::new()),
+            // Outside a relist: a list of part of the cache (see `engine::scoped_watch`).
             Event::InitApply(session) => {
-                if let (Some(e), Some(building)) = (entry(session), state.relisting.as_mut()) {
-                    set(building, e);
+                if let Some(e) = entry(session) {
+                    let state = &mut *state;
+                    set(state.relisting.as_mut().unwrap_or(&mut state.live), e);
                 }
             }
             Event::InitDone => {
@@ -476,11 +478,12 @@ impl PodIndex {
                 }
             }
             Event::Init => state.relisting = Some(HashMap::new()),
+            // Outside a relist: a list of part of the cache (see `engine::scoped_watch`).
             Event::InitApply(pod) => {
-                if let (Some((key, name)), Some(building)) =
-                    (session_key_of(pod), state.relisting.as_mut())
-                {
-                    insert(building.entry(key).or_default(), name);
+                if let Some((key, name)) = session_key_of(pod) {
+                    let state = &mut *state;
+                    let map = state.relisting.as_mut().unwrap_or(&mut state.live);
+                    insert(map.entry(key).or_default(), name);
                 }
             }
             Event::InitDone => {
@@ -565,6 +568,20 @@ mod tests {
         );
         index.apply(&Event::InitDone);
         assert_eq!(index.names("team", "a"), vec!["kept"]);
+    }
+
+    #[test]
+    fn a_list_object_outside_a_relist_joins_the_index_at_once() {
+        let index = PodIndex::default();
+        index.apply(&Event::Apply(pod("held", "a")));
+        index.apply(&Event::InitApply(pod("listed", "b")));
+        assert_eq!(index.names("team", "a"), vec!["held"]);
+        assert_eq!(index.names("team", "b"), vec!["listed"]);
+        let unfinished = UnfinishedIndex::default();
+        let mut session = AgenticSession::new("s", Default::default());
+        session.metadata.namespace = Some("team".into());
+        unfinished.apply(&Event::InitApply(session));
+        assert!(unfinished.any_in("team"));
     }
 
     #[test]

@@ -644,6 +644,13 @@ async fn kill_mid_burst(tag: &str, engine: &[&str], count: usize) {
         "{dead_part:?}"
     );
     let client = ring.client.clone();
+    // What each survivor holds before the kill.
+    let mut held: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    for namespace in &alive_part {
+        held.entry(ring.owner_of(namespace))
+            .or_default()
+            .push(namespace.clone());
+    }
 
     // Probes in the survivors' namespaces, every 200 ms: (created, latency).
     let stop_probing = Arc::new(AtomicBool::new(false));
@@ -799,6 +806,16 @@ async fn kill_mid_burst(tag: &str, engine: &[&str], count: usize) {
         "no session of the survivors changed phase between the kill and the takeover"
     );
 
+    if !engine.contains(&"--legacy-watch") {
+        // The work-queue engine takes buckets over with a watch of only them: the watches of
+        // what a survivor held keep running, so its sessions never wait for a list.
+        let relists = lists_selecting(&cluster, &ring, &held, killed_at);
+        assert!(
+            relists.is_empty(),
+            "survivors listed sessions of namespaces they held before the kill: {relists:#?}"
+        );
+    }
+
     let found = creates(&cluster, &names.iter().cloned().collect(), since);
     found.assert_one_job_per_session(&expected.keys().cloned().collect::<Vec<_>>());
     ring.assert_one_actor_per_bucket();
@@ -824,6 +841,88 @@ async fn kill_mid_burst(tag: &str, engine: &[&str], count: usize) {
     .await;
     ring.shutdown().await;
     remove(&cluster, namespaces).await;
+}
+
+/// The session lists with a shard selector (a watch's) that a replica of `namespaces` sent
+/// at or after `since` and whose selector covers one of its namespaces there: replica name,
+/// namespace and request URI.
+fn lists_selecting(
+    cluster: &ClusterInfo,
+    ring: &Ring,
+    namespaces: &BTreeMap<usize, Vec<String>>,
+    since: Timestamp,
+) -> Vec<(String, String, String)> {
+    let mut found = Vec::new();
+    for event in operator_requests(&log_path(cluster), Some(since)) {
+        if event["verb"] != "list" || event["objectRef"]["resource"] != "agenticsessions" {
+            continue;
+        }
+        let uri = percent_decode(event["requestURI"].as_str().unwrap_or_default());
+        let Some((_, selector)) = uri.split_once("shardSelector=") else {
+            continue;
+        };
+        let agent = event["userAgent"].as_str().unwrap_or_default();
+        for (i, held) in namespaces {
+            let name = &ring.replicas[*i].name;
+            if agent != agentic_operator::app::user_agent(name) {
+                continue;
+            }
+            for namespace in held {
+                if selects(selector, namespace) {
+                    found.push((name.clone(), namespace.clone(), uri.clone()));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Whether a shard selector (`shardRange(object.metadata.namespace, '0x…', '0x…') || …`)
+/// covers `namespace`'s bucket.
+fn selects(selector: &str, namespace: &str) -> bool {
+    let start = u128::from(agentic_operator::shard::bucket_of(namespace).0) << 56;
+    let bounds: Vec<u128> = selector
+        .split('\'')
+        .filter_map(|part| u128::from_str_radix(part.strip_prefix("0x")?, 16).ok())
+        .collect();
+    bounds
+        .chunks(2)
+        .any(|range| range.len() == 2 && range[0] <= start && start < range[1])
+}
+
+/// `%XX` escapes of a request URI decoded.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok())
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn a_selector_covers_the_namespaces_of_its_ranges() {
+    let namespace = "team-a";
+    let bucket = agentic_operator::shard::bucket_of(namespace);
+    let own: BucketSet = [bucket].into_iter().collect();
+    let selector = percent_decode(&own.selector().unwrap().replace(' ', "%20"));
+    assert!(selects(&selector, namespace), "{selector}");
+    let others = BucketSet::ALL.difference(&own);
+    assert!(!selects(&others.selector().unwrap(), namespace));
 }
 
 /// 3 → 4 → 2 replicas while sessions are created (some finishing, some hanging) and stopped:

@@ -7,6 +7,7 @@ pub mod fault_injection;
 pub mod health;
 pub mod legacy;
 pub mod queued;
+pub mod scoped_watch;
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::shard::{BucketSet, Scope, ShardGate, ShardSelector};
+use super::scoped_watch::ScopedWatch;
 use agentic_crds::{AgenticSession, ProjectSettings, keys};
 use agentic_queue::{
     BucketConfig, DrainReport, Priority, QueueConfig, QueueMetrics, Requeue, WorkQueue, WorkerPool,
@@ -315,18 +315,13 @@ impl Watches {
     /// has a client of its own and reports to [`super::health`]; it stops (not dies) on
     /// shutdown.
     ///
-    /// With `--sharding` a [`Part::Mine`] watch holds only the scope's buckets (see
-    /// [`crate::shard`]): its requests carry their shard selector and events of other
-    /// namespaces are dropped before the cache (the API server may not filter). A scope that
-    /// shrinks is applied by deleting what left it from the cache (events included); one that
-    /// grows restarts the watch with the new selector: its list replaces the cache at once when
-    /// complete (kube's store swaps it in), so no change of a bucket kept is missed, and the
-    /// watch reports the scope it synced to the gate.
+    /// With `--sharding` a [`Part::Mine`] watch holds only the scope's buckets and follows its
+    /// changes without stopping: see [`super::scoped_watch`].
     fn spawn<K, F>(
         &self,
         what: &'static str,
         part: Part,
-        api: impl FnOnce(kube::Client) -> Api<K>,
+        api: impl Fn(kube::Client) -> Api<K> + Send + 'static,
         config: watcher::Config,
         mut writer: Writer<K>,
         on_event: F,
@@ -343,103 +338,83 @@ impl Watches {
         F: Fn(&Event<K>) + Send + 'static,
     {
         let health = self.ctx.health.watch(what);
-        let gate = match part {
-            Part::Mine => self.ctx.shard.clone(),
-            Part::All => None,
-        };
-        let selector = ShardSelector::default();
+        if let (Part::Mine, Some(gate)) = (part, &self.ctx.shard) {
+            let watch = ScopedWatch {
+                what,
+                health,
+                client_config: self.ctx.client_config.clone(),
+                api,
+                config,
+                writer,
+                on_event,
+                slot: gate.register_watch(),
+                scopes: gate.subscribe(),
+                synced: Arc::clone(&self.synced),
+                shutdown: self.shutdown.clone(),
+            };
+            tokio::spawn(watch.run());
+            return Ok(());
+        }
         let client = health
-            .client(&self.ctx.client_config, gate.as_ref().map(|_| &selector))
+            .client(&self.ctx.client_config, None)
             .map_err(|source| EngineError::WatchClient {
                 watch: what,
                 source,
             })?;
         let api = api(client);
-        let slot = gate.as_ref().map(ShardGate::register_watch);
-        let mut scopes = gate.as_ref().map(ShardGate::subscribe);
         let synced = Arc::clone(&self.synced);
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             let mut first_sync = true;
-            // With a gate: the coordinator has published the first scope before the engine
-            // started.
-            let mut scope = scopes.as_mut().map(|s| s.borrow_and_update().buckets);
             // A relist's objects, held back until its InitDone (see below).
             let mut relisted: Vec<Event<K>> = Vec::new();
+            let stream = watcher::watcher(api, config)
+                .default_backoff()
+                .modify(Slim::slim);
+            let mut stream = std::pin::pin!(stream);
             loop {
-                if let Some(buckets) = scope {
-                    selector.set(buckets);
-                }
-                let stream = watcher::watcher(api.clone(), config.clone())
-                    .default_backoff()
-                    .modify(Slim::slim);
-                let mut stream = std::pin::pin!(stream);
-                let mut listed = false;
-                let grown = loop {
-                    let next = tokio::select! {
-                        _ = shutdown.cancelled() => {
-                            health.stopped();
-                            return;
-                        }
-                        Some(buckets) = next_scope(&mut scopes) => {
-                            let held = scope.unwrap_or(BucketSet::ALL);
-                            if !listed || !buckets.is_subset(&held) {
-                                break buckets;
-                            }
-                            purge(&mut writer, &buckets, &on_event);
-                            scope = Some(buckets);
-                            if let Some(slot) = &slot {
-                                slot.synced(buckets);
-                            }
-                            continue;
-                        }
-                        next = stream.next() => next,
-                    };
-                    match next {
-                        Some(Ok(event)) => {
-                            health.succeeded();
-                            if !in_scope(&event, scope.as_ref()) {
-                                continue;
-                            }
-                            writer.apply_watcher_event(&event);
-                            match event {
-                                // The writer applies a list's objects to the cache only at its
-                                // InitDone. After the first sync workers are running, so a
-                                // relist's objects (after 410 Gone, or a scope that grew) are
-                                // handled only then: a key handled earlier would read a cache
-                                // without its object and take a session created meanwhile for
-                                // deleted. (Before the first sync no worker runs.)
-                                Event::InitApply(_) if !first_sync => relisted.push(event),
-                                Event::Init => {
-                                    relisted.clear(); // a list that restarts starts over
-                                    on_event(&event);
-                                }
-                                Event::InitDone => {
-                                    synced.mark(first_sync);
-                                    first_sync = false;
-                                    listed = true;
-                                    if let (Some(slot), Some(buckets)) = (&slot, scope) {
-                                        slot.synced(buckets);
-                                    }
-                                    for held in relisted.drain(..) {
-                                        on_event(&held);
-                                    }
-                                    relisted.shrink_to_fit();
-                                    on_event(&event);
-                                }
-                                _ => on_event(&event),
-                            }
-                        }
-                        Some(Err(error)) => {
-                            health.failed(&error);
-                            tracing::warn!(watch = what, %error, "watch error; retrying");
-                        }
-                        // Never, from kube's watcher: dropping `health` marks the watch dead.
-                        None => return,
+                let next = tokio::select! {
+                    _ = shutdown.cancelled() => {
+                        health.stopped();
+                        return;
                     }
+                    next = stream.next() => next,
                 };
-                tracing::debug!(watch = what, buckets = %grown, "shard scope grew: relisting");
-                scope = Some(grown);
+                match next {
+                    Some(Ok(event)) => {
+                        health.succeeded();
+                        writer.apply_watcher_event(&event);
+                        match event {
+                            // The writer applies a list's objects to the cache only at its
+                            // InitDone. After the first sync workers are running, so a
+                            // relist's objects (after 410 Gone) are handled only then: a key
+                            // handled earlier would read a cache without its object and take
+                            // a session created meanwhile for deleted. (Before the first sync
+                            // no worker runs.)
+                            Event::InitApply(_) if !first_sync => relisted.push(event),
+                            Event::Init => {
+                                relisted.clear(); // a list that restarts starts over
+                                on_event(&event);
+                            }
+                            Event::InitDone => {
+                                synced.mark(first_sync);
+                                first_sync = false;
+                                for held in relisted.drain(..) {
+                                    on_event(&held);
+                                }
+                                relisted.shrink_to_fit();
+                                on_event(&event);
+                            }
+                            _ => on_event(&event),
+                        }
+                    }
+                    Some(Err(error)) => {
+                        health.failed(&error);
+                        tracing::warn!(watch = what, %error, "watch error; retrying");
+                    }
+                    // Never, from kube's watcher: dropping `health` marks the watch dead.
+                    None => return,
+                }
             }
         });
         Ok(())
@@ -606,57 +581,6 @@ enum Part {
     Mine,
     /// All it selects (cluster-scoped namespaces, the shared Secret sources every replica copies).
     All,
-}
-
-/// The next scope published, if this watch follows one (never resolves otherwise).
-async fn next_scope(scopes: &mut Option<tokio::sync::watch::Receiver<Scope>>) -> Option<BucketSet> {
-    match scopes {
-        Some(scopes) => match scopes.changed().await {
-            Ok(()) => Some(scopes.borrow_and_update().buckets),
-            Err(_) => std::future::pending().await,
-        },
-        None => std::future::pending().await,
-    }
-}
-
-/// Whether `event` concerns an object of `scope` (every event without a scope).
-fn in_scope<K: Resource>(event: &Event<K>, scope: Option<&BucketSet>) -> bool {
-    let (Some(scope), Event::InitApply(object) | Event::Apply(object) | Event::Delete(object)) =
-        (scope, event)
-    else {
-        return true;
-    };
-    object
-        .meta()
-        .namespace
-        .as_deref()
-        .is_some_and(|namespace| scope.contains_namespace(namespace))
-}
-
-/// Deletes from a watch's cache every object outside `scope`, through the watch's own event
-/// handler (indexes and fingerprints follow).
-fn purge<K, F>(writer: &mut Writer<K>, scope: &BucketSet, on_event: &F)
-where
-    K: Resource<DynamicType = ()> + Clone,
-    F: Fn(&Event<K>),
-{
-    let leaving: Vec<_> = writer
-        .as_reader()
-        .state()
-        .into_iter()
-        .filter(|object| {
-            !object
-                .meta()
-                .namespace
-                .as_deref()
-                .is_some_and(|namespace| scope.contains_namespace(namespace))
-        })
-        .collect();
-    for object in leaving {
-        let event = Event::Delete(K::clone(&object));
-        writer.apply_watcher_event(&event);
-        on_event(&event);
-    }
 }
 
 /// Feeds the queue's hooks into the `workqueue_*` families under [`QUEUE_NAME`].
