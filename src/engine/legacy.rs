@@ -45,7 +45,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{ObjectKey, SyncTracker, handle, session_fingerprint, sessions_in};
+use super::{ObjectKey, SyncTracker, WatchedKind, handle, session_fingerprint, sessions_in};
 use crate::admin::Readiness;
 use crate::caches::{
     CacheWriters, Slim, child_selector, managed_namespace_selector, name_selector, secret_selector,
@@ -334,14 +334,7 @@ impl Engine {
         mut writer: Writer<K>,
         react: fn(&Engine, &Event<K>) -> Work,
     ) where
-        K: Resource<DynamicType = ()>
-            + Slim
-            + Clone
-            + std::fmt::Debug
-            + serde::de::DeserializeOwned
-            + Send
-            + Sync
-            + 'static,
+        K: WatchedKind,
     {
         // The first list fills the cache the way kube's watcher does: Init, InitApply per
         // object, InitDone. InitDone swaps the store's buffer in, so an object of the first list

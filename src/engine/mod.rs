@@ -24,6 +24,31 @@ use crate::context::Context;
 use crate::projections::RunnerChild;
 use crate::{namespace, project_settings, session};
 
+/// What a watch can cache: a resource of a static kind, slimmed as it arrives.
+pub trait WatchedKind:
+    Resource<DynamicType = ()>
+    + crate::caches::Slim
+    + Clone
+    + std::fmt::Debug
+    + serde::de::DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> WatchedKind for K where
+    K: Resource<DynamicType = ()>
+        + crate::caches::Slim
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// What a handler is asked to reconcile. One variant per kind the operator reconciles.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ObjectKey {

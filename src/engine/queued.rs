@@ -30,7 +30,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{ObjectKey, SyncTracker, handle, session_fingerprint, sessions_in};
+use super::{ObjectKey, SyncTracker, WatchedKind, handle, session_fingerprint, sessions_in};
 use crate::admin::Readiness;
 use crate::caches::{
     CacheWriters, Slim, child_selector, managed_namespace_selector, name_selector, secret_selector,
@@ -327,14 +327,7 @@ impl Watches {
         on_event: F,
     ) -> Result<(), EngineError>
     where
-        K: Resource<DynamicType = ()>
-            + Slim
-            + Clone
-            + std::fmt::Debug
-            + serde::de::DeserializeOwned
-            + Send
-            + Sync
-            + 'static,
+        K: WatchedKind,
         F: Fn(&Event<K>) + Send + 'static,
     {
         let health = self.ctx.health.watch(what);

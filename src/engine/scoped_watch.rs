@@ -30,8 +30,8 @@ use kube::{Api, Resource};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::SyncTracker;
 use super::health::WatchReporter;
+use super::{SyncTracker, WatchedKind};
 use crate::caches::Slim;
 use crate::shard::{BucketSet, Scope, ShardSelector, WatchSlot};
 
@@ -80,14 +80,7 @@ type SourceEvent<K> = (u64, Result<Event<K>, watcher::Error>);
 
 impl<K, A, F> ScopedWatch<K, A, F>
 where
-    K: Resource<DynamicType = ()>
-        + Slim
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: WatchedKind,
     A: Fn(kube::Client) -> Api<K> + Send + 'static,
     F: Fn(&Event<K>) + Send + 'static,
 {
