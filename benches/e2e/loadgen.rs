@@ -763,8 +763,10 @@ async fn burst(args: &Args, admin: Client) -> serde_json::Value {
 ///   next changed phase (its part taken over; changes within 1 s of the kill are writes the
 ///   dead replica made just before it, still on their way to the watch);
 /// - `others_longest_gap_s`: the longest time without a phase change among the other
-///   replicas' sessions from the kill to that takeover, beside `others_longest_gap_before_s`,
-///   the same over a window as long just before the kill (their normal pace).
+///   replicas' sessions from the kill to that takeover, or to their last change if they all
+///   reached Running before it (a replica with nothing left to do is not stalled), beside
+///   `others_longest_gap_before_s`, the same over a window as long just before the kill
+///   (their normal pace).
 fn failover_report(
     args: &Args,
     names: &[String],
@@ -797,7 +799,10 @@ fn failover_report(
         }
         gap.max(to - last)
     };
-    let window = takeover.map_or(0.0, |t| t - killed_at);
+    // The other replicas' sessions changed phase for the last time at `done`.
+    let done = others.last().copied().unwrap_or(killed_at).max(killed_at);
+    let until = takeover.map(|t| t.min(done));
+    let window = until.map_or(0.0, |t| t - killed_at);
     let victim_namespaces = (0..args.namespaces)
         .map(|i| namespace_name(args, i))
         .filter(|ns| owned_by_victim(ns))
@@ -806,7 +811,7 @@ fn failover_report(
         "killed_at_s": killed_at,
         "victim_namespaces": victim_namespaces,
         "victim_stall_s": takeover.map(|t| t - killed_at),
-        "others_longest_gap_s": takeover.map(|t| longest_gap(killed_at, t)),
+        "others_longest_gap_s": until.map(|t| longest_gap(killed_at, t)),
         "others_longest_gap_before_s": (window > 0.0 && killed_at > window)
             .then(|| longest_gap(killed_at - window, killed_at)),
     })

@@ -3,10 +3,11 @@
 //!
 //! Each round writes the Lease first (renewal and published buckets in one write, bounded by
 //! the time left to the renew deadline, as leader election renews) and then lists the ring
-//! (bounded likewise). Rounds run every retry period, and at once when the published buckets
-//! must change (a claim, an acknowledgement). A replica that cannot write its Lease within the
-//! renew deadline, or finds another holder in it, steps down: it stops acting on every bucket
-//! and the operator exits (it restarts as a fresh member).
+//! (bounded likewise). Rounds run every retry period, when a peer expires in our eyes (so its
+//! buckets are taken over then, not up to a retry period later), and at once when the
+//! published buckets must change (a claim, an acknowledgement). A replica that cannot write
+//! its Lease within the renew deadline, or finds another holder in it, steps down: it stops
+//! acting on every bucket and the operator exits (it restarts as a fresh member).
 
 use std::time::Duration;
 
@@ -62,6 +63,8 @@ pub struct Coordinator {
     written: Option<BucketSet>,
     /// The scope the API server's filtering was last probed with.
     probed: Option<BucketSet>,
+    /// When the first live peer expires in our eyes unless it renews (as of the last read).
+    next_expiry: Option<Instant>,
 }
 
 impl Coordinator {
@@ -100,6 +103,7 @@ impl Coordinator {
             events,
             written: None,
             probed: None,
+            next_expiry: None,
         }
     }
 
@@ -167,6 +171,11 @@ impl Coordinator {
             } else {
                 Instant::now() + retry
             };
+            // A peer that stopped renewing is taken over the moment it expires, not up to a
+            // retry period later.
+            if let Some(expiry) = self.next_expiry.take() {
+                next_round = next_round.min(expiry.max(Instant::now() + MIN_ROUND_GAP));
+            }
         }
     }
 
@@ -223,6 +232,11 @@ impl Coordinator {
         };
         let now = Instant::now();
         let seen = self.members.observe(&leases, self.elector.name(), now);
+        self.next_expiry = seen
+            .iter()
+            .filter_map(|m| m.expires_in)
+            .min()
+            .map(|d| now + d);
         let changes = self.handover.observed(&members::peers(&seen), now);
         self.report(&changes);
         self.settle(now);

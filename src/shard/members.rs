@@ -33,6 +33,8 @@ pub struct MemberLease {
     pub live: bool,
     /// How long its current record has been unchanged, in our eyes.
     pub unchanged_for: Duration,
+    /// While live: how long until it expires in our eyes unless its record changes.
+    pub expires_in: Option<Duration>,
 }
 
 /// The member Lease name of replica `identity`.
@@ -82,10 +84,12 @@ impl Members {
                     tracing::warn!(lease = name, %error, "unreadable member Lease: taken as holding every bucket");
                     BucketSet::ALL
                 });
+            let live = identity.is_some() && unchanged_for < honoured_for;
             members.push(MemberLease {
                 lease: name,
                 resource_version: lease.resource_version(),
-                live: identity.is_some() && unchanged_for < honoured_for,
+                live,
+                expires_in: live.then(|| honoured_for - unchanged_for),
                 identity,
                 held,
                 unchanged_for,
@@ -150,12 +154,14 @@ mod tests {
             t0 + Duration::from_secs(14),
         );
         assert!(seen[0].live);
+        assert_eq!(seen[0].expires_in, Some(Duration::from_secs(1)));
         let seen = members.observe(
             std::slice::from_ref(&a),
             "own",
             t0 + Duration::from_secs(15),
         );
         assert!(!seen[0].live, "unchanged for its lease duration");
+        assert_eq!(seen[0].expires_in, None);
         assert!(peers(&seen).is_empty());
         // Renewed: live again, from when we saw the new record.
         let renewed = lease("a", "2", Some("a"), Some(&held.encode()));
