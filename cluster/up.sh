@@ -176,6 +176,9 @@ done | kc apply -f - >/dev/null
 wait_for "Ready nodes" 90 kc wait --for=condition=Ready node --all --timeout=5s
 wait_for "the default ServiceAccount" 60 kc -n default get serviceaccount default
 wait_for "untainted nodes" 60 bash -c "[ -z \"\$('$bin/kubectl' --kubeconfig '$kubeconfig' get nodes -o jsonpath='{.items[*].spec.taints}')\" ]"
+# OpenShift's restricted-v2 SCC as an admission policy, for namespaces carrying its range
+# annotations (SPEC §7.4; see policies/restricted-v2.yaml).
+kc apply -f "$here/policies/restricted-v2.yaml" >/dev/null
 for p in etcd kube-apiserver kube-controller-manager kube-scheduler kwok; do
   alive "$p" || { tail -n 30 "$state/logs/$p.log" >&2; die "$p exited"; }
 done

@@ -4,16 +4,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentic_crds::keys;
-use kube::Client;
+use agentic_crds::{AgenticSession, StatusSchema, keys};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, CustomResourceExt, Resource};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminConfig, Readiness};
 use crate::caches::new_caches;
 use crate::config::{BindAddress, Config};
-use crate::context::Context;
+use crate::context::{Connection, Context};
 use crate::engine::health::Health;
 use crate::engine::queued;
 use crate::leader::{LeaderElector, LeaseTiming};
@@ -56,6 +57,31 @@ pub async fn client_config(config: &Config) -> Result<kube::Config, AppError> {
         None => kube::Config::infer()
             .await
             .map_err(|e| AppError::ClientConfig(e.to_string())),
+    }
+}
+
+/// What the installed `AgenticSession` CRD keeps of a status write (this project's CRD or the
+/// platform's, SPEC §7.1). Unreadable, it is taken to keep only what both do, so no status write
+/// is ever refused for a field or value it does not declare.
+async fn installed_status_schema(client: &Client) -> StatusSchema {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let name = AgenticSession::crd_name();
+    let version = AgenticSession::version(&());
+    match crds.get(name).await {
+        Ok(crd) => match StatusSchema::of_crd(&crd, &version) {
+            Some(schema) => {
+                tracing::info!(crd = name, ?schema, "status fields the installed CRD keeps");
+                schema
+            }
+            None => {
+                tracing::warn!(crd = name, %version, "the installed CRD has no schema for this version; writing only the fields every known schema keeps");
+                StatusSchema::COMMON
+            }
+        },
+        Err(error) => {
+            tracing::warn!(crd = name, %error, "cannot read the installed CRD (RBAC: get customresourcedefinitions); writing only the status fields every known schema keeps");
+            StatusSchema::COMMON
+        }
     }
 }
 
@@ -106,9 +132,14 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         .then(|| ShardGate::new(metrics.families().shard.keys_dropped.clone()));
     metrics.register_operator_state(readiness.clone(), caches.sessions.clone())?;
     let leader_gauge = metrics.families().leader.clone();
-    let ctx = Context::new(
-        client.clone(),
+    let status_schema = installed_status_schema(&client).await;
+    let connection = Connection {
+        client: client.clone(),
         client_config,
+        status_schema,
+    };
+    let ctx = Context::new(
+        connection,
         config.clone(),
         metrics.clone(),
         caches,

@@ -300,8 +300,9 @@ impl Slim for RunnerJob {
 
 impl Slim for RunnerPod {
     /// Keeps name, creation/deletion timestamps, the session, phase, reason, message, a
-    /// PodScheduled=False condition (the scheduler's verdict) and each container's name and
-    /// state (exit code, reason).
+    /// PodScheduled=False condition (the scheduler's verdict), each container's name and
+    /// state (exit code, reason), and the init containers that are waiting (one that cannot
+    /// start keeps the runner from starting).
     fn slim(&mut self) {
         slim_child_metadata(self);
         self.metadata.annotations = None;
@@ -317,6 +318,17 @@ impl Slim for RunnerPod {
         }
         if let Some(containers) = status.container_statuses.as_mut() {
             containers.shrink_to_fit();
+        }
+        if let Some(init) = status.init_container_statuses.as_mut() {
+            init.retain(|c| c.state.as_ref().is_some_and(|s| s.waiting.is_some()));
+            init.shrink_to_fit();
+        }
+        if status
+            .init_container_statuses
+            .as_ref()
+            .is_some_and(Vec::is_empty)
+        {
+            status.init_container_statuses = None;
         }
     }
 }

@@ -86,6 +86,13 @@ pub struct Args {
     #[arg(long, env = "START_TIMEOUT", default_value = "10m", value_parser = parse_positive_duration)]
     pub start_timeout: Duration,
 
+    /// Enforce `spec.timeout` as a bound on the whole run (the Job's `activeDeadlineSeconds`;
+    /// Failed / Timeout). Off by default, as the original: every platform client writes
+    /// `timeout: 300`, and its interactive sessions run for hours.
+    #[arg(long, env = "ENFORCE_SESSION_TIMEOUT", default_value_t = false, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub enforce_session_timeout: bool,
+
     /// Refresh the runner's Kubernetes token when it is older than this.
     #[arg(long, env = "TOKEN_REFRESH_AFTER", default_value = "45m", value_parser = parse_positive_duration)]
     pub token_refresh_after: Duration,
@@ -108,7 +115,7 @@ pub struct Args {
     #[arg(long, env = "RUNNER_MEMORY_REQUEST", default_value = "512Mi", value_parser = parse_quantity)]
     pub runner_memory_request: String,
     /// Runner container memory limit.
-    #[arg(long, env = "RUNNER_MEMORY_LIMIT", default_value = "4Gi", value_parser = parse_quantity)]
+    #[arg(long, env = "RUNNER_MEMORY_LIMIT", default_value = "8Gi", value_parser = parse_quantity)]
     pub runner_memory_limit: String,
 
     /// This replica's identity in Events and the leader Lease (the pod name via the downward
@@ -130,8 +137,15 @@ pub struct Args {
     #[arg(long, env = "SHUTDOWN_GRACE_PERIOD", default_value = "30s", value_parser = parse_positive_duration)]
     pub shutdown_grace_period: Duration,
 
-    /// Vertex AI mode (`1`, `true` or `yes`): the runner uses Vertex credentials copied from the
-    /// backend's namespace instead of `ambient-runner-secrets`.
+    /// The uid the state containers (init-hydrate, state-sync) run as, with `runAsNonRoot`;
+    /// unset, none is pinned (their image has no USER; OpenShift's restricted SCC assigns one
+    /// from the namespace's range and refuses any other).
+    #[arg(long, env = "STATE_CONTAINER_UID", value_parser = clap::value_parser!(i64).range(0..=2_147_483_647))]
+    pub state_container_uid: Option<i64>,
+
+    /// Vertex AI mode (`1`, `true` or `yes`, any case; anything else is off, as the original):
+    /// the runner uses Vertex credentials copied from the backend's namespace instead of
+    /// `ambient-runner-secrets`.
     #[arg(long, env = "USE_VERTEX", value_parser = parse_truthy)]
     pub use_vertex: Option<bool>,
     /// The older name of `--use-vertex`; either turns Vertex mode on.
@@ -147,12 +161,13 @@ pub struct Args {
     /// Vertex mode).
     #[arg(long, env = "GOOGLE_APPLICATION_CREDENTIALS")]
     pub google_application_credentials: Option<String>,
-    /// Copy `ambient-admin-langfuse-secret` to session namespaces and point runners at it.
-    #[arg(long, env = "LANGFUSE_ENABLED", value_parser = parse_truthy)]
+    /// Copy `ambient-admin-langfuse-secret` to session namespaces and point runners at it (any
+    /// value but empty, `0` and `false` is on, as the original).
+    #[arg(long, env = "LANGFUSE_ENABLED", value_parser = parse_enabled)]
     pub langfuse_enabled: Option<bool>,
     /// Copy `ambient-admin-mlflow-observability-secret` to session namespaces and point runners
-    /// at it.
-    #[arg(long, env = "MLFLOW_TRACING_ENABLED", value_parser = parse_truthy)]
+    /// at it (any value but empty, `0` and `false` is on).
+    #[arg(long, env = "MLFLOW_TRACING_ENABLED", value_parser = parse_enabled)]
     pub mlflow_tracing_enabled: Option<bool>,
     /// The agent registry (JSON array of runtimes; re-read when it changes).
     #[arg(
@@ -402,15 +417,19 @@ fn parse_positive_duration(value: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
-/// `1`, `true` or `yes` (any case) is on; `0`, `false`, `no` or empty is off.
+/// `1`, `true` or `yes` (trimmed, any case) is on, anything else off: the original's
+/// `isTruthy`, so an odd value in the platform's ConfigMap never stops the operator.
 fn parse_truthy(value: &str) -> Result<bool, String> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" => Ok(true),
-        "" | "0" | "false" | "no" => Ok(false),
-        _ => Err(format!(
-            "'{value}' is not one of 1, true, yes, 0, false, no"
-        )),
-    }
+    Ok(matches!(
+        value.trim().to_ascii_lowercase().as_str(),
+        "1" | "true" | "yes"
+    ))
+}
+
+/// Anything but empty, `0` and `false` is on: the original's reading of `LANGFUSE_ENABLED` and
+/// `MLFLOW_TRACING_ENABLED` (these come from the platform's admin Secrets).
+fn parse_enabled(value: &str) -> Result<bool, String> {
+    Ok(!matches!(value, "" | "0" | "false"))
 }
 
 fn parse_non_empty(value: &str) -> Result<String, String> {
@@ -498,6 +517,10 @@ mod tests {
             BindAddress::Listen("0.0.0.0:8081".parse().unwrap())
         );
         assert!(!args.leader_elect && !args.legacy_watch && !args.dev_mode && !args.sharding);
+        assert!(
+            !args.enforce_session_timeout,
+            "spec.timeout is advisory by default"
+        );
         assert_eq!(args.sharding_ring, "default");
         assert_eq!(args.namespace, "default");
         assert_eq!(
@@ -620,7 +643,10 @@ mod tests {
                 credentials: "/app/vertex/key.json".into(),
             })
         );
-        assert!(parse(&["--use-vertex", "maybe"]).is_err());
+        assert_eq!(
+            parse(&["--use-vertex", "maybe"]).unwrap().use_vertex,
+            Some(false)
+        );
     }
 
     #[test]
@@ -639,6 +665,43 @@ mod tests {
         assert_eq!(args.s3_bucket, "ambient-sessions");
         assert!(parse(&["--image-pull-policy", "Sometimes"]).is_err());
         assert!(parse(&["--pod-fsgroup", "-1"]).is_err());
+        assert_eq!(
+            args.runner_memory_limit, "8Gi",
+            "the original raised it after OOMs"
+        );
+        assert_eq!(args.state_container_uid, None, "no pinned uid (OpenShift)");
+    }
+
+    #[test]
+    fn booleans_from_the_platforms_config_are_read_as_the_original_never_refused() {
+        for (value, on) in [
+            ("on", true),
+            ("1", true),
+            ("False", true),
+            ("0", false),
+            ("false", false),
+            ("", false),
+        ] {
+            let args = parse(&["--langfuse-enabled", value]).expect(value);
+            assert_eq!(
+                args.langfuse_enabled,
+                Some(on),
+                "LANGFUSE_ENABLED={value:?}"
+            );
+            let args = parse(&["--mlflow-tracing-enabled", value]).expect(value);
+            assert_eq!(args.mlflow_tracing_enabled, Some(on), "{value:?}");
+        }
+        for (value, on) in [
+            (" YES ", true),
+            ("true", true),
+            ("1", true),
+            ("on", false),
+            ("no", false),
+            ("", false),
+        ] {
+            let args = parse(&["--use-vertex", value]).expect(value);
+            assert_eq!(args.use_vertex, Some(on), "USE_VERTEX={value:?}");
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use agentic_crds::StatusSchema;
 use kube::Client;
 
 use crate::caches::Caches;
@@ -11,7 +12,9 @@ use crate::metrics::Metrics;
 use crate::runtime::Catalog;
 use crate::session::children::RunnerSettings;
 use crate::session::events::{EventPublisher, Reporter};
+use crate::session::refusals::PodRefusals;
 use crate::session::runner_sync::RunnerSyncs;
+use crate::session::waker::SessionWaker;
 use crate::shard::ShardGate;
 
 /// Name under which the operator reports Kubernetes Events and writes with server-side apply.
@@ -50,23 +53,43 @@ pub struct ContextInner {
     pub own_writes: dashmap::DashMap<(String, String), crate::session::OwnWrites>,
     /// Live-change calls to runners, made off the workers.
     pub syncs: RunnerSyncs,
+    /// Refusals to create runner pods, by session (the Job controller's `FailedCreate`).
+    pub refusals: PodRefusals,
+    /// Makes a session due again from outside its reconcile (set by the engine).
+    pub waker: SessionWaker,
     /// What `/healthz` reports: watches and in-flight reconciles.
     pub health: Health,
     /// With `--sharding`: which buckets this replica may reconcile (see [`crate::shard`]).
     pub shard: Option<ShardGate>,
+    /// What the installed `AgenticSession` CRD keeps of a status write.
+    pub status_schema: StatusSchema,
+}
+
+/// How the operator talks to the API server, and what it learnt of it at start-up.
+pub struct Connection {
+    /// API client.
+    pub client: Client,
+    /// What `client` was built from.
+    pub client_config: kube::Config,
+    /// What the installed `AgenticSession` CRD keeps of a status write.
+    pub status_schema: StatusSchema,
 }
 
 impl Context {
     /// Assembles the context.
     pub fn new(
-        client: Client,
-        client_config: kube::Config,
+        connection: Connection,
         config: Config,
         metrics: Metrics,
         caches: Caches,
         health: Health,
         shard: Option<ShardGate>,
     ) -> Self {
+        let Connection {
+            client,
+            client_config,
+            status_schema,
+        } = connection;
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
             instance: config
@@ -88,12 +111,14 @@ impl Context {
             s3_endpoint: config.args.s3_endpoint.clone(),
             s3_bucket: config.args.s3_bucket.clone(),
             pod_fsgroup: config.args.pod_fsgroup,
+            state_uid: config.args.state_container_uid,
             image_pull_policy: config.args.image_pull_policy.clone(),
             vertex: config.vertex.clone(),
             mcp_config_file: config.args.mcp_config_file.clone(),
             backend_public_url: config.args.backend_public_url.clone(),
         };
-        let syncs = RunnerSyncs::new(&config.args.runner_base_url);
+        let waker = SessionWaker::default();
+        let syncs = RunnerSyncs::new(&config.args.runner_base_url, waker.clone());
         let catalog = Catalog::new(
             &config.args.agent_registry_path,
             &config.args.models_manifest_path,
@@ -112,8 +137,11 @@ impl Context {
                 claims: dashmap::DashSet::new(),
                 own_writes: dashmap::DashMap::new(),
                 syncs,
+                refusals: PodRefusals::default(),
+                waker,
                 health,
                 shard,
+                status_schema,
             }),
         }
     }

@@ -187,10 +187,13 @@ pub struct RunnerPodStatus {
     pub conditions: Option<Vec<PodCondition>>,
     /// Each container's name and state.
     pub container_statuses: Option<Vec<RunnerContainerStatus>>,
+    /// Each init container's (and native sidecar's) name and state: one that cannot start
+    /// (a bad image) keeps the runner from starting.
+    pub init_container_statuses: Option<Vec<RunnerContainerStatus>>,
 }
 
-/// What the operator reads of a container's status: which container, and its state (running,
-/// or terminated with an exit code and reason).
+/// What the operator reads of a container's status: which container, and its state (waiting
+/// with a reason, running, or terminated with an exit code and reason).
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 pub struct RunnerContainerStatus {
     /// The container's name.
@@ -202,20 +205,22 @@ pub struct RunnerContainerStatus {
 
 impl From<k8s_openapi::api::core::v1::PodStatus> for RunnerPodStatus {
     fn from(status: k8s_openapi::api::core::v1::PodStatus) -> Self {
+        let project = |statuses: Vec<k8s_openapi::api::core::v1::ContainerStatus>| {
+            statuses
+                .into_iter()
+                .map(|c| RunnerContainerStatus {
+                    name: c.name,
+                    state: c.state,
+                })
+                .collect()
+        };
         RunnerPodStatus {
             phase: status.phase,
             reason: status.reason,
             message: status.message,
             conditions: status.conditions,
-            container_statuses: status.container_statuses.map(|statuses| {
-                statuses
-                    .into_iter()
-                    .map(|c| RunnerContainerStatus {
-                        name: c.name,
-                        state: c.state,
-                    })
-                    .collect()
-            }),
+            container_statuses: status.container_statuses.map(project),
+            init_container_statuses: status.init_container_statuses.map(project),
         }
     }
 }

@@ -4,10 +4,17 @@
 //! `<session>-job-<suffix>`, so the operator copies each of its Events (type, reason, message)
 //! under that name.
 //!
-//! Invariants: only Events about the operator's own runner pods (found in the pod cache) are
-//! copied, only those that arrive after start-up (no replay of history on a restart), each
-//! distinct `(reason, message)` once per [`REPEAT_WINDOW`] per session, and at most
-//! [`PER_SESSION_PER_MINUTE`] per session per minute; nothing is cached but those counters.
+//! The Job controller's refusals to create a runner Job's pod (`FailedCreate`: a quota, a
+//! LimitRange, an admission policy; SPEC §7.3) are recorded for the session's reconcile
+//! ([`crate::session::refusals`]), which wakes, and copied the same way: a Job's pod that was
+//! never made has no Events of its own.
+//!
+//! Invariants: only Events about the operator's own runner pods (found in the pod cache) and
+//! runner Jobs are copied, only those that arrive after start-up (no replay of history on a
+//! restart; a refusal still standing is recorded from the initial list, though), each distinct
+//! `(reason, message)` once per [`REPEAT_WINDOW`] per session, and at most
+//! [`PER_SESSION_PER_MINUTE`] per session per minute; nothing is cached but those counters and
+//! the refusals.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -24,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::context::Context;
 use crate::projections::RunnerChild;
 use crate::session::phases::Note;
+use crate::session::refusals::PodRefusal;
 
 /// A repeated `(reason, message)` of one session is copied again only after this long.
 pub const REPEAT_WINDOW: Duration = Duration::from_secs(600);
@@ -87,12 +95,22 @@ impl Limiter {
     }
 }
 
-/// Copies runner pod Events until `shutdown`.
+/// The Job controller's Event reason for a pod it could not create.
+const FAILED_CREATE: &str = "FailedCreate";
+
+/// Copies runner pod Events, and records and copies runner Jobs' pod refusals, until
+/// `shutdown`.
 pub async fn run(ctx: Context, shutdown: CancellationToken) {
     let events: Api<CoreEvent> = Api::all(ctx.client.clone());
-    let config = watcher::Config::default().fields("involvedObject.kind=Pod");
-    let stream = watcher::watcher(events, config).default_backoff();
-    let mut stream = std::pin::pin!(stream);
+    let pods = watcher::Config::default().fields("involvedObject.kind=Pod");
+    let refusals = watcher::Config::default()
+        .fields(&format!("involvedObject.kind=Job,reason={FAILED_CREATE}"));
+    let pods = watcher::watcher(events.clone(), pods).default_backoff();
+    let refusals = watcher::watcher(events, refusals).default_backoff();
+    let mut stream = std::pin::pin!(futures::stream::select(
+        pods.map(|e| (false, e)),
+        refusals.map(|e| (true, e))
+    ));
     let limiter = Mutex::new(Limiter::default());
     loop {
         let next = tokio::select! {
@@ -100,31 +118,82 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) {
             next = stream.next() => next,
         };
         match next {
+            // A refusal still standing is state, not history: recorded from the initial list.
+            Some((true, Ok(Event::Apply(event)))) => {
+                if let Some(session) = record_refusal(&ctx, &event) {
+                    republish(&ctx, &limiter, &event, &session).await;
+                }
+            }
+            Some((true, Ok(Event::InitApply(event)))) => {
+                record_refusal(&ctx, &event);
+            }
             // Only what happens from now on: the initial list is history.
-            Some(Ok(Event::Apply(event))) => republish(&ctx, &limiter, &event).await,
-            Some(Ok(_)) => {}
-            Some(Err(error)) => tracing::debug!(%error, "runner event watch error; retrying"),
+            Some((false, Ok(Event::Apply(event)))) => {
+                if let Some(session) = runner_pod_session(&ctx, &event) {
+                    republish(&ctx, &limiter, &event, &session).await;
+                }
+            }
+            Some((_, Ok(_))) => {}
+            Some((_, Err(error))) => {
+                tracing::debug!(%error, "runner event watch error; retrying");
+            }
             None => return,
         }
     }
 }
 
-async fn republish(ctx: &Context, limiter: &Mutex<Limiter>, event: &CoreEvent) {
+/// The session of the runner pod `event` is about, if it is one of ours in this replica's part.
+fn runner_pod_session(ctx: &Context, event: &CoreEvent) -> Option<String> {
     let object = &event.involved_object;
-    let (Some(namespace), Some(pod)) = (object.namespace.as_deref(), object.name.as_deref()) else {
-        return;
-    };
+    let (namespace, pod) = (object.namespace.as_deref()?, object.name.as_deref()?);
     if ctx.shard.as_ref().is_some_and(|gate| !gate.owns(namespace)) {
-        return; // another replica's part
+        return None; // another replica's part
     }
-    let Some(session) = ctx
-        .caches
+    ctx.caches
         .pods
         .get(&kube::runtime::reflector::ObjectRef::new(pod).within(namespace))
         .and_then(|p| p.session_name().map(str::to_string))
-    else {
-        return; // not a runner pod of ours
+}
+
+/// Records a `FailedCreate` of a runner Job (one of this replica's managed namespaces) for its
+/// session and wakes the session; returns the session.
+fn record_refusal(ctx: &Context, event: &CoreEvent) -> Option<String> {
+    let object = &event.involved_object;
+    let (namespace, job) = (object.namespace.as_deref()?, object.name.as_deref()?);
+    let job_uid = object.uid.clone()?;
+    if !ctx.caches.is_managed(namespace) || ctx.shard.as_ref().is_some_and(|g| !g.owns(namespace)) {
+        return None;
+    }
+    // The Job's session from the cache; a Job created moments ago may not be there yet, and its
+    // name says it (a refusal is only ever matched against the current Job's UID).
+    let session = match ctx.caches.job(namespace, job) {
+        Some(cached) => cached.session_name()?.to_string(),
+        None => job
+            .strip_suffix(agentic_crds::names::JOB_SUFFIX)?
+            .to_string(),
     };
+    let since = event
+        .first_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .or(event.event_time.as_ref().map(|t| t.0))
+        .unwrap_or_else(k8s_openapi::jiff::Timestamp::now);
+    let refusal = PodRefusal {
+        job_uid,
+        message: event.message.clone().unwrap_or_default(),
+        since,
+    };
+    if ctx.refusals.record(namespace, &session, refusal) {
+        ctx.waker.wake(namespace, &session);
+    }
+    Some(session)
+}
+
+async fn republish(ctx: &Context, limiter: &Mutex<Limiter>, event: &CoreEvent, session: &str) {
+    let Some(namespace) = event.involved_object.namespace.as_deref() else {
+        return;
+    };
+    let session = session.to_string();
     let reason = event.reason.clone().unwrap_or_default();
     let message = event.message.clone().unwrap_or_default();
     if !limiter.lock().admit(namespace, &session, &reason, &message) {
@@ -133,7 +202,7 @@ async fn republish(ctx: &Context, limiter: &Mutex<Limiter>, event: &CoreEvent) {
     let regarding = ObjectReference {
         api_version: Some("v1".into()),
         kind: Some("Pod".into()),
-        name: Some(agentic_crds::names::runner_events_name(&session)),
+        name: Some(agentic_crds::names::original_runner_pod_name(&session)),
         namespace: Some(namespace.to_string()),
         ..Default::default()
     };

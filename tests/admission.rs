@@ -9,7 +9,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use agentic_crds::Phase;
-use support::operator::{Engine, create, operator, ready_reason, session, wait_for_phase};
+use support::operator::{
+    Engine, create, operator, ready_message, ready_reason, session, wait_for_phase,
+};
 use support::{ClusterInfo, TestNamespace};
 
 /// `kubectl apply -f -` of `manifest` in `namespace`: (succeeded, stderr).
@@ -47,12 +49,12 @@ async fn invalid_sessions_are_rejected_at_admission_with_a_clear_message() {
     let cluster = ClusterInfo::from_env();
     support::operator::install_crds(&cluster);
     let ns = TestNamespace::create(&cluster, "admission").await;
-    let long_name = "a".repeat(43);
+    let long_name = "a".repeat(56);
     let table: Vec<(&str, String, &str)> = vec![
         (
-            "name too long for its children",
+            "name too long for its Service",
             session_yaml(&long_name, "  timeout: 60"),
-            "42",
+            "at most 55 characters",
         ),
         ("negative timeout", session_yaml("neg", "  timeout: -5"), "timeout"),
         ("zero timeout", session_yaml("zero", "  timeout: 0"), "timeout"),
@@ -128,9 +130,9 @@ async fn what_admission_cannot_check_ends_invalid_spec_and_the_operator_stays_he
     let ns = TestNamespace::create(&cluster, "invalid-spec").await;
     let cases = [
         (
-            "dup-repos",
-            "  repos:\n  - url: https://example.com/a.git\n  - url: https://example.com/a.git",
-            "spec.repos[1].url",
+            "bad-branch",
+            "  repos:\n  - url: https://example.com/a.git\n    branch: \"feature..x\"",
+            "spec.repos[0].branch",
         ),
         (
             "bad-url",
@@ -161,7 +163,7 @@ async fn what_admission_cannot_check_ends_invalid_spec_and_the_operator_stays_he
             Some("InvalidSpec"),
             "{name}"
         );
-        let message = failed.status.and_then(|s| s.message).unwrap_or_default();
+        let message = ready_message(&failed);
         assert!(message.starts_with(field), "{name}: {message}");
     }
 

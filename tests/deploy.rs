@@ -85,6 +85,35 @@ fn deploy_tree_and_ha_overlay_apply_to_a_real_api_server() {
     }
 }
 
+/// The platform overlay brings only the operator's Deployment, metrics Service and its own
+/// renamed RBAC: nothing a platform installation owns (tests/platform_crd.rs applies it over one).
+#[test]
+fn platform_overlay_applies_and_brings_nothing_the_platform_owns() {
+    let cluster = ClusterInfo::from_env();
+    ensure_operator_namespace(&cluster);
+    let path = deploy_dir().join("overlays/platform").display().to_string();
+    let out = kubectl(&cluster, &["apply", "--dry-run=server", "-k", &path], None);
+    for expected in [
+        "clusterrole.rbac.authorization.k8s.io/agentic-operator-rust",
+        "clusterrolebinding.rbac.authorization.k8s.io/agentic-operator-rust",
+        "deployment.apps/agentic-operator",
+        "service/agentic-operator-metrics",
+    ] {
+        assert!(out.contains(expected), "{expected} missing in\n{out}");
+    }
+    for platforms in [
+        "customresourcedefinition",
+        "ambient-project-",
+        "configmap/",
+        "namespace/",
+        "serviceaccount/",
+        "clusterrole.rbac.authorization.k8s.io/agentic-operator ",
+        "clusterrolebinding.rbac.authorization.k8s.io/agentic-operator ",
+    ] {
+        assert!(!out.contains(platforms), "{platforms} in\n{out}");
+    }
+}
+
 #[tokio::test]
 async fn samples_apply_once_the_crds_are_installed() {
     let cluster = ClusterInfo::from_env();

@@ -936,13 +936,14 @@ impl Baseline {
             cpu_request: args.runner_cpu_request.clone(),
             cpu_limit: "2".into(),
             memory_request: args.runner_memory_request.clone(),
-            memory_limit: "4Gi".into(),
+            memory_limit: "8Gi".into(),
             workspace_size: None,
             workspace_storage_class: None,
             state_sync_image: "quay.io/ambient_code/vteam_state_sync:latest".into(),
             s3_endpoint: "https://s3.amazonaws.com".into(),
             s3_bucket: "ambient-sessions".into(),
             pod_fsgroup: None,
+            state_uid: None,
             image_pull_policy: "Always".into(),
             vertex: None,
             mcp_config_file: None,
@@ -1075,12 +1076,16 @@ impl Baseline {
             inactivity_timeout: Some(Duration::from_secs(86_400)),
             start_timeout: Duration::from_secs(600),
             token_refresh_after: Duration::from_secs(45 * 60),
+            enforce_timeout: false,
+            status_schema: agentic_crds::StatusSchema::OURS,
             invalid_spec: None,
             platform: platform(),
             vertex: false,
             s3: platform().s3("https://s3.amazonaws.com", "ambient-sessions"),
             service_uid: Some("bench".into()),
+            foreign_service: false,
             claimed_here: true,
+            pod_refusal: None,
             sync: agentic_operator::session::phases::SyncView::Idle,
         }
     }
@@ -1133,7 +1138,8 @@ impl Baseline {
         create(&Api::<Secret>::namespaced(c.clone(), &namespace), &secret).await?;
         let run = RunSpec {
             is_resume: false,
-            deadline_seconds: session.spec.timeout,
+            // The operator's default: spec.timeout is advisory (no --enforce-session-timeout).
+            deadline_seconds: None,
             started_at: planned
                 .status
                 .start_time

@@ -22,6 +22,9 @@ pub mod types {
     pub const WORKSPACE_READY: &str = "WorkspaceReady";
     /// The runner Job `<name>-job` exists.
     pub const JOB_CREATED: &str = "JobCreated";
+    /// The runner pod exists; False with reason `FailedCreate` and the API server's message
+    /// while its Job cannot create it (a quota, a LimitRange, an admission policy).
+    pub const POD_CREATED: &str = "PodCreated";
     /// The runner pod was scheduled; False with the scheduler's reason and message while it
     /// cannot be.
     pub const POD_SCHEDULED: &str = "PodScheduled";
@@ -92,6 +95,10 @@ pub mod reasons {
     pub const EMPTY_DIR: &str = "EmptyDir";
     /// The runner pod cannot be scheduled (the message is the scheduler's).
     pub const UNSCHEDULABLE: &str = "Unschedulable";
+    /// The runner Job's pod was refused by the API server (the Job controller's Event reason;
+    /// the message is the API server's). Terminal once the refusal has lasted
+    /// `POD_REFUSAL_GRACE`.
+    pub const FAILED_CREATE: &str = "FailedCreate";
     /// The runner Job disappeared after its runner started (or could have), before its
     /// outcome was recorded: the run's result is unknown. Terminal; a restart runs it again.
     pub const JOB_LOST: &str = "JobLost";

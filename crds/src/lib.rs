@@ -13,6 +13,7 @@ pub mod names;
 pub mod project_settings;
 pub mod render;
 pub mod session;
+pub mod status_schema;
 pub mod validate;
 
 pub use condition::{Condition, ConditionStatus, set_condition};
@@ -22,4 +23,5 @@ pub use project_settings::{
 };
 pub use render::render_crds;
 pub use session::{AgenticSession, AgenticSessionSpec, AgenticSessionStatus, Phase, StoppedReason};
+pub use status_schema::StatusSchema;
 pub use validate::{InvalidSpec, validate};

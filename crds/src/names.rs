@@ -3,24 +3,31 @@
 //! creating a child twice impossible (a second create gets `AlreadyExists`).
 //!
 //! A session name of at most [`MAX_SESSION_NAME_LEN`] characters (enforced at admission by a CEL
-//! rule on `AgenticSession`) keeps every derived name within [`MAX_CHILD_NAME_LEN`].
+//! rule on `AgenticSession`) keeps every name bound by 63 characters within
+//! [`MAX_CHILD_NAME_LEN`]: the Service `session-<name>` (a DNS-1035 label) and the label values
+//! `agentic-session=<name>` and the Job controller's `job-name=<name>-job`. Every other child's
+//! name is a DNS subdomain (up to 253 characters).
 
 use crate::keys::PROJECT_CLUSTER_ROLE_PREFIX;
 
-/// Longest name any derived child (or the `agentic-session` label value) may have: the DNS label
-/// limit, which also bounds label values.
+/// Longest a DNS-1035 label (a Service's name) or a label value may be.
 pub const MAX_CHILD_NAME_LEN: usize = 63;
 
-/// Longest allowed session name. The longest derived names are `ambient-session-<name>-role` and
-/// `ambient-runner-token-<name>` (21 extra characters), so `63 - 21 = 42`.
-pub const MAX_SESSION_NAME_LEN: usize = 42;
+/// Longest allowed session name: the Service `session-<name>` must be a DNS label, so
+/// `63 - 8 = 55`. The platform's backend names sessions `session-<uuid4>` (44 characters) and
+/// their clones `<name>-duplicate` (54), so nothing shorter will do.
+pub const MAX_SESSION_NAME_LEN: usize = 55;
+
+/// Longest a DNS subdomain (most objects' names) may be.
+pub const MAX_SUBDOMAIN_LEN: usize = 253;
 
 const SERVICE_ACCOUNT_PREFIX: &str = "ambient-session-";
 const ROLE_SUFFIX: &str = "-role";
 const ROLE_BINDING_SUFFIX: &str = "-rb";
 const TOKEN_SECRET_PREFIX: &str = "ambient-runner-token-";
 const WORKSPACE_PVC_PREFIX: &str = "ambient-workspace-";
-const JOB_SUFFIX: &str = "-job";
+/// What a session's name is followed by in its Job's.
+pub const JOB_SUFFIX: &str = "-job";
 const SERVICE_PREFIX: &str = "session-";
 const RUNNER_EVENTS_SUFFIX: &str = "-runner";
 
@@ -60,9 +67,10 @@ pub fn service_name(session: &str) -> String {
     format!("{SERVICE_PREFIX}{session}")
 }
 
-/// The name under which the runner pod's Events are republished: `<session>-runner` (the
-/// original's bare pod, which the backend's pod-events view looks up).
-pub fn runner_events_name(session: &str) -> String {
+/// The original operator's bare runner pod, `<session>-runner`: the backend's pod-events view
+/// looks up this name (the runner pod's Events are republished under it), and sessions the
+/// original started run in a pod of this name.
+pub fn original_runner_pod_name(session: &str) -> String {
     format!("{session}{RUNNER_EVENTS_SUFFIX}")
 }
 
@@ -103,30 +111,34 @@ mod tests {
         assert_eq!(token_secret_name("s1"), "ambient-runner-token-s1");
         assert_eq!(workspace_pvc_name("s1"), "ambient-workspace-s1");
         assert_eq!(service_name("s1"), "session-s1");
-        assert_eq!(runner_events_name("s1"), "s1-runner");
+        assert_eq!(original_runner_pod_name("s1"), "s1-runner");
         assert_eq!(project_cluster_role_name("edit"), "ambient-project-edit");
         assert_eq!(group_role_binding_name("devs", "view"), "devs-view");
     }
 
     #[test]
-    fn child_names_fit_63_chars_for_a_42_char_session_name() {
+    fn names_bound_by_63_fit_for_a_55_char_session_name() {
         let name = "a".repeat(MAX_SESSION_NAME_LEN);
+        for bounded in [service_name(&name), job_name(&name), name.clone()] {
+            assert!(bounded.len() <= MAX_CHILD_NAME_LEN, "{bounded}");
+        }
         for child in session_child_names(&name) {
-            assert!(
-                child.len() <= MAX_CHILD_NAME_LEN,
-                "{child} is {} chars",
-                child.len()
-            );
+            assert!(child.len() <= MAX_SUBDOMAIN_LEN, "{child}");
         }
     }
 
     #[test]
-    fn the_42_char_limit_is_tight() {
+    fn the_55_char_limit_is_the_services() {
         let name = "a".repeat(MAX_SESSION_NAME_LEN + 1);
-        assert!(
-            session_child_names(&name)
-                .iter()
-                .any(|child| child.len() > MAX_CHILD_NAME_LEN)
-        );
+        assert_eq!(service_name(&name).len(), MAX_CHILD_NAME_LEN + 1);
+    }
+
+    #[test]
+    fn the_backends_names_and_their_clones_fit() {
+        let backend = "session-0b7e4f8c-2d1a-4c3e-9f6b-5a4d3c2b1a09";
+        assert_eq!(backend.len(), 44);
+        let clone = format!("{backend}-duplicate");
+        assert_eq!(clone.len(), 54);
+        assert!(clone.len() <= MAX_SESSION_NAME_LEN);
     }
 }

@@ -81,8 +81,9 @@ pub struct AgenticSessionSpec {
     /// Model settings passed to the runner.
     #[serde(default)]
     pub llm_settings: LlmSettings,
-    /// Hard limit on one run, in seconds (1 to 604800 = 7 days); enforced as the Job's
-    /// `activeDeadlineSeconds`.
+    /// Seconds the run is expected to take (1 to 604800 = 7 days), passed to the runner as
+    /// `TIMEOUT`. Advisory: a bound on the whole run only when the operator runs with
+    /// `--enforce-session-timeout`.
     #[serde(default = "default_timeout")]
     #[schemars(range(min = 1, max = 604_800))]
     pub timeout: i64,
@@ -124,6 +125,36 @@ impl Default for AgenticSessionSpec {
             mcp_servers: None,
             active_workflow: None,
         }
+    }
+}
+
+impl AgenticSessionSpec {
+    /// `repos` with each URL once (compared after trimming whitespace): the last entry of a URL
+    /// wins, at the place of its first; an empty branch reads as [`DEFAULT_BRANCH`]. The
+    /// platform's backend appends a repository without looking for it first, and the original
+    /// treated a repeated URL the same way.
+    pub fn unique_repos(&self) -> Vec<RepoSpec> {
+        let mut unique: Vec<RepoSpec> = Vec::with_capacity(self.repos.len());
+        for repo in &self.repos {
+            let url = repo.url.trim();
+            if url.is_empty() {
+                continue;
+            }
+            let branch = match repo.branch.trim() {
+                "" => DEFAULT_BRANCH.to_string(),
+                _ => repo.branch.clone(),
+            };
+            let entry = RepoSpec {
+                url: url.to_string(),
+                branch,
+                auto_push: repo.auto_push,
+            };
+            match unique.iter_mut().find(|r| r.url == url) {
+                Some(first) => *first = entry,
+                None => unique.push(entry),
+            }
+        }
+        unique
     }
 }
 
@@ -459,14 +490,14 @@ impl AgenticSession {
 }
 
 /// The CEL rule on the whole object limiting `metadata.name` to [`MAX_SESSION_NAME_LEN`]
-/// characters, so every derived child name fits in 63 (see [`crate::names`]).
+/// characters, so every name bound by 63 characters fits (see [`crate::names`]).
 pub fn session_name_rule() -> Rule {
     Rule::new(format!(
         "size(self.metadata.name) <= {MAX_SESSION_NAME_LEN}"
     ))
     .message(Message::Message(format!(
-        "metadata.name must be at most {MAX_SESSION_NAME_LEN} characters: derived names such as \
-         ambient-session-<name>-role and ambient-runner-token-<name> must fit in 63"
+        "metadata.name must be at most {MAX_SESSION_NAME_LEN} characters: the session's Service \
+         session-<name> must be a DNS label of at most 63"
     )))
 }
 
@@ -709,7 +740,7 @@ mod tests {
         );
         assert_eq!(
             schema["x-kubernetes-validations"][0]["rule"],
-            json!("size(self.metadata.name) <= 42")
+            json!("size(self.metadata.name) <= 55")
         );
         let env_rules = &spec["environmentVariables"]["x-kubernetes-validations"];
         assert_eq!(env_rules[0]["rule"], json!(env_name_rule()));
@@ -744,10 +775,10 @@ mod tests {
     }
 
     #[test]
-    fn a_42_char_name_is_admitted_and_a_43_char_name_is_rejected() {
-        assert_eq!(admit(&"a".repeat(42), json!({})), Ok(()));
-        let errors = admit(&"a".repeat(43), json!({})).expect_err("rejected");
-        assert!(errors[0].contains("at most 42 characters"), "{errors:?}");
+    fn a_55_char_name_is_admitted_and_a_56_char_name_is_rejected() {
+        assert_eq!(admit(&"a".repeat(55), json!({})), Ok(()));
+        let errors = admit(&"a".repeat(56), json!({})).expect_err("rejected");
+        assert!(errors[0].contains("at most 55 characters"), "{errors:?}");
     }
 
     #[test]

@@ -4,8 +4,6 @@
 //! The operator runs [`validate`] before creating anything; an error puts the session in
 //! `Failed` with reason `InvalidSpec` and the error's message, which names the field.
 
-use std::collections::BTreeMap;
-
 use crate::env::{is_reserved_env_name, is_valid_env_name};
 use crate::session::{
     AgenticSessionSpec, MAX_INACTIVITY_TIMEOUT_SECONDS, MAX_MAX_TOKENS, MAX_REPOS, MAX_TEMPERATURE,
@@ -24,16 +22,6 @@ pub enum InvalidSpec {
         /// Path of the field.
         field: String,
         /// The value.
-        url: String,
-    },
-    /// The same repository listed twice.
-    #[error("{field}: {url:?} is already listed as {first}")]
-    DuplicateRepo {
-        /// Path of the repeated entry's URL.
-        field: String,
-        /// Path of the first entry with that URL.
-        first: String,
-        /// The URL.
         url: String,
     },
     /// A branch name git would refuse.
@@ -77,7 +65,6 @@ impl InvalidSpec {
     pub fn field(&self) -> &str {
         match self {
             InvalidSpec::NotAGitUrl { field, .. }
-            | InvalidSpec::DuplicateRepo { field, .. }
             | InvalidSpec::InvalidBranch { field, .. }
             | InvalidSpec::InvalidEnvName { field, .. }
             | InvalidSpec::ReservedEnvName { field, .. }
@@ -94,20 +81,11 @@ pub fn validate(spec: &AgenticSessionSpec) -> Result<(), InvalidSpec> {
             format!("at most {MAX_REPOS} repositories"),
         ));
     }
-    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    // A URL listed twice is not an error: the platform's backend appends a repository without
+    // looking for it first, and the last entry of a URL wins (`AgenticSessionSpec::unique_repos`).
     for (i, repo) in spec.repos.iter().enumerate() {
-        let field = format!("spec.repos[{i}].url");
-        check_git_url(&field, &repo.url)?;
+        check_git_url(&format!("spec.repos[{i}].url"), &repo.url)?;
         check_branch(&format!("spec.repos[{i}].branch"), &repo.branch)?;
-        let key = normalize_repo_url(&repo.url);
-        if let Some(first) = seen.get(&key) {
-            return Err(InvalidSpec::DuplicateRepo {
-                field,
-                first: first.clone(),
-                url: repo.url.clone(),
-            });
-        }
-        seen.insert(key, field);
     }
 
     let llm = &spec.llm_settings;
@@ -124,12 +102,6 @@ pub fn validate(spec: &AgenticSessionSpec) -> Result<(), InvalidSpec> {
         return Err(out_of_range(
             "spec.llmSettings.maxTokens",
             format!("must be between 1 and {MAX_MAX_TOKENS}"),
-        ));
-    }
-    if !(1..=MAX_TIMEOUT_SECONDS).contains(&spec.timeout) {
-        return Err(out_of_range(
-            "spec.timeout",
-            format!("must be between 1 and {MAX_TIMEOUT_SECONDS} seconds"),
         ));
     }
     if let Some(t) = spec.inactivity_timeout
@@ -181,6 +153,20 @@ pub fn validate(spec: &AgenticSessionSpec) -> Result<(), InvalidSpec> {
         }
     }
     Ok(())
+}
+
+/// Checks `spec.timeout` where it bounds the run (`--enforce-session-timeout`). Otherwise it
+/// is advisory (the runner's `TIMEOUT`) and any value the installed CRD admits is taken, as the
+/// original did.
+pub fn validate_enforced_timeout(spec: &AgenticSessionSpec) -> Result<(), InvalidSpec> {
+    if (1..=MAX_TIMEOUT_SECONDS).contains(&spec.timeout) {
+        Ok(())
+    } else {
+        Err(out_of_range(
+            "spec.timeout",
+            format!("must be between 1 and {MAX_TIMEOUT_SECONDS} seconds"),
+        ))
+    }
 }
 
 fn out_of_range(field: &str, reason: impl Into<String>) -> InvalidSpec {
@@ -261,25 +247,6 @@ fn check_branch(field: &str, branch: &str) -> Result<(), InvalidSpec> {
     }
 }
 
-/// The URL with a trailing `/` and `.git` removed and the scheme/host lower-cased, so
-/// `https://GitHub.com/a/b.git` and `https://github.com/a/b/` count as the same repository.
-fn normalize_repo_url(url: &str) -> String {
-    let trimmed = url.trim_end_matches('/');
-    let trimmed = trimmed.strip_suffix(".git").unwrap_or(trimmed);
-    match trimmed.split_once("://") {
-        Some((scheme, rest)) => {
-            let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-            format!(
-                "{}://{}/{}",
-                scheme.to_ascii_lowercase(),
-                host.to_ascii_lowercase(),
-                path
-            )
-        }
-        None => trimmed.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,18 +313,15 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_repo_urls_name_both_entries() {
+    fn a_repository_listed_twice_is_valid() {
         let spec = AgenticSessionSpec {
             repos: vec![
                 repo("https://github.com/a/b.git"),
-                repo("https://x.org/c"),
-                repo("https://GitHub.com/a/b/"),
+                repo("https://github.com/a/b.git"),
             ],
             ..Default::default()
         };
-        let msg = message(&spec);
-        assert!(msg.starts_with("spec.repos[2].url:"), "{msg}");
-        assert!(msg.contains("spec.repos[0].url"), "{msg}");
+        assert_eq!(validate(&spec), Ok(()));
     }
 
     #[test]
@@ -401,8 +365,15 @@ mod tests {
             timeout: 0,
             ..Default::default()
         };
-        assert!(message(&spec).starts_with("spec.timeout:"));
+        assert_eq!(validate(&spec), Ok(()), "advisory unless enforced");
+        assert!(
+            validate_enforced_timeout(&spec)
+                .unwrap_err()
+                .to_string()
+                .starts_with("spec.timeout:")
+        );
         spec.timeout = 300;
+        assert_eq!(validate_enforced_timeout(&spec), Ok(()));
         spec.llm_settings.temperature = f64::NAN;
         assert!(message(&spec).starts_with("spec.llmSettings.temperature:"));
         spec.llm_settings.temperature = 1.0;

@@ -87,9 +87,9 @@ pub async fn run(
             let backlog = engine.activate();
             tracing::info!(backlog, "legacy engine handling events inline");
             tasks.spawn(crate::runner_events::run(engine.ctx.clone(), shutdown.clone()));
-            // A finished runner call (live changes) makes its session due again.
+            // A finished runner call (live changes) or a refused pod makes its session due again.
             let timers = engine.timers.clone();
-            engine.ctx.syncs.set_waker(Arc::new(move |key| {
+            engine.ctx.waker.set(Arc::new(move |key| {
                 timers.schedule(key, std::time::Duration::ZERO);
             }));
             tasks.spawn(engine.clone().handle_due_keys());
@@ -424,7 +424,7 @@ impl Engine {
                     return Vec::new();
                 };
                 self.seen.fingerprints.remove(&key);
-                crate::session::forget_own_writes(key.namespace(), &session.name_any(), &self.ctx);
+                crate::session::forget_deleted(key.namespace(), &session.name_any(), &self.ctx);
                 self.stale.remove(&key);
                 self.timers.forget(&key);
                 vec![(

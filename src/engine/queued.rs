@@ -130,7 +130,7 @@ pub async fn run(
     );
     tokio::spawn(crate::runner_events::run(ctx.clone(), shutdown.clone()));
     let waking = queue.clone();
-    ctx.syncs.set_waker(Arc::new(move |key| waking.add(&key)));
+    ctx.waker.set(Arc::new(move |key| waking.add(&key)));
     let pool = WorkerPool::new(
         queue,
         usize::from(ctx.config.args.max_concurrent_reconciles),
@@ -442,11 +442,7 @@ impl Watches {
             Event::Delete(session) => {
                 if let Some(key) = ObjectKey::of_session(session) {
                     fingerprints.remove(&key);
-                    crate::session::forget_own_writes(
-                        key.namespace(),
-                        &session.name_any(),
-                        &self.ctx,
-                    );
+                    crate::session::forget_deleted(key.namespace(), &session.name_any(), &self.ctx);
                     self.queue.add_with(
                         &ObjectKey::SecretCopies(key.namespace().to_string()),
                         Priority::Low,

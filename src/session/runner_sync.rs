@@ -11,7 +11,7 @@
 //! - when the calls end, the session is reconciled again (the engine's waker) and records the
 //!   outcome.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -26,7 +26,7 @@ use tokio::sync::Semaphore;
 
 use super::drift::RunnerCall;
 use super::phases::SyncView;
-use crate::engine::ObjectKey;
+use super::waker::SessionWaker;
 
 /// Each call to a runner gives up after this long.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,9 +34,6 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CONCURRENT_SYNCS: usize = 64;
 /// The header carrying the session's AG-UI token.
 pub const TOKEN_HEADER: &str = "X-Ambient-Session-Token";
-
-/// Wakes a key: the engine reconciles it again soon.
-pub type Waker = Arc<dyn Fn(ObjectKey) + Send + Sync>;
 
 /// One session's calls for one generation.
 #[derive(Debug, Clone)]
@@ -53,12 +50,13 @@ pub struct RunnerSyncs {
     http: Client<HttpConnector, Full<Bytes>>,
     /// Base URL template: `{session}`, `{namespace}` and `{port}` are replaced.
     base_url: String,
-    waker: Arc<OnceLock<Waker>>,
+    waker: SessionWaker,
 }
 
 impl RunnerSyncs {
-    /// Calls runners at `base_url` (a template, see [`crate::config::Args::runner_base_url`]).
-    pub fn new(base_url: &str) -> Self {
+    /// Calls runners at `base_url` (a template, see [`crate::config::Args::runner_base_url`]);
+    /// a session whose calls ended is woken through `waker`.
+    pub fn new(base_url: &str, waker: SessionWaker) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CALL_TIMEOUT));
         RunnerSyncs {
@@ -66,13 +64,8 @@ impl RunnerSyncs {
             permits: Arc::new(Semaphore::new(CONCURRENT_SYNCS)),
             http: Client::builder(TokioExecutor::new()).build(connector),
             base_url: base_url.to_string(),
-            waker: Arc::default(),
+            waker,
         }
-    }
-
-    /// The engine's way to reconcile a key again (set once, when it starts).
-    pub fn set_waker(&self, waker: Waker) {
-        let _ = self.waker.set(waker);
     }
 
     /// Where the calls for one generation of `namespace/session` stand.
@@ -138,12 +131,7 @@ impl RunnerSyncs {
             {
                 entry.view = outcome;
             }
-            if let Some(wake) = this.waker.get() {
-                wake(ObjectKey::Session {
-                    namespace: key.0,
-                    name: key.1,
-                });
-            }
+            this.waker.wake(&key.0, &key.1);
         });
     }
 
@@ -239,8 +227,10 @@ mod tests {
 
     #[test]
     fn the_base_url_template_names_the_sessions_service() {
-        let syncs =
-            RunnerSyncs::new("http://session-{session}.{namespace}.svc.cluster.local:{port}");
+        let syncs = RunnerSyncs::new(
+            "http://session-{session}.{namespace}.svc.cluster.local:{port}",
+            SessionWaker::default(),
+        );
         assert_eq!(
             syncs.base_url("team", "demo", 8001),
             "http://session-demo.team.svc.cluster.local:8001"
@@ -249,7 +239,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_outcome_belongs_to_its_generation() {
-        let syncs = RunnerSyncs::new("http://127.0.0.1:1/{session}");
+        let syncs = RunnerSyncs::new("http://127.0.0.1:1/{session}", SessionWaker::default());
         syncs.entries.insert(
             ("team".into(), "demo".into()),
             Entry {

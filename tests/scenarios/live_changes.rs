@@ -11,7 +11,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use support::fake_runner::{Behaviour, FakeRunner};
-use support::operator::{create, operator, session, wait_for_phase};
+use support::operator::{create, operator, session, wait_for_phase, wait_until_applied};
 use support::{ClusterInfo, TestNamespace, wait_until};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -39,17 +39,7 @@ async fn patch_spec(ns: &TestNamespace, name: &str, spec: serde_json::Value) {
 
 /// Waits until the runner has been told about the session's current generation.
 async fn applied(ns: &TestNamespace, name: &str) -> AgenticSession {
-    let api: Api<AgenticSession> = ns.api();
-    wait_until(&format!("{name}'s spec applied"), LIMIT, || async {
-        let s = api.get(name).await.ok()?;
-        let status = s.status.as_ref()?;
-        let reconciled = status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Reconciled" && c.status == agentic_crds::ConditionStatus::True);
-        (status.observed_generation == s.metadata.generation && reconciled).then_some(s)
-    })
-    .await
+    wait_until_applied(&ns.client, &ns.name, name).await
 }
 
 async fn agui_token(ns: &TestNamespace, name: &str) -> String {

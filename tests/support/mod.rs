@@ -10,6 +10,7 @@ pub mod fake_runner;
 pub mod faults;
 pub mod monitoring;
 pub mod operator;
+pub mod platform;
 pub mod process;
 pub mod proxy;
 pub mod rbac;

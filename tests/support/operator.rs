@@ -32,6 +32,13 @@ pub struct Operator {
 }
 
 static OPERATOR: OnceLock<Operator> = OnceLock::new();
+/// The CRDs (and installation) this test binary's cluster has: one kind per binary.
+static INSTALLED: OnceLock<Crds> = OnceLock::new();
+
+/// The installation this test binary chose ([`operator_on`]), if any.
+pub fn installed() -> Option<Crds> {
+    INSTALLED.get().copied()
+}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -40,14 +47,36 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// Which CRDs the cluster serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Crds {
+    /// This project's (generated, `deploy/crds`).
+    Ours,
+    /// The platform's own, with its operator's RBAC and deploy/overlays/platform on top
+    /// ([`super::platform`]): swap only the image.
+    Platform,
+}
+
 /// Installs the CRDs (idempotent) and starts the operator once per test binary with `engine`
 /// and `extra_args`; waits until it reports ready.
 pub fn operator(cluster: &ClusterInfo, engine: Engine, extra_args: &[&str]) -> &'static Operator {
+    operator_on(cluster, Crds::Ours, engine, extra_args)
+}
+
+/// [`operator`] on the given CRDs.
+pub fn operator_on(
+    cluster: &ClusterInfo,
+    crds: Crds,
+    engine: Engine,
+    extra_args: &[&str],
+) -> &'static Operator {
+    let chosen = *INSTALLED.get_or_init(|| crds);
+    assert_eq!(chosen, crds, "one installation per test binary");
     OPERATOR.get_or_init(|| {
-        install_crds(cluster);
         let metrics_address = format!("127.0.0.1:{}", free_port());
         let probe_address = format!("127.0.0.1:{}", free_port());
-        // As its own ServiceAccount under the shipped RBAC (deploy/), not as admin.
+        // As its own ServiceAccount under the shipped RBAC (deploy/, or the platform's plus
+        // deploy/overlays/platform), not as admin.
         let kubeconfig = super::rbac::operator_kubeconfig(cluster)
             .display()
             .to_string();
@@ -125,21 +154,27 @@ impl Operator {
 /// Applies the generated CRDs with the cluster's kubectl and waits until they are served.
 pub fn install_crds(cluster: &ClusterInfo) {
     let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/crds");
-    let kubectl = cluster.bin_dir.join("kubectl");
-    let output = Command::new(&kubectl)
-        .arg("--kubeconfig")
-        .arg(&cluster.kubeconfig)
-        .args(["apply", "--server-side", "--force-conflicts"])
-        .args([
-            "-f",
+    apply_crds(
+        cluster,
+        &[
             &format!("{crds}/agenticsessions.vteam.ambient-code.yaml"),
-        ])
-        .args([
-            "-f",
             &format!("{crds}/projectsettings.vteam.ambient-code.yaml"),
-        ])
-        .output()
-        .expect("running kubectl");
+        ],
+    );
+}
+
+fn apply_crds(cluster: &ClusterInfo, files: &[&str]) {
+    let kubectl = cluster.bin_dir.join("kubectl");
+    let mut command = Command::new(&kubectl);
+    command.arg("--kubeconfig").arg(&cluster.kubeconfig).args([
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+    ]);
+    for file in files {
+        command.args(["-f", file]);
+    }
+    let output = command.output().expect("running kubectl");
     assert!(
         output.status.success(),
         "applying the CRDs failed: {}",
@@ -244,4 +279,34 @@ pub fn ready_reason(session: &AgenticSession) -> Option<String> {
         .find(|c| c.type_ == "Ready")?
         .reason
         .clone()
+}
+
+/// The Ready condition's message: what a failure says (the platform's CRD prunes
+/// `status.message`, so nothing the platform shows lives only there).
+pub fn ready_message(session: &AgenticSession) -> String {
+    session
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .and_then(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
+/// Waits until the runner has been told about the session's current generation
+/// (`Reconciled=True` and `observedGeneration` caught up); returns the session then.
+pub async fn wait_until_applied(client: &Client, namespace: &str, name: &str) -> AgenticSession {
+    let api = Api::<AgenticSession>::namespaced(client.clone(), namespace);
+    super::wait_until(
+        &format!("{name}'s spec applied"),
+        Duration::from_secs(60),
+        || async {
+            let s = api.get(name).await.ok()?;
+            let status = s.status.as_ref()?;
+            let reconciled = status.conditions.iter().any(|c| {
+                c.type_ == "Reconciled" && c.status == agentic_crds::ConditionStatus::True
+            });
+            (status.observed_generation == s.metadata.generation && reconciled).then_some(s)
+        },
+    )
+    .await
 }

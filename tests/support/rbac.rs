@@ -129,12 +129,22 @@ pub fn apply_rbac(cluster: &ClusterInfo) {
         ],
         Some(&list.to_string()),
     );
+    wait_until_allowed(
+        cluster,
+        &[
+            ["list", "agenticsessions.vteam.ambient-code", "-A"],
+            ["create", "leases.coordination.k8s.io", "-n=ambient-code"],
+            ["list", "leases.coordination.k8s.io", "-n=ambient-code"],
+        ],
+    );
+}
+
+/// Waits (30 s at most) until the authorizer allows the operator's ServiceAccount each
+/// `[verb, resource, scope]` (as `kubectl auth can-i` asks it): RBAC objects just applied take a
+/// moment to be honoured.
+pub fn wait_until_allowed(cluster: &ClusterInfo, checks: &[[&str; 3]]) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    for check in [
-        ["list", "agenticsessions.vteam.ambient-code", "-A"],
-        ["create", "leases.coordination.k8s.io", "-n=ambient-code"],
-        ["list", "leases.coordination.k8s.io", "-n=ambient-code"],
-    ] {
+    for check in checks {
         loop {
             let answer = Command::new(cluster.bin_dir.join("kubectl"))
                 .arg("--kubeconfig")
@@ -148,7 +158,7 @@ pub fn apply_rbac(cluster: &ClusterInfo) {
             }
             assert!(
                 Instant::now() < deadline,
-                "the operator's RBAC is not in force after 30s"
+                "the operator's RBAC is not in force after 30s: can-i {check:?}"
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -157,8 +167,12 @@ pub fn apply_rbac(cluster: &ClusterInfo) {
 
 /// Applies the shipped RBAC once per test binary and returns a kubeconfig, in the cluster's
 /// state directory, that authenticates as the operator's ServiceAccount with a token from a
-/// TokenRequest (`kubectl create token`).
+/// TokenRequest (`kubectl create token`). On a platform installation
+/// ([`super::platform`]): the platform's ServiceAccount, under the RBAC installed there.
 pub fn operator_kubeconfig(cluster: &ClusterInfo) -> PathBuf {
+    if super::operator::installed() == Some(super::operator::Crds::Platform) {
+        return super::platform::installation(cluster).kubeconfig.clone();
+    }
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
         apply_rbac(cluster);

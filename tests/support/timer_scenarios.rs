@@ -28,6 +28,7 @@ macro_rules! timer_tests {
             unschedulable_runner_is_reported_then_fails_with_start_timeout,
             stop_while_creating_stops_the_session,
             job_deleted_before_the_runner_started_is_recreated_with_the_time_left,
+            runner_past_its_timeout_fails_with_timeout,
             runner_token_is_refreshed_while_running,
             pod_stuck_terminating_is_force_deleted_after_its_grace_period_and_30s,
         );
@@ -48,7 +49,7 @@ macro_rules! timer_tests {
 /// One test at a time: cordoning is cluster-wide.
 pub static SERIAL: Mutex<()> = Mutex::const_new(());
 
-/// Starts the operator of this test binary with short timers.
+/// Starts the operator of this test binary with short timers, `spec.timeout` enforced.
 pub fn start(cluster: &ClusterInfo, engine: Engine) {
     operator(
         cluster,
@@ -58,7 +59,22 @@ pub fn start(cluster: &ClusterInfo, engine: Engine) {
             START_TIMEOUT,
             "--token-refresh-after",
             REFRESH_AFTER,
+            "--enforce-session-timeout",
         ],
+    );
+}
+
+/// With `--enforce-session-timeout`, `spec.timeout` bounds the run: Failed / Timeout.
+pub async fn runner_past_its_timeout_fails_with_timeout(cluster: &ClusterInfo) {
+    let ns = TestNamespace::create(cluster, "timeout").await;
+    let mut s = session("slow", &[("SIM_OUTCOME", "hang")]);
+    s.spec.timeout = 3;
+    create(&ns.client, &ns.name, &s).await;
+    let failed = wait_for_phase(&ns.client, &ns.name, "slow", Phase::Failed, LIMIT).await;
+    assert_eq!(ready_reason(&failed).as_deref(), Some("Timeout"));
+    assert_eq!(
+        failed.status.and_then(|s| s.stopped_reason),
+        Some(StoppedReason::Timeout)
     );
 }
 

@@ -4,8 +4,11 @@
 //! claim itself.
 //!
 //! Invariants: no credential is ever a plain value (references only); every container runs
-//! non-root, without privilege escalation, with ALL capabilities dropped and the runtime
-//! default seccomp profile; `state-sync` is a native sidecar (an init container with
+//! without privilege escalation, with ALL capabilities dropped and the runtime default seccomp
+//! profile; no uid is pinned unless configured (OpenShift's restricted SCC assigns one from the
+//! namespace's range and refuses any other, SPEC §7.4); `runAsNonRoot` only where the image is
+//! known to have a non-root USER (the runner's: uid 1001) or a uid is configured (the state
+//! image has no USER); `state-sync` is a native sidecar (an init container with
 //! `restartPolicy: Always`), because it never exits by itself and the Job must complete when
 //! the runner does.
 
@@ -42,8 +45,6 @@ pub const HYDRATE_CONTAINER: &str = "init-hydrate";
 pub const STATE_SYNC_CONTAINER: &str = "state-sync";
 /// Seconds a finished Job is kept by Kubernetes if the operator has not deleted it already.
 pub const JOB_TTL_BACKSTOP_SECONDS: i32 = 3600;
-/// The user the state containers run as (their image has no USER; its scripts chown to it).
-pub const STATE_USER: i64 = 1001;
 const TOKEN_VOLUME: &str = "runner-token";
 const WORKSPACE_VOLUME: &str = "workspace";
 const VERTEX_VOLUME: &str = "vertex";
@@ -76,6 +77,8 @@ pub struct RunnerSettings {
     pub s3_bucket: String,
     /// The pod's `fsGroup`, if configured.
     pub pod_fsgroup: Option<i64>,
+    /// The uid of the state containers, if configured (their image has no USER).
+    pub state_uid: Option<i64>,
     /// `imagePullPolicy` of every container.
     pub image_pull_policy: String,
     /// Vertex mode's settings, when on.
@@ -123,10 +126,12 @@ pub fn run_stamp(started_at: &Time) -> String {
         .unwrap_or_default()
 }
 
-/// The secure defaults of every container, running as `user` when given.
-fn container_security(user: Option<i64>) -> SecurityContext {
+/// The secure defaults of every container: non-root when the image is known to run as a
+/// non-root user (`non_root_image`) or `user` (a non-zero uid) is given, which it then runs as.
+fn container_security(non_root_image: bool, user: Option<i64>) -> SecurityContext {
+    let non_root = non_root_image || user.is_some_and(|uid| uid != 0);
     SecurityContext {
-        run_as_non_root: Some(true),
+        run_as_non_root: non_root.then_some(true),
         run_as_user: user,
         allow_privilege_escalation: Some(false),
         capabilities: Some(Capabilities {
@@ -269,7 +274,8 @@ pub fn build_job(
                 [("cpu", &r.cpu_request), ("memory", &r.memory_request)],
                 [("cpu", &r.cpu_limit), ("memory", &r.memory_limit)],
             )),
-            security_context: Some(container_security(None)),
+            // The runner image runs as uid 1001 (its USER).
+            security_context: Some(container_security(true, None)),
             volume_mounts: Some(runner_mounts),
             ..Default::default()
         },
@@ -285,7 +291,7 @@ pub fn build_job(
                 image: Some(shape.state_image.clone()),
                 image_pull_policy: pull.clone(),
                 command: Some(vec!["/usr/local/bin/hydrate.sh".into()]),
-                security_context: Some(container_security(Some(STATE_USER))),
+                security_context: Some(container_security(false, settings.state_uid)),
                 volume_mounts: Some(workspace_mounts()),
                 ..Default::default()
             },
@@ -305,7 +311,7 @@ pub fn build_job(
                     [("cpu", "100m"), ("memory", "128Mi")],
                     [("cpu", "1"), ("memory", "1Gi")],
                 )),
-                security_context: Some(container_security(Some(STATE_USER))),
+                security_context: Some(container_security(false, settings.state_uid)),
                 volume_mounts: Some(workspace_mounts()),
                 ..Default::default()
             },
@@ -382,7 +388,7 @@ pub fn build_job(
         metadata,
         spec: Some(JobSpec {
             backoff_limit: Some(0),
-            active_deadline_seconds: Some(run.deadline_seconds.max(1)),
+            active_deadline_seconds: run.deadline_seconds.map(|seconds| seconds.max(1)),
             ttl_seconds_after_finished: Some(JOB_TTL_BACKSTOP_SECONDS),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
@@ -397,7 +403,6 @@ pub fn build_job(
                     automount_service_account_token: Some(platform.mlflow_kubernetes_auth()),
                     termination_grace_period_seconds: Some(shape.grace_seconds),
                     security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
                         fs_group: settings.pod_fsgroup,
                         fs_group_change_policy: settings
                             .pod_fsgroup
@@ -454,7 +459,7 @@ mod tests {
     fn run(is_resume: bool) -> RunSpec {
         RunSpec {
             is_resume,
-            deadline_seconds: 300,
+            deadline_seconds: None,
             started_at: Time(at(0)),
         }
     }
@@ -499,7 +504,10 @@ mod tests {
         assert_eq!(labels["app"], "ambient-code-runner");
         let spec = job.spec.as_ref().unwrap();
         assert_eq!(spec.backoff_limit, Some(0));
-        assert_eq!(spec.active_deadline_seconds, Some(300));
+        assert_eq!(
+            spec.active_deadline_seconds, None,
+            "the timeout is advisory"
+        );
         assert!(spec.ttl_seconds_after_finished.is_some());
         let pod = spec.template.spec.as_ref().unwrap();
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
@@ -530,7 +538,6 @@ mod tests {
         for name in [RUNNER_CONTAINER, HYDRATE_CONTAINER, STATE_SYNC_CONTAINER] {
             let c = container(&pod, name);
             let security = c.security_context.as_ref().unwrap();
-            assert_eq!(security.run_as_non_root, Some(true), "{name}");
             assert_eq!(security.allow_privilege_escalation, Some(false), "{name}");
             assert_eq!(
                 security.capabilities.as_ref().unwrap().drop.as_deref(),
@@ -542,13 +549,38 @@ mod tests {
             );
             assert_eq!(c.image_pull_policy.as_deref(), Some("Always"), "{name}");
         }
+        let runner = container(&pod, RUNNER_CONTAINER).security_context.clone();
+        assert_eq!(
+            runner.as_ref().unwrap().run_as_non_root,
+            Some(true),
+            "USER 1001"
+        );
+        assert_eq!(runner.unwrap().run_as_user, None);
         for name in [HYDRATE_CONTAINER, STATE_SYNC_CONTAINER] {
-            let user = container(&pod, name)
-                .security_context
-                .as_ref()
-                .unwrap()
-                .run_as_user;
-            assert_eq!(user, Some(1001), "the state image has no USER");
+            let security = container(&pod, name).security_context.clone().unwrap();
+            assert_eq!(
+                security.run_as_user, None,
+                "{name}: no pinned uid (OpenShift)"
+            );
+            assert_eq!(
+                security.run_as_non_root, None,
+                "{name}: the image has no USER"
+            );
+        }
+        let pod_security = pod.security_context.as_ref().unwrap();
+        assert_eq!(pod_security.run_as_user, None);
+        assert_eq!(pod_security.run_as_non_root, None);
+    }
+
+    #[test]
+    fn a_configured_state_uid_is_run_as_non_root() {
+        let mut with = settings();
+        with.state_uid = Some(1001);
+        let pod = pod_of(build_job(&session("demo"), &with, &inputs(), &run(false)));
+        for name in [HYDRATE_CONTAINER, STATE_SYNC_CONTAINER] {
+            let security = container(&pod, name).security_context.clone().unwrap();
+            assert_eq!(security.run_as_user, Some(1001), "{name}");
+            assert_eq!(security.run_as_non_root, Some(true), "{name}");
         }
     }
 
@@ -795,7 +827,7 @@ mod tests {
     fn job_is_stamped_with_its_run_and_gets_the_runs_deadline() {
         let run = RunSpec {
             is_resume: false,
-            deadline_seconds: 117,
+            deadline_seconds: Some(117),
             started_at: Time(at(5)),
         };
         let job = build_job(&session("demo"), &settings(), &inputs(), &run);
