@@ -294,6 +294,18 @@ impl Config {
                     .into(),
             });
         }
+        let lease = args.leader_elect_lease_duration;
+        if lease.subsec_nanos() != 0 || lease < Duration::from_secs(1) {
+            // A Lease records whole seconds: 1.5s would be written as 1s, and 500ms as 0s, a
+            // Lease every other replica reads as expired at once.
+            return Err(ConfigError::Inconsistent {
+                flag: "--leader-elect-lease-duration",
+                message: format!(
+                    "must be a whole number of seconds, at least 1s (a Lease records whole \
+                     seconds), not {lease:?}"
+                ),
+            });
+        }
         if args.leader_elect_renew_deadline >= args.leader_elect_lease_duration {
             return Err(ConfigError::Inconsistent {
                 flag: "--leader-elect-renew-deadline",
@@ -577,6 +589,33 @@ mod tests {
             let message = parse(args).expect_err("must be rejected").to_string();
             assert!(message.contains(flag), "{message}");
         }
+    }
+
+    #[test]
+    fn a_lease_duration_a_lease_cannot_record_is_rejected() {
+        for bad in ["500ms", "1500ms"] {
+            let args = parse(&[
+                "--leader-elect-lease-duration",
+                bad,
+                "--leader-elect-renew-deadline",
+                "400ms",
+                "--leader-elect-retry-period",
+                "100ms",
+            ])
+            .unwrap();
+            let message = Config::from_args(args).unwrap_err().to_string();
+            assert!(
+                message.starts_with("--leader-elect-lease-duration"),
+                "{message}"
+            );
+        }
+        let whole = parse(&["--leader-elect-lease-duration", "2s"]).unwrap();
+        let whole = Args {
+            leader_elect_renew_deadline: Duration::from_millis(1500),
+            leader_elect_retry_period: Duration::from_millis(500),
+            ..whole
+        };
+        assert!(Config::from_args(whole).is_ok());
     }
 
     #[test]

@@ -109,6 +109,17 @@ async fn invalid_sessions_are_rejected_at_admission_with_a_clear_message() {
             "owner",
         ),
     ];
+    // What the platform's backend names sessions, and its clones: admitted.
+    let backend = "session-0b7e4f8c-2d1a-4c3e-9f6b-5a4d3c2b1a09";
+    for name in [backend.to_string(), format!("{backend}-duplicate")] {
+        let (succeeded, stderr) =
+            kubectl_apply(&cluster, &ns.name, &session_yaml(&name, "  timeout: 300"));
+        assert!(
+            succeeded,
+            "{name} ({} characters) refused: {stderr}",
+            name.len()
+        );
+    }
     let mut admitted = Vec::new();
     for (what, manifest, expected) in &table {
         let (succeeded, stderr) = kubectl_apply(&cluster, &ns.name, manifest);

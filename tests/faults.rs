@@ -331,3 +331,129 @@ async fn two_replicas_racing_without_leader_election_create_each_job_once() {
         eprintln!("replica {} made {transitions} phase transitions", op.name);
     }
 }
+
+/// Every node cordoned until dropped (the whole cluster: these tests run one at a time).
+struct Cordoned<'a>(&'a ClusterInfo);
+
+impl<'a> Cordoned<'a> {
+    fn all_nodes(cluster: &'a ClusterInfo) -> Self {
+        support::rbac::kubectl(cluster, &["cordon", "-l", "type=kwok"], None);
+        Cordoned(cluster)
+    }
+}
+
+impl Drop for Cordoned<'_> {
+    fn drop(&mut self) {
+        support::rbac::kubectl(self.0, &["uncordon", "-l", "type=kwok"], None);
+    }
+}
+
+/// One agent per session: the operator is stopped (SIGSTOP) while its new run waits to be
+/// scheduled, the runner then starts, its Job is deleted with `--cascade=orphan`, and the
+/// operator resumes, still seeing the run Creating with no Job. At no moment are two runner
+/// pods of the session alive: the lost run ends `JobLost` (its runner had started) and its
+/// orphaned pod goes. (Before, the Job was made again beside the orphan: two agents.)
+async fn a_lost_run_never_gets_a_second_runner(engine: &[&str], tag: &str) {
+    use k8s_openapi::api::batch::v1::Job;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::Api;
+    use kube::api::{DeleteParams, ListParams, PropagationPolicy};
+    let _serial = SERIAL.lock().await;
+    let cluster = ClusterInfo::from_env();
+    let ns = TestNamespace::create(&cluster, &format!("two-agents-{tag}")).await;
+    let op = operator(&cluster, &format!("two-agents-{tag}"), engine).await;
+    let pods: Api<Pod> = ns.api();
+    let jobs: Api<Job> = ns.api();
+    let cordoned = Cordoned::all_nodes(&cluster);
+    create(
+        &ns.client,
+        &ns.name,
+        &session("single", &[("SIM_OUTCOME", "hang")]),
+    )
+    .await;
+    wait_until("the run's Job", Duration::from_secs(60), || async {
+        jobs.get_opt("single-job").await.ok().flatten()
+    })
+    .await;
+    op.signal("STOP");
+    drop(cordoned);
+    // Count the session's live runner pods, all along, from here on.
+    let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counting = {
+        let (pods, most) = (pods.clone(), most.clone());
+        tokio::spawn(async move {
+            let selector = ListParams::default().labels("agentic-session=single");
+            loop {
+                if let Ok(list) = pods.list(&selector).await {
+                    let live = list
+                        .items
+                        .iter()
+                        .filter(|p| {
+                            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+                            !matches!(phase, Some("Succeeded" | "Failed"))
+                        })
+                        .count();
+                    most.fetch_max(live, std::sync::atomic::Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let runner = wait_until("the runner running", Duration::from_secs(60), || async {
+        let list = pods
+            .list(&ListParams::default().labels("agentic-session=single"))
+            .await
+            .ok()?;
+        list.items
+            .into_iter()
+            .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+    })
+    .await;
+    let orphaning = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Orphan),
+        ..Default::default()
+    };
+    jobs.delete("single-job", &orphaning)
+        .await
+        .expect("deleting the Job, orphaning its pod");
+    support::wait_until_gone(&jobs, "single-job").await;
+    let seen: AgenticSession = ns.api().get("single").await.expect("the session");
+    assert_eq!(
+        seen.phase(),
+        Phase::Creating,
+        "the scenario needs the run unseen"
+    );
+    op.signal("CONT");
+    let lost = support::operator::wait_for_phase(
+        &ns.client,
+        &ns.name,
+        "single",
+        Phase::Failed,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(
+        support::operator::ready_reason(&lost).as_deref(),
+        Some("JobLost")
+    );
+    let runner_name = runner.metadata.name.clone().expect("a name");
+    support::wait_until_gone(&pods, &runner_name).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    counting.abort();
+    let most = most.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(most <= 1, "{most} live runner pods of one session at once");
+    assert!(
+        jobs.get_opt("single-job").await.expect("get").is_none(),
+        "no run made again"
+    );
+}
+
+#[tokio::test]
+async fn a_lost_run_never_gets_a_second_runner_queue_engine() {
+    a_lost_run_never_gets_a_second_runner(&[], "queue").await;
+}
+
+#[tokio::test]
+async fn a_lost_run_never_gets_a_second_runner_legacy_engine() {
+    a_lost_run_never_gets_a_second_runner(&["--legacy-watch"], "legacy").await;
+}

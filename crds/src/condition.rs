@@ -95,6 +95,9 @@ pub mod reasons {
     pub const EMPTY_DIR: &str = "EmptyDir";
     /// The runner pod cannot be scheduled (the message is the scheduler's).
     pub const UNSCHEDULABLE: &str = "Unschedulable";
+    /// The current run's Job lost its owner reference (its session is being deleted with
+    /// `--cascade=orphan`, or someone removed it): left alone, never replaced.
+    pub const JOB_ORPHANED: &str = "JobOrphaned";
     /// The runner Job's pod was refused by the API server (the Job controller's Event reason;
     /// the message is the API server's). Terminal once the refusal has lasted
     /// `POD_REFUSAL_GRACE`.

@@ -71,6 +71,23 @@ impl EventPublisher {
     }
 }
 
+/// Most bytes the API server takes in an Event's note; a longer one refuses the Event.
+pub const NOTE_LIMIT: usize = 1024;
+
+/// `message` cut to [`NOTE_LIMIT`] bytes (at a character boundary, ending in `…` when cut): a
+/// long message (a kubelet's, an API server's) still gets its Event.
+fn within_note_limit(message: &str) -> String {
+    if message.len() <= NOTE_LIMIT {
+        return message.to_string();
+    }
+    const ELLIPSIS: &str = "…";
+    let mut end = NOTE_LIMIT - ELLIPSIS.len();
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{ELLIPSIS}", &message[..end])
+}
+
 /// The Event announcing `note` about the object `regarding`, observed at `now`. Its name is
 /// the object's name and the time in hex nanoseconds (client-go's convention), unique per
 /// object in practice.
@@ -93,7 +110,7 @@ pub fn build_event(
         },
         action: Some(ACTION.into()),
         reason: Some(note.reason.clone()),
-        note: Some(note.message.clone()),
+        note: Some(within_note_limit(&note.message)),
         type_: Some(if note.warning { "Warning" } else { "Normal" }.into()),
         event_time: Some(MicroTime(now)),
         regarding: Some(regarding.clone()),
@@ -123,6 +140,22 @@ mod tests {
             controller: "ambient-code-operator".into(),
             instance: "operator-0".into(),
         }
+    }
+
+    #[test]
+    fn a_long_note_is_cut_to_what_the_api_server_takes() {
+        let long = "é".repeat(700); // 1400 bytes
+        let note = Note {
+            warning: true,
+            reason: "FailedCreate".into(),
+            message: long.clone(),
+        };
+        let event = build_event(&reporter(), &regarding(), &note, Timestamp::now());
+        let cut = event.note.unwrap();
+        assert!(cut.len() <= NOTE_LIMIT, "{}", cut.len());
+        assert!(cut.ends_with('…') && long.starts_with(cut.trim_end_matches('…')));
+        let short = within_note_limit("fine");
+        assert_eq!(short, "fine");
     }
 
     #[test]

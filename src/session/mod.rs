@@ -42,6 +42,7 @@ use crate::projections::{RunnerChild, RunnerJob, RunnerPod};
 use api::{api_error, is_status};
 use children::JobInputs;
 use phases::{ChildEffect, Note, Observation, Observed, Plan, SessionEffect};
+use runner_sync::SessionGeneration;
 
 /// Why a session reconcile failed (it is retried with backoff).
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +116,19 @@ pub enum SessionError {
 }
 
 impl SessionError {
+    /// Whether retrying will not fix it by itself: an API refusal (quota, invalid, too large),
+    /// or a Secret of the user's standing where a shared one is to be copied.
+    pub fn is_persisting(&self) -> bool {
+        match self {
+            SessionError::Api { source, .. } => api::is_persisting(source),
+            SessionError::Copies(crate::copies::CopyError::Occupied { .. }) => true,
+            SessionError::Copies(crate::copies::CopyError::Api { source, .. }) => {
+                api::is_persisting(source)
+            }
+            _ => false,
+        }
+    }
+
     /// Value of the `error_type` label of `ambient_session_errors_total`.
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -250,9 +264,9 @@ async fn reconcile_session(
             .as_ref()
             .and_then(|j| j.metadata.uid.as_deref())
             .and_then(|uid| ctx.refusals.of(namespace, &name, uid)),
-        sync: ctx
-            .syncs
-            .view(namespace, &name, session.metadata.generation),
+        sync: session_generation(session, namespace)
+            .map(|of| ctx.syncs.view(of))
+            .unwrap_or_default(),
     };
     let mut plan = phases::plan(&observed);
     if !pods_are_fresh && decides_on_absent_pods(phase, &plan) {
@@ -353,12 +367,16 @@ fn cache_behind_own_write(session: &AgenticSession, namespace: &str, ctx: &Conte
 }
 
 /// Forgets what is kept about a session that was deleted: its own writes (a finished session is
-/// often never reconciled again, so its last writes are remembered until then) and its pod
-/// refusals.
+/// often never reconciled again, so its last writes are remembered until then), its pod
+/// refusals, its runner calls' outcome and its claims.
 pub fn forget_deleted(namespace: &str, name: &str, ctx: &Context) {
     ctx.own_writes
         .remove(&(namespace.to_string(), name.to_string()));
     ctx.refusals.forget(namespace, name);
+    ctx.syncs.forget(namespace, name);
+    // Claims go when a run ends; a session deleted while running never says so.
+    ctx.claims
+        .retain(|(n, s, _)| !(n.as_str() == namespace && s.as_str() == name));
 }
 
 /// Notes that a write of `session` (the copy its reconcile started from) produced `written`.
@@ -455,6 +473,19 @@ fn claim_key(session: &AgenticSession, namespace: &str) -> (String, String, Stri
     (namespace.to_string(), session.name_any(), run)
 }
 
+/// The session's current generation, for its runner calls.
+fn session_generation<'a>(
+    session: &'a AgenticSession,
+    namespace: &'a str,
+) -> Option<SessionGeneration<'a>> {
+    Some(SessionGeneration {
+        namespace,
+        name: session.metadata.name.as_deref()?,
+        uid: session.metadata.uid.as_deref()?,
+        generation: session.metadata.generation?,
+    })
+}
+
 /// Carries out `plan` in the order its shape gives: the status write (guarded by the
 /// resourceVersion that was read), what the transition announces, the child effects, then the
 /// session effects (guarded by the resourceVersion the status write returned).
@@ -505,16 +536,18 @@ async fn execute(
     if plan.sync_recorded {
         ctx.syncs.forget(namespace, &name);
     }
-    if let (Some(calls), Some(generation)) = (plan.sync, session.metadata.generation) {
+    if let (Some(calls), Some(of)) = (plan.sync, session_generation(session, namespace)) {
+        // With sharding the calls hold the session's bucket until they end: its release waits
+        // for them. A bucket released meanwhile starts none.
+        let hold = match &ctx.shard {
+            Some(gate) => match gate.admit(namespace) {
+                Some(held) => Some(held),
+                None => return Ok(None),
+            },
+            None => None,
+        };
         let port = job_inputs(session, namespace, ctx).shape.port;
-        ctx.syncs.start(
-            ctx.client.clone(),
-            namespace,
-            &name,
-            generation,
-            port,
-            calls,
-        );
+        ctx.syncs.start(ctx.client.clone(), of, port, calls, hold);
     }
     if let Some(message) = plan.sync_failed {
         // Recorded on the session; retried with the key's backoff.
@@ -593,10 +626,7 @@ async fn record_failure(
     version: Option<String>,
     ctx: &Context,
 ) {
-    let SessionError::Api { source, .. } = error else {
-        return;
-    };
-    if !api::is_persisting(source) {
+    if !error.is_persisting() {
         return;
     }
     let (condition, reason) = match effect {
@@ -911,6 +941,20 @@ mod tests {
     use super::*;
     use crate::session::fixtures::session;
     use agentic_crds::ProjectSettingsSpec;
+
+    #[test]
+    fn a_users_secret_in_the_way_of_a_copy_is_shown_as_an_api_refusal_is() {
+        let occupied = SessionError::Copies(crate::copies::CopyError::Occupied {
+            namespace: "team".into(),
+            name: "ambient-vertex".into(),
+        });
+        assert!(occupied.is_persisting());
+        let conflict = SessionError::Conflict {
+            namespace: "team".into(),
+            name: "demo".into(),
+        };
+        assert!(!conflict.is_persisting(), "retried, not reported");
+    }
 
     #[test]
     fn a_cache_showing_any_version_our_writes_replaced_is_behind() {

@@ -257,6 +257,11 @@ enum JobView {
     /// No controller owner (left by a session deleted with `--cascade=orphan`): replaced,
     /// never adopted.
     Orphan { uid: String },
+    /// No controller owner, but made for the run this view knows (its stamp is the view's
+    /// start time): this session's own Job, orphaned since (the session is being deleted with
+    /// `--cascade=orphan` and this view predates that, or someone removed the owner). Never
+    /// touched, never replaced: only an orphan of another run is.
+    Disowned,
     /// Ours, but made for a newer run than this view of the session knows: the view is stale.
     Newer,
     /// Ours, made for an earlier run.
@@ -356,7 +361,7 @@ fn pending(b: &mut PlanBuilder<'_, '_>) {
                 return;
             }
         }
-        JobView::Foreign => return b.wait_for_garbage_collection(),
+        JobView::Foreign | JobView::Disowned => return b.wait_for_garbage_collection(),
         JobView::Orphan { uid } => return b.replace_orphan(uid),
         JobView::Newer => return b.catch_up(),
         // Pending never has a Job of its own run (the run is claimed before its Job is made):
@@ -393,6 +398,9 @@ fn pending(b: &mut PlanBuilder<'_, '_>) {
         let message = format!("not started within {}s", b.observed.start_timeout.as_secs());
         return b.fail(reasons::START_TIMEOUT, message);
     }
+    if b.earlier_pods_in_the_way() {
+        return;
+    }
     b.claim_run();
 }
 
@@ -414,6 +422,7 @@ fn active(b: &mut PlanBuilder<'_, '_>) {
             None => return b.job_missing(),
         },
         JobView::Foreign => return b.wait_for_garbage_collection(),
+        JobView::Disowned => return b.disowned(),
         JobView::Orphan { uid } => return b.replace_orphan(uid),
         JobView::Newer => return b.catch_up(),
         JobView::Older { uid, deleting } => return b.retire_then_wait(uid, deleting),
@@ -450,34 +459,11 @@ fn stopping(b: &mut PlanBuilder<'_, '_>) {
             true
         }
         // Not ours: neither waited for nor touched.
-        JobView::Missing | JobView::Foreign | JobView::Orphan { .. } => false,
+        JobView::Missing | JobView::Foreign | JobView::Orphan { .. } | JobView::Disowned => false,
     };
-    let now = b.observed.now;
-    let mut force = Vec::new();
-    let mut delete = Vec::new();
-    let mut next_check = POLL_WHILE_WAITING;
     let pods = b.session_pods();
-    for pod in &pods {
-        match pod.metadata.deletion_timestamp.as_ref() {
-            // deletionTimestamp already includes the grace period.
-            Some(Time(deadline)) => {
-                let force_at = *deadline + signed(FORCE_DELETE_AFTER_GRACE);
-                if now >= force_at {
-                    force.push(pod.name_any());
-                } else {
-                    next_check = next_check.min(until(now, force_at));
-                }
-            }
-            None if !ours => delete.push(pod.name_any()),
-            None => {}
-        }
-    }
-    if !delete.is_empty() {
-        b.child(ChildEffect::DeletePods(delete));
-    }
-    if !force.is_empty() {
-        b.child(ChildEffect::ForceDeletePods(force));
-    }
+    // Pods of our Job go with it; any other is deleted here.
+    let next_check = b.retire_pods(&pods, !ours);
     if !ours && pods.is_empty() {
         if b.desired() == Some(keys::DESIRED_PHASE_STOPPED) {
             // The runner is gone: clear the honoured request first, so that a session reads
@@ -506,7 +492,7 @@ fn terminal(b: &mut PlanBuilder<'_, '_>) {
         JobView::Newer => return b.catch_up(),
         JobView::Current { uid, state, .. } => Some((uid.clone(), *state == JobState::Deleting)),
         JobView::Older { uid, deleting } => Some((uid.clone(), *deleting)),
-        JobView::Missing | JobView::Foreign | JobView::Orphan { .. } => None,
+        JobView::Missing | JobView::Foreign | JobView::Orphan { .. } | JobView::Disowned => None,
     };
     // The original operator's pod of an ended run goes, as the original deleted it.
     let original = b.original_runner();
@@ -728,8 +714,17 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
         let uid = job.metadata.uid.clone().unwrap_or_default();
         let deleting = job.metadata.deletion_timestamp.is_some();
         let Some(owner) = job.controller_uid() else {
+            let this_run = job
+                .run_started_at()
+                .and_then(|stamp| stamp.parse::<Timestamp>().ok())
+                .zip(self.status.start_time.as_ref())
+                .is_some_and(|(job_run, view_run)| {
+                    whole_seconds(job_run) == whole_seconds(view_run.0)
+                });
             return if deleting {
                 JobView::Foreign // an orphan on its way out: wait for it
+            } else if this_run {
+                JobView::Disowned
             } else {
                 JobView::Orphan { uid }
             };
@@ -804,6 +799,88 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
             .collect()
     }
 
+    /// Deletes `pods` that are not going yet (when `delete`), force-deletes those still there
+    /// [`FORCE_DELETE_AFTER_GRACE`] after their grace period; returns when to look again.
+    fn retire_pods(&mut self, pods: &[&RunnerPod], delete: bool) -> Duration {
+        let now = self.observed.now;
+        let mut force = Vec::new();
+        let mut going = Vec::new();
+        let mut next_check = POLL_WHILE_WAITING;
+        for pod in pods {
+            match pod.metadata.deletion_timestamp.as_ref() {
+                // deletionTimestamp already includes the grace period.
+                Some(Time(deadline)) => {
+                    let force_at = *deadline + signed(FORCE_DELETE_AFTER_GRACE);
+                    if now >= force_at {
+                        force.push(pod.name_any());
+                    } else {
+                        next_check = next_check.min(until(now, force_at));
+                    }
+                }
+                None if delete => going.push(pod.name_any()),
+                None => {}
+            }
+        }
+        if !going.is_empty() {
+            self.child(ChildEffect::DeletePods(going));
+        }
+        if !force.is_empty() {
+            self.child(ChildEffect::ForceDeletePods(force));
+        }
+        next_check
+    }
+
+    /// The session's pods that have not terminated (any run's; with no Job of the current run,
+    /// every one of them belongs to an earlier or a lost run).
+    fn live_pods(&self) -> Vec<&'a RunnerPod> {
+        self.session_pods()
+            .into_iter()
+            .filter(|p| {
+                let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+                !matches!(phase, Some("Succeeded" | "Failed"))
+            })
+            .collect()
+    }
+
+    /// One agent per session: a new run starts only once no pod of an earlier (or lost) run is
+    /// left running. Retires them and says whether any is left (then the run waits).
+    fn earlier_pods_in_the_way(&mut self) -> bool {
+        let live = self.live_pods();
+        if live.is_empty() {
+            return false;
+        }
+        let next = self.retire_pods(&live, true);
+        self.requeue(next);
+        true
+    }
+
+    /// Whether a pod of the current run (created since the run started) got its runner
+    /// going: then the run's outcome is the pod's, not ours to repeat.
+    fn current_run_started_a_runner(&self) -> bool {
+        let run = whole_seconds(self.run_start());
+        self.session_pods().into_iter().any(|p| {
+            let created = p
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| whole_seconds(t.0));
+            created.is_some_and(|c| c >= run)
+                && matches!(
+                    pod_state(p),
+                    RunnerState::Running | RunnerState::Finished | RunnerState::Died { .. }
+                )
+        })
+    }
+
+    /// The current run's Job is gone and its runner had started: the run's outcome is unknown.
+    /// Failed / `JobLost`; its pods, orphans now, go too (an agent left running unsupervised
+    /// would be a second one beside the next run's).
+    fn lose_run(&mut self, message: &str) {
+        let live = self.live_pods();
+        self.retire_pods(&live, true);
+        self.fail(reasons::JOB_LOST, message.to_string());
+    }
+
     /// The view of the session is behind its own children: look again shortly.
     fn catch_up(&mut self) {
         self.requeue(STALE_VIEW_RECHECK);
@@ -820,6 +897,18 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
         if !deleting {
             self.child(ChildEffect::DeleteJob { uid });
         }
+        self.requeue(POLL_WHILE_WAITING);
+    }
+
+    /// The current run's Job lost its owner: not ours to act on any more, nor to replace (its
+    /// runner may be running). Said on the session; nothing else is done until it is gone.
+    fn disowned(&mut self) {
+        let message = format!(
+            "the runner Job {} lost its owner reference; it is left alone (delete it to let \
+             the session go on)",
+            agentic_crds::names::job_name(&self.name())
+        );
+        self.condition(types::JOB_CREATED, false, reasons::JOB_ORPHANED, &message);
         self.requeue(POLL_WHILE_WAITING);
     }
 
@@ -902,12 +991,24 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
         self.requeue(self.observed.start_timeout);
     }
 
-    /// Everything a run needs, in order: workspace, identity, the shared Secrets it
-    /// references, the Service in front of it, then its Job.
+    /// Whether the token Secret exists and its token is older than the refresh age.
+    fn token_is_stale(&self) -> bool {
+        self.observed
+            .token_refreshed_at
+            .is_some_and(|at| self.observed.now >= at + signed(self.observed.token_refresh_after))
+    }
+
+    /// Everything a run needs, in order: workspace, identity (a token older than the refresh
+    /// age is refreshed), the shared Secrets it references, the Service in front of it, then
+    /// its Job.
     fn make_run(&mut self, run: RunSpec) {
         self.spec_applied = true;
         self.child(ChildEffect::EnsureWorkspace);
         self.child(ChildEffect::EnsureIdentity);
+        if self.token_is_stale() {
+            // A run never starts on an old token: init-hydrate reads it once, as an env var.
+            self.child(ChildEffect::RefreshToken);
+        }
         self.child(ChildEffect::EnsureCopies);
         self.child(ChildEffect::EnsureService);
         self.child(ChildEffect::CreateJob(run));
@@ -998,12 +1099,10 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
     /// Creating or Running with no Job under the session's name (confirmed against the API
     /// server by the caller).
     fn job_missing(&mut self) {
-        if self.status.phase == Phase::Running {
-            return self.fail(
-                reasons::JOB_LOST,
+        if self.status.phase == Phase::Running || self.current_run_started_a_runner() {
+            return self.lose_run(
                 "the runner Job disappeared after its runner started, so the run's outcome is \
-                 unknown; restart the session to run it again"
-                    .into(),
+                 unknown; restart the session to run it again",
             );
         }
         let started = self.run_start();
@@ -1012,11 +1111,9 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
         if now >= started + signed(ttl) {
             // Kubernetes may have collected a finished Job (its TTL) while nobody recorded its
             // outcome: running the agent again could repeat finished work.
-            return self.fail(
-                reasons::JOB_LOST,
+            return self.lose_run(
                 "the runner Job is gone and its run may have finished unrecorded; restart the \
-                 session to run it again"
-                    .into(),
+                 session to run it again",
             );
         }
         if !self.observed.claimed_here
@@ -1045,6 +1142,17 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
                 return self.fail(reasons::TIMEOUT, message);
             }
             deadline = Some(left);
+        }
+        if self.start_deadline_passed(started) {
+            // Its Job could never be made (or kept): the start timeout bounds this too.
+            let message = format!(
+                "no runner Job could be made within {}s",
+                self.observed.start_timeout.as_secs()
+            );
+            return self.fail(reasons::START_TIMEOUT, message);
+        }
+        if self.earlier_pods_in_the_way() {
+            return;
         }
         // Claimed but not made (its creation failed), or deleted before the runner started:
         // the agent never ran, so this run goes on, with the time it has left.
@@ -1986,6 +2094,8 @@ mod tests {
             let s = in_phase(phase, None);
             let mut orphan = job(0, None);
             orphan.controller = None;
+            // Made for a run of an earlier session of the same name.
+            orphan.run = Some("2025-12-31T23:00:00Z".into());
             let p = running_pod(1);
             let plan = plan(&observe(&s, Some(&orphan), vec![&p], 5));
             assert_eq!(plan.children, vec![delete_job()], "{phase}");
@@ -2781,6 +2891,112 @@ mod tests {
         assert_eq!(
             plan(&observe(&s, None, vec![], 30)).status.phase,
             Phase::Pending
+        );
+    }
+
+    #[test]
+    fn a_lost_job_whose_runner_had_started_is_lost_and_its_pod_retired_never_run_twice() {
+        // Creating: the operator never saw Running, but the orphaned pod's runner runs.
+        let s = in_phase(Phase::Creating, None);
+        let orphan = running_pod(2);
+        let plan = plan(&observe(&s, None, vec![&orphan], 10));
+        assert_eq!(plan.status.phase, Phase::Failed);
+        assert_eq!(
+            condition(&plan, types::READY).reason.as_deref(),
+            Some(reasons::JOB_LOST)
+        );
+        assert!(created_run(&plan).is_none(), "no second runner");
+        assert!(
+            plan.children
+                .contains(&ChildEffect::DeletePods(vec!["demo-job-2".into()])),
+            "{:?}",
+            plan.children
+        );
+    }
+
+    #[test]
+    fn a_new_run_waits_for_every_pod_of_an_earlier_run_to_go() {
+        // Creating, Job gone before its runner started: its pod is still there.
+        let s = in_phase(Phase::Creating, None);
+        let pending = unschedulable_pod(2);
+        let plan_creating = plan(&observe(&s, None, vec![&pending], 10));
+        assert!(created_run(&plan_creating).is_none(), "waits for the pod");
+        assert_eq!(
+            plan_creating.children,
+            vec![ChildEffect::DeletePods(vec!["demo-job-2".into()])]
+        );
+        // A restart (Pending) while the finished run's pod is still terminating.
+        let mut restarted = in_phase(Phase::Pending, None);
+        restarted.status.as_mut().unwrap().start_time = Some(Time(at(100)));
+        let mut going = running_pod(2);
+        going.metadata.deletion_timestamp = Some(Time(at(95)));
+        let waiting = plan(&observe(&restarted, None, vec![&going], 101));
+        assert_eq!(waiting.status.phase, Phase::Pending, "no claim yet");
+        assert!(created_run(&waiting).is_none());
+        // Once it is gone, or has terminated, the run is claimed.
+        let done = terminated_pod(2, 0);
+        let claimed = plan(&observe(&restarted, None, vec![&done], 101));
+        assert!(created_run(&claimed).is_some());
+    }
+
+    #[test]
+    fn this_runs_own_job_without_its_owner_is_never_replaced() {
+        let s = in_phase(Phase::Running, None);
+        let mut disowned = job(0, None);
+        disowned.controller = None;
+        let p = running_pod(1);
+        let plan = plan(&observe(&s, Some(&disowned), vec![&p], 10));
+        assert!(plan.children.is_empty(), "{:?}", plan.children);
+        assert_eq!(plan.status.phase, Phase::Running);
+        assert_eq!(
+            condition(&plan, types::JOB_CREATED).reason.as_deref(),
+            Some(reasons::JOB_ORPHANED)
+        );
+        // One made for another run (an earlier session of the same name) is replaced.
+        let mut fresh = session("demo");
+        fresh.status = None;
+        let replaced = super::plan(&observe(&fresh, Some(&disowned), vec![], 10));
+        assert_eq!(replaced.children, vec![delete_job()]);
+    }
+
+    #[test]
+    fn a_run_is_claimed_with_a_fresh_token() {
+        let s = session("demo");
+        let mut observed = observe(&s, None, vec![], 5);
+        observed.token_refreshed_at = Some(at(0));
+        observed.now = at(0) + signed(REFRESH);
+        observed.start_timeout = REFRESH * 2;
+        let plan = plan(&observed);
+        let position = |effect: &ChildEffect| plan.children.iter().position(|c| c == effect);
+        let refresh = position(&ChildEffect::RefreshToken).expect("a refresh");
+        assert!(refresh > position(&ChildEffect::EnsureIdentity).unwrap());
+        assert!(created_run(&plan).is_some());
+        let job_at = plan
+            .children
+            .iter()
+            .position(|c| matches!(c, ChildEffect::CreateJob(_)))
+            .unwrap();
+        assert!(
+            refresh < job_at,
+            "before the Job: init-hydrate reads it once"
+        );
+        let young = super::plan(&observe(&s, None, vec![], 5));
+        assert!(!young.children.contains(&ChildEffect::RefreshToken));
+    }
+
+    #[test]
+    fn creating_with_no_job_is_bounded_by_the_start_timeout() {
+        let s = in_phase(Phase::Creating, None);
+        let plan = plan(&observe(
+            &s,
+            None,
+            vec![],
+            START_TIMEOUT.as_secs() as i64 + 1,
+        ));
+        assert_eq!(plan.status.phase, Phase::Failed);
+        assert_eq!(
+            condition(&plan, types::READY).reason.as_deref(),
+            Some(reasons::START_TIMEOUT)
         );
     }
 

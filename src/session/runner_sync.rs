@@ -6,8 +6,11 @@
 //!   their own, at most [`CONCURRENT_SYNCS`] at once, each bounded by [`CALL_TIMEOUT`], so a
 //!   slow or silent runner never holds a worker, and a thousand of them never stall the
 //!   reconciles of other sessions;
-//! - at most one set of calls per session is in flight; an outcome belongs to the generation
-//!   it was made for and is ignored once the spec moved on;
+//! - at most one set of calls per session is in flight; an outcome belongs to the session (by
+//!   UID: one deleted and made again under its name is another) and the generation it was made
+//!   for, and is ignored once the spec moved on;
+//! - with sharding, the calls count as work in flight in the session's bucket until they end:
+//!   a replica releasing the bucket waits for them, so two replicas never call one runner;
 //! - when the calls end, the session is reconciled again (the engine's waker) and records the
 //!   outcome.
 
@@ -38,8 +41,22 @@ pub const TOKEN_HEADER: &str = "X-Ambient-Session-Token";
 /// One session's calls for one generation.
 #[derive(Debug, Clone)]
 struct Entry {
+    uid: String,
     generation: i64,
     view: SyncView,
+}
+
+/// One generation of one session.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionGeneration<'a> {
+    /// The session's namespace.
+    pub namespace: &'a str,
+    /// Its name.
+    pub name: &'a str,
+    /// Its UID.
+    pub uid: &'a str,
+    /// `metadata.generation`.
+    pub generation: i64,
 }
 
 /// The runner calls of every session; cheap to clone.
@@ -68,11 +85,13 @@ impl RunnerSyncs {
         }
     }
 
-    /// Where the calls for one generation of `namespace/session` stand.
-    pub fn view(&self, namespace: &str, session: &str, generation: Option<i64>) -> SyncView {
-        let key = (namespace.to_string(), session.to_string());
-        match (self.entries.get(&key), generation) {
-            (Some(entry), Some(generation)) if entry.generation == generation => entry.view.clone(),
+    /// Where the calls for `of` stand.
+    pub fn view(&self, of: SessionGeneration<'_>) -> SyncView {
+        let key = (of.namespace.to_string(), of.name.to_string());
+        match self.entries.get(&key) {
+            Some(entry) if entry.uid == of.uid && entry.generation == of.generation => {
+                entry.view.clone()
+            }
             _ => SyncView::Idle,
         }
     }
@@ -91,34 +110,39 @@ impl RunnerSyncs {
             .replace("{port}", &port.to_string())
     }
 
-    /// Starts `calls` for `generation` of `namespace/session` in a task of their own (unless
-    /// some are in flight already); the session is woken when they end.
-    pub fn start(
+    /// Starts `calls` for `of` in a task of their own (unless some are in flight already); the
+    /// session is woken when they end. `hold` (the session's bucket, with sharding) is held
+    /// until then.
+    pub fn start<H: Send + 'static>(
         &self,
         client: kube::Client,
-        namespace: &str,
-        session: &str,
-        generation: i64,
+        of: SessionGeneration<'_>,
         port: u16,
         calls: Vec<RunnerCall>,
+        hold: H,
     ) {
-        let key = (namespace.to_string(), session.to_string());
+        let key = (of.namespace.to_string(), of.name.to_string());
+        let generation = of.generation;
         {
             let mut entry = self.entries.entry(key.clone()).or_insert(Entry {
+                uid: of.uid.to_string(),
                 generation,
                 view: SyncView::Idle,
             });
-            if entry.view == SyncView::InFlight {
+            if entry.uid == of.uid && entry.view == SyncView::InFlight {
                 return;
             }
             *entry = Entry {
+                uid: of.uid.to_string(),
                 generation,
                 view: SyncView::InFlight,
             };
         }
         let this = self.clone();
-        let base = self.base_url(namespace, session, port);
+        let base = self.base_url(of.namespace, of.name, port);
+        let uid = of.uid.to_string();
         tokio::spawn(async move {
+            let _hold = hold;
             let outcome = match this.permits.acquire().await {
                 Ok(_permit) => this.call_all(&client, &key.0, &key.1, &base, &calls).await,
                 Err(_) => SyncView::Failed {
@@ -127,6 +151,7 @@ impl RunnerSyncs {
                 },
             };
             if let Some(mut entry) = this.entries.get_mut(&key)
+                && entry.uid == uid
                 && entry.generation == generation
             {
                 entry.view = outcome;
@@ -243,17 +268,29 @@ mod tests {
         syncs.entries.insert(
             ("team".into(), "demo".into()),
             Entry {
+                uid: "uid-1".into(),
                 generation: 2,
                 view: SyncView::Succeeded,
             },
         );
-        assert_eq!(syncs.view("team", "demo", Some(2)), SyncView::Succeeded);
+        let of = |uid, generation| SessionGeneration {
+            namespace: "team",
+            name: "demo",
+            uid,
+            generation,
+        };
+        assert_eq!(syncs.view(of("uid-1", 2)), SyncView::Succeeded);
         assert_eq!(
-            syncs.view("team", "demo", Some(3)),
+            syncs.view(of("uid-1", 3)),
             SyncView::Idle,
             "the spec moved on"
         );
+        assert_eq!(
+            syncs.view(of("uid-2", 2)),
+            SyncView::Idle,
+            "another session of that name"
+        );
         syncs.forget("team", "demo");
-        assert_eq!(syncs.view("team", "demo", Some(2)), SyncView::Idle);
+        assert_eq!(syncs.view(of("uid-1", 2)), SyncView::Idle);
     }
 }

@@ -90,7 +90,7 @@ async fn a_missing_configuration_key_fails_the_session_at_once() {
     let cluster = ClusterInfo::from_env();
     start(&cluster);
     let ns = TestNamespace::create(&cluster, "config-key").await;
-    let message = "couldn't find key ANTHROPIC_API_KEY in Secret ambient-runner-secrets";
+    let message = "couldn't find key models.json in ConfigMap team/ambient-models";
     let (failed, took) = fails(
         &ns,
         "no-key",

@@ -132,11 +132,16 @@ impl OperatorProcess {
 
     /// Sends SIGTERM (a graceful shutdown; a second one exits at once).
     pub fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends `signal` (e.g. `STOP`, `CONT`).
+    pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
+            .args([&format!("-{signal}"), &self.pid().to_string()])
             .status()
             .expect("running kill");
-        assert!(status.success(), "kill -TERM {} failed", self.pid());
+        assert!(status.success(), "kill -{signal} {} failed", self.pid());
     }
 
     /// Sends SIGKILL and reaps the child.

@@ -26,16 +26,25 @@ const LIMIT: Duration = Duration::from_secs(60);
 #[macro_export]
 macro_rules! lifecycle_tests {
     ($engine:expr) => {
-        $crate::lifecycle_tests!(@list [] support::operator::Crds::Ours, $engine);
+        $crate::lifecycle_tests!(@list []
+            |cluster: &support::ClusterInfo| {
+                support::operator::operator_on(
+                    cluster,
+                    support::operator::Crds::Ours,
+                    $engine,
+                    &[],
+                );
+            });
     };
-    // On the platform's own CRDs (tests/platform_crd.rs): ignored by a plain `cargo test`, run
-    // by tests/suite.sh on a cluster of their own.
-    (@platform $engine:expr) => {
+    // On the platform's own installation (tests/platform_crd.rs, whose `start` picks the
+    // engine and flags): ignored by a plain `cargo test`, run by tests/suite.sh on a cluster of
+    // their own.
+    (@platform $start:expr) => {
         $crate::lifecycle_tests!(@list [#[ignore = "on the platform's CRDs: tests/suite.sh"]]
-            support::operator::Crds::Platform, $engine);
+            $start);
     };
-    (@list $attrs:tt $crds:expr, $engine:expr) => {
-        $crate::lifecycle_tests!(@run $attrs $crds, $engine;
+    (@list $attrs:tt $start:expr) => {
+        $crate::lifecycle_tests!(@run $attrs $start;
             session_completes_and_its_job_is_deleted,
             runner_exit_1_fails_with_the_exit_code,
             runner_exit_2_is_a_prerequisite_failure,
@@ -45,6 +54,7 @@ macro_rules! lifecycle_tests {
             first_run_after_a_transient_error_is_not_a_resume,
             job_deleted_after_the_runner_started_fails_the_session_as_lost,
             orphans_of_an_earlier_session_with_the_same_name_are_never_adopted,
+            a_job_its_session_no_longer_owns_is_never_deleted,
             restart_the_moment_a_run_completes_runs_again,
             a_failing_cleanup_keeps_the_transitions_event_and_metric,
             session_inactivity_timeout_beats_the_project_one,
@@ -58,15 +68,15 @@ macro_rules! lifecycle_tests {
             stop_requested_before_the_start_ends_stopped_without_a_job,
         );
     };
-    (@run $attrs:tt $crds:expr, $engine:expr; $($name:ident),* $(,)?) => {
-        $( $crate::lifecycle_tests!(@one $attrs $crds, $engine, $name); )*
+    (@run $attrs:tt $start:expr; $($name:ident),* $(,)?) => {
+        $( $crate::lifecycle_tests!(@one $attrs $start, $name); )*
     };
-    (@one [$($attr:tt)*] $crds:expr, $engine:expr, $name:ident) => {
+    (@one [$($attr:tt)*] $start:expr, $name:ident) => {
         #[tokio::test]
         $($attr)*
         async fn $name() {
             let cluster = support::ClusterInfo::from_env();
-            support::operator::operator_on(&cluster, $crds, $engine, &[]);
+            ($start)(&cluster);
             support::scenarios::$name(&cluster).await;
         }
     };
@@ -441,6 +451,43 @@ pub async fn orphans_of_an_earlier_session_with_the_same_name_are_never_adopted(
     owned_by(&ns.api::<Secret>(), "ambient-runner-token-reborn", &uid).await;
     let running = wait_for_phase(&ns.client, &ns.name, "reborn", Phase::Running, LIMIT).await;
     assert_eq!(running.uid(), Some(uid));
+}
+
+/// The current run's Job without its owner reference (what a view of a session being deleted
+/// with `--cascade=orphan` sees for a moment, or what a person removing the owner makes) is not
+/// the session's to act on: it is never deleted nor replaced, and the session says so
+/// (`JobCreated=False`, `JobOrphaned`). Before, it was taken for an earlier session's orphan and
+/// deleted, killing the run (a flaky failure of the scenario above: a stale view of the session
+/// being deleted).
+pub async fn a_job_its_session_no_longer_owns_is_never_deleted(cluster: &ClusterInfo) {
+    let ns = TestNamespace::create(cluster, "disowned").await;
+    create(
+        &ns.client,
+        &ns.name,
+        &session("kept", &[("SIM_OUTCOME", "hang")]),
+    )
+    .await;
+    wait_for_phase(&ns.client, &ns.name, "kept", Phase::Running, LIMIT).await;
+    let jobs = ns.api::<Job>();
+    let before = jobs.get("kept-job").await.expect("the Job");
+    let disown = serde_json::json!({"metadata": {"ownerReferences": null}});
+    jobs.patch("kept-job", &PatchParams::default(), &Patch::Merge(&disown))
+        .await
+        .expect("removing the Job's owner");
+    let sessions = ns.api::<AgenticSession>();
+    let said = wait_until("JobCreated=False / JobOrphaned", LIMIT, || async {
+        let status = sessions.get("kept").await.ok()?.status?;
+        status
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "JobCreated" && c.reason.as_deref() == Some("JobOrphaned"))
+    })
+    .await;
+    assert_eq!(said.status, agentic_crds::ConditionStatus::False);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = jobs.get("kept-job").await.expect("the Job is still there");
+    assert_eq!(after.metadata.uid, before.metadata.uid, "never replaced");
+    assert!(after.metadata.deletion_timestamp.is_none(), "never deleted");
 }
 
 /// A restart whose new Job starts while the finished run's pod is still there never takes that

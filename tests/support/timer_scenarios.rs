@@ -30,6 +30,7 @@ macro_rules! timer_tests {
             job_deleted_before_the_runner_started_is_recreated_with_the_time_left,
             runner_past_its_timeout_fails_with_timeout,
             runner_token_is_refreshed_while_running,
+            a_restart_hands_its_run_a_fresh_token,
             pod_stuck_terminating_is_force_deleted_after_its_grace_period_and_30s,
         );
     };
@@ -225,6 +226,73 @@ pub async fn runner_token_is_refreshed_while_running(cluster: &ClusterInfo) {
         data["agui-token"],
         first.data.unwrap_or_default()["agui-token"],
         "the AG-UI token is kept"
+    );
+}
+
+/// A run never starts on an old token: a session restarted after its token aged past the
+/// refresh age gets a fresh one before its Job is made (`init-hydrate` reads it once, as an
+/// env var), and the API server authenticates it. The nodes are cordoned so the new run stays
+/// Creating: only the claim can have refreshed it. (Before, tokens were refreshed only while
+/// Running, so a restart an hour later handed the new pod an expired one.)
+pub async fn a_restart_hands_its_run_a_fresh_token(cluster: &ClusterInfo) {
+    use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+    let ns = TestNamespace::create(cluster, "fresh-token").await;
+    create(
+        &ns.client,
+        &ns.name,
+        &session("again", &[("SIM_RUN_FOR", "1s")]),
+    )
+    .await;
+    wait_for_phase(&ns.client, &ns.name, "again", Phase::Completed, LIMIT).await;
+    let secrets: Api<Secret> = ns.api();
+    let token_of = |secret: Secret| {
+        let data = secret.data.unwrap_or_default();
+        String::from_utf8(data[keys::TOKEN_SECRET_K8S_TOKEN_KEY].0.clone()).expect("UTF-8")
+    };
+    let old = token_of(
+        secrets
+            .get("ambient-runner-token-again")
+            .await
+            .expect("the token Secret"),
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await; // past REFRESH_AFTER
+    let _cordoned = Cordoned::all_nodes(cluster);
+    annotate(
+        &ns.client,
+        &ns.name,
+        "again",
+        keys::DESIRED_PHASE_ANNOTATION,
+        Some(keys::DESIRED_PHASE_RUNNING),
+    )
+    .await;
+    let jobs: Api<Job> = ns.api();
+    wait_until("the new run's Job", LIMIT, || async {
+        jobs.get_opt("again-job").await.ok().flatten()
+    })
+    .await;
+    let fresh = token_of(
+        secrets
+            .get("ambient-runner-token-again")
+            .await
+            .expect("the token Secret"),
+    );
+    assert_ne!(fresh, old, "refreshed before the Job was made");
+    let review = TokenReview {
+        spec: TokenReviewSpec {
+            token: fresh,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let reviewed = Api::<TokenReview>::all(ns.client.clone())
+        .create(&kube::api::PostParams::default(), &review)
+        .await
+        .expect("a TokenReview");
+    let status = reviewed.status.expect("a review status");
+    assert_eq!(status.authenticated, Some(true), "{status:?}");
+    assert_eq!(
+        status.user.and_then(|u| u.username).as_deref(),
+        Some(format!("system:serviceaccount:{}:ambient-session-again", ns.name).as_str())
     );
 }
 
