@@ -424,13 +424,14 @@ async fn a_lost_run_never_gets_a_second_runner(engine: &[&str], tag: &str) {
         "the scenario needs the run unseen"
     );
     op.signal("CONT");
-    let lost = support::operator::wait_for_phase(
-        &ns.client,
-        &ns.name,
-        "single",
-        Phase::Failed,
-        Duration::from_secs(60),
-    )
+    // Whichever comes first: a second live runner (the failure), or the lost run's end.
+    let sessions: Api<AgenticSession> = ns.api();
+    let lost = wait_until("the lost run to end", Duration::from_secs(60), || async {
+        let most = most.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(most <= 1, "{most} live runner pods of one session at once");
+        let s = sessions.get("single").await.ok()?;
+        (s.phase() == Phase::Failed).then_some(s)
+    })
     .await;
     assert_eq!(
         support::operator::ready_reason(&lost).as_deref(),

@@ -474,6 +474,10 @@ pub async fn a_job_its_session_no_longer_owns_is_never_deleted(cluster: &Cluster
     jobs.patch("kept-job", &PatchParams::default(), &Patch::Merge(&disown))
         .await
         .expect("removing the Job's owner");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = jobs.get("kept-job").await.expect("the Job is still there");
+    assert_eq!(after.metadata.uid, before.metadata.uid, "never replaced");
+    assert!(after.metadata.deletion_timestamp.is_none(), "never deleted");
     let sessions = ns.api::<AgenticSession>();
     let said = wait_until("JobCreated=False / JobOrphaned", LIMIT, || async {
         let status = sessions.get("kept").await.ok()?.status?;
@@ -484,10 +488,6 @@ pub async fn a_job_its_session_no_longer_owns_is_never_deleted(cluster: &Cluster
     })
     .await;
     assert_eq!(said.status, agentic_crds::ConditionStatus::False);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let after = jobs.get("kept-job").await.expect("the Job is still there");
-    assert_eq!(after.metadata.uid, before.metadata.uid, "never replaced");
-    assert!(after.metadata.deletion_timestamp.is_none(), "never deleted");
 }
 
 /// A restart whose new Job starts while the finished run's pod is still there never takes that
