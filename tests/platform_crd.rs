@@ -11,7 +11,6 @@
 
 mod support;
 
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use agentic_crds::{AgenticSession, Phase, keys};
@@ -29,8 +28,7 @@ use support::{ClusterInfo, TestNamespace};
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn fake() -> &'static FakeRunner {
-    static FAKE: OnceLock<FakeRunner> = OnceLock::new();
-    FAKE.get_or_init(FakeRunner::start)
+    FakeRunner::shared()
 }
 
 /// The binary's operator: work-queue engine, on the platform's installation, live changes sent

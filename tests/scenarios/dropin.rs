@@ -3,7 +3,6 @@
 // `ENGINE` and `start`: each test binary runs one operator, so each engine needs a binary of
 // its own.
 
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use agentic_crds::{AgenticSession, ConditionStatus, Phase, keys};
@@ -27,8 +26,7 @@ use support::{
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn fake() -> &'static FakeRunner {
-    static FAKE: OnceLock<FakeRunner> = OnceLock::new();
-    FAKE.get_or_init(FakeRunner::start)
+    FakeRunner::shared()
 }
 
 /// The binary's operator: `ENGINE`, live changes sent to the fake runner.

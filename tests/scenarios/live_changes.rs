@@ -2,7 +2,6 @@
 // tests/live_changes_legacy.rs (`--legacy-watch`), which define `ENGINE`: each test binary runs
 // one operator, so each engine needs a binary of its own.
 
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use agentic_crds::{AgenticSession, Phase};
@@ -17,8 +16,7 @@ use support::{ClusterInfo, TestNamespace, wait_until};
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn fake() -> &'static FakeRunner {
-    static FAKE: OnceLock<FakeRunner> = OnceLock::new();
-    FAKE.get_or_init(FakeRunner::start)
+    FakeRunner::shared()
 }
 
 fn start(cluster: &ClusterInfo) {

@@ -63,6 +63,12 @@ pub struct FakeRunner {
 }
 
 impl FakeRunner {
+    /// The test binary's one fake runner, started on first use.
+    pub fn shared() -> &'static FakeRunner {
+        static SHARED: std::sync::OnceLock<FakeRunner> = std::sync::OnceLock::new();
+        SHARED.get_or_init(FakeRunner::start)
+    }
+
     /// Starts the server on a free loopback port (on its own thread and runtime, so it outlives
     /// any one test's runtime).
     pub fn start() -> Self {
