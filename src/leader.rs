@@ -65,7 +65,21 @@ pub enum LeaderError {
         #[source]
         source: kube::Error,
     },
+    /// Every write of the attempt met a conflict, yet each read after it showed the Lease
+    /// ours or free (writes racing ours, none of them another holder's).
+    #[error("Lease {namespace}/{name}: {attempts} writes in a row met a conflict")]
+    Contended {
+        /// Writes tried.
+        attempts: u32,
+        /// Namespace of the Lease.
+        namespace: String,
+        /// Name of the Lease.
+        name: String,
+    },
 }
+
+/// Reads (and writes) of one attempt after conflicts, before it gives up until the next.
+const CONFLICT_REREADS: u32 = 3;
 
 /// Why a leader stopped holding the Lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,6 +253,7 @@ impl LeaderElector {
             })
     }
 
+    /// Writes `lease`; `Ok(false)` on a conflict (it changed since it was read).
     async fn replace(&self, lease: &Lease) -> Result<bool, LeaderError> {
         match self
             .api
@@ -246,7 +261,6 @@ impl LeaderElector {
             .await
         {
             Ok(_) => Ok(true),
-            // Someone else wrote first: not ours this round.
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
             Err(source) => Err(LeaderError::Api {
                 action: "update",
@@ -257,8 +271,26 @@ impl LeaderElector {
         }
     }
 
-    /// One attempt; `Ok(true)` when this replica holds the Lease afterwards.
+    /// One attempt; `Ok(true)` when this replica holds the Lease afterwards. A conflict says
+    /// only that the Lease changed since it was read, perhaps by our own earlier write that was
+    /// abandoned at its time-out and landed late: the Lease is read again and judged afresh,
+    /// so only a read showing another live holder makes it `Ok(false)`.
     async fn try_acquire_or_renew(&mut self) -> Result<bool, LeaderError> {
+        for _ in 0..CONFLICT_REREADS {
+            if let Some(held) = self.try_write().await? {
+                return Ok(held);
+            }
+        }
+        Err(LeaderError::Contended {
+            attempts: CONFLICT_REREADS,
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+        })
+    }
+
+    /// Reads the Lease and writes it as ours if it is ours or free: `Some(true)` written,
+    /// `Some(false)` held by another live replica, `None` on a conflict.
+    async fn try_write(&mut self) -> Result<Option<bool>, LeaderError> {
         let now = MicroTime(Timestamp::now());
         let duration_seconds =
             i32::try_from(self.timing.lease_duration.as_secs()).unwrap_or(i32::MAX);
@@ -280,8 +312,8 @@ impl LeaderElector {
             };
             self.decorate(&mut lease.metadata);
             return match self.api.create(&PostParams::default(), &lease).await {
-                Ok(_) => Ok(true),
-                Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+                Ok(_) => Ok(Some(true)),
+                Err(kube::Error::Api(status)) if status.code == 409 => Ok(None),
                 Err(source) => Err(LeaderError::Api {
                     action: "create",
                     namespace: self.namespace.clone(),
@@ -307,7 +339,7 @@ impl LeaderElector {
             .as_ref()
             .is_some_and(|(_, seen_at)| seen_at.elapsed() >= honoured_for);
         if !ours && !holder.is_empty() && !expired {
-            return Ok(false);
+            return Ok(Some(false));
         }
         let mut next = spec.clone();
         if !ours {
@@ -319,7 +351,7 @@ impl LeaderElector {
         next.renew_time = Some(now);
         lease.spec = Some(next);
         self.decorate(&mut lease.metadata);
-        self.replace(&lease).await
+        Ok(self.replace(&lease).await?.then_some(true))
     }
 
     /// Sets this elector's labels and annotations on a Lease about to be written.
@@ -370,6 +402,122 @@ mod tests {
         });
         let config = kube::Config::new(url.parse().expect("a URL"));
         (Client::try_from(config).expect("a client"), accepted)
+    }
+
+    /// An API server holding one Lease, held by "me", that answers the first update with 409
+    /// Conflict after applying a write of `late_writer` (when that is "me": our earlier
+    /// renewal, abandoned at its time-out, landing late). Counts the updates.
+    async fn api_server_where_a_late_write_lands(late_writer: &str) -> (Client, Arc<AtomicUsize>) {
+        use http_body_util::BodyExt;
+        use hyper::body::Bytes;
+        use hyper::service::service_fn;
+
+        let late_writer = late_writer.to_string();
+        let lease = move |version: u64| {
+            let holder = if version == 1 {
+                "me"
+            } else {
+                late_writer.as_str()
+            };
+            serde_json::json!({
+                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": "lease", "namespace": "ns", "resourceVersion": version.to_string()},
+                "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15,
+                         "renewTime": "2026-01-01T00:00:00.000000Z"},
+            })
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding a loopback port");
+        let url = format!("http://{}", listener.local_addr().expect("its address"));
+        let state = Arc::new(parking_lot::Mutex::new(1u64));
+        let updates = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&updates);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (state, counter, lease) =
+                    (Arc::clone(&state), Arc::clone(&counter), lease.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(
+                        move |request: hyper::Request<hyper::body::Incoming>| {
+                            let (state, counter, lease) =
+                                (Arc::clone(&state), Arc::clone(&counter), lease.clone());
+                            async move {
+                                let method = request.method().clone();
+                                let body = request.into_body().collect().await?.to_bytes();
+                                let (status, answer) = if method == hyper::Method::PUT {
+                                    let sent: serde_json::Value =
+                                        serde_json::from_slice(&body).unwrap_or_default();
+                                    let mut version = state.lock();
+                                    let first = counter.fetch_add(1, Ordering::SeqCst) == 0;
+                                    if first {
+                                        *version += 1; // our late write landed first
+                                    }
+                                    if sent["metadata"]["resourceVersion"] == version.to_string() {
+                                        *version += 1;
+                                        (200, lease(*version))
+                                    } else {
+                                        (
+                                            409,
+                                            serde_json::json!({
+                                                "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                                "reason": "Conflict", "code": 409,
+                                                "message": "the object has been modified",
+                                            }),
+                                        )
+                                    }
+                                } else {
+                                    (200, lease(*state.lock()))
+                                };
+                                Ok::<_, hyper::Error>(
+                                    hyper::Response::builder()
+                                        .status(status)
+                                        .header("content-type", "application/json")
+                                        .body(http_body_util::Full::new(Bytes::from(
+                                            answer.to_string(),
+                                        )))
+                                        .expect("a response"),
+                                )
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        let config = kube::Config::new(url.parse().expect("a URL"));
+        (Client::try_from(config).expect("a client"), updates)
+    }
+
+    #[tokio::test]
+    async fn a_conflict_with_our_own_late_write_is_no_takeover() {
+        let (client, updates) = api_server_where_a_late_write_lands("me").await;
+        let mut elector = LeaderElector::new(client, "ns", "lease", "me".into(), TIMING);
+        let renewed = elector.attempt(TIMING.renew_deadline).await;
+        assert!(
+            matches!(renewed, Ok(true)),
+            "a 409 while the Lease still names us was read as {renewed:?}"
+        );
+        assert_eq!(
+            updates.load(Ordering::SeqCst),
+            2,
+            "read again, then renewed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_conflict_with_another_holders_write_is_a_takeover() {
+        let (client, updates) = api_server_where_a_late_write_lands("someone-else").await;
+        let mut elector = LeaderElector::new(client, "ns", "lease", "me".into(), TIMING);
+        let renewed = elector.attempt(TIMING.renew_deadline).await;
+        assert!(matches!(renewed, Ok(false)), "{renewed:?}");
+        assert_eq!(
+            updates.load(Ordering::SeqCst),
+            1,
+            "read again: another holder's"
+        );
     }
 
     #[tokio::test(start_paused = true)]
