@@ -97,6 +97,12 @@ pub struct ShardFamilies {
     /// `ambient_shard_server_filtering`: 1 when the API server honoured the shard selector of
     /// the last probe (a list answered with `shardInfo`), 0 when it did not.
     pub server_filtering: prometheus::IntGauge,
+    /// `ambient_shard_member_ready`: 1 while this replica's caches hold its share (the other
+    /// members give it buckets only then), 0 before and when its lists keep failing.
+    pub member_ready: prometheus::IntGauge,
+    /// `ambient_shard_buckets_uncached`: buckets of this replica's share its caches do not
+    /// hold (yet).
+    pub buckets_uncached: prometheus::IntGauge,
 }
 
 /// client-go's `workqueue_*` metric family, all labelled by queue `name`.
@@ -196,6 +202,14 @@ impl Metrics {
             server_filtering: int_gauge(
                 "ambient_shard_server_filtering",
                 "1 when the API server honoured the shard selector (a sharded list came back with shardInfo), 0 when not",
+            )?,
+            member_ready: int_gauge(
+                "ambient_shard_member_ready",
+                "1 while this replica's caches hold its share of the ring (only then is it given buckets), 0 otherwise",
+            )?,
+            buckets_uncached: int_gauge(
+                "ambient_shard_buckets_uncached",
+                "Buckets of this replica's share its caches do not hold",
             )?,
         };
         let leader = IntGauge::new(

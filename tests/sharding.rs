@@ -1041,6 +1041,103 @@ async fn scale(tag: &str, engine: &[&str]) {
     remove(&cluster, namespaces).await;
 }
 
+/// Two healthy replicas and a third whose identity may not list Jobs (an RBAC gap in a
+/// rollout): its caches never sync, so it must never take a share. Its member Lease is live
+/// all along, yet sessions in the namespaces rendezvous hashing would give it reach Running
+/// as fast as the others' (before readiness counted, it claimed its share and the others
+/// released it: those sessions never started). Fails on the code before issue 24's fix with
+/// the sick replica's sessions still Pending.
+async fn sick_member(tag: &str, engine: &[&str]) {
+    let cluster = ClusterInfo::from_env();
+    let mut ring = Ring::new(&cluster, tag, engine).await;
+    for replica in ["a", "b"] {
+        ring.start(replica).await;
+    }
+    ring.settled().await;
+    support::rbac::operator_kubeconfig(&cluster);
+    let kubeconfig = support::rbac::operator_kubeconfig_without(
+        &cluster,
+        "sick-replica",
+        ("batch", "jobs"),
+        &["list", "watch"],
+    );
+    let sick_name = format!("{}-sick", ring.name);
+    let mut args: Vec<&str> = vec!["--sharding", "--sharding-ring", &ring.name];
+    args.extend(LEASE_FLAGS);
+    args.extend(engine);
+    let mut sick =
+        OperatorProcess::start_with_kubeconfig(&cluster, &kubeconfig, &sick_name, &args, &[]);
+    // It is a live member in the others' eyes: its Lease renews.
+    for i in ring.running() {
+        wait_until(
+            &format!("{} to see the sick member", ring.replicas[i].name),
+            READY,
+            || async {
+                let members = metric_sum(&ring.replicas[i].metrics(), "ambient_shard_members", &[]);
+                (members == 3.0).then_some(())
+            },
+        )
+        .await;
+    }
+    let namespaces = namespaces(&cluster, &format!("shard-{tag}"), NAMESPACES).await;
+    let everyone = [
+        ring.replicas[0].name.as_str(),
+        ring.replicas[1].name.as_str(),
+        sick_name.as_str(),
+    ];
+    let sicks_part: Vec<String> = namespaces
+        .iter()
+        .map(|n| n.name.clone())
+        .filter(|ns| {
+            owner(agentic_operator::shard::bucket_of(ns), &everyone) == Some(sick_name.as_str())
+        })
+        .collect();
+    assert!(
+        !sicks_part.is_empty(),
+        "no namespace would be the sick member's"
+    );
+    let since = Timestamp::now();
+    let created = Instant::now();
+    let planned: Vec<Planned> = namespaces
+        .iter()
+        .map(|n| Planned {
+            namespace: n.name.clone(),
+            name: "probe".into(),
+            env: HANG.to_vec(),
+        })
+        .collect();
+    create_all(&ring.client, &planned).await;
+    let expected: BTreeMap<(String, String), Phase> = planned
+        .iter()
+        .map(|p| ((p.namespace.clone(), p.name.clone()), Phase::Running))
+        .collect();
+    wait_phases(&ring.client, &expected, LEASE * 10).await;
+    println!(
+        "[{tag}] with a third member whose lists fail, the sessions of all {NAMESPACES} \
+         namespaces ({} of them its by rendezvous) were Running after {:?}",
+        sicks_part.len(),
+        created.elapsed()
+    );
+    ring.settled().await;
+    let text = sick.metrics();
+    assert_eq!(metric_sum(&text, "ambient_shard_member_ready", &[]), 0.0);
+    assert_eq!(metric_sum(&text, "ambient_shard_buckets_owned", &[]), 0.0);
+    assert!(
+        metric_sum(&text, "ambient_shard_buckets_uncached", &[]) > 0.0,
+        "the sick member's share is not shown uncached"
+    );
+    let found = creates(
+        &cluster,
+        &namespaces.iter().map(|n| n.name.clone()).collect(),
+        since,
+    );
+    found.assert_one_job_per_session(&expected.keys().cloned().collect::<Vec<_>>());
+    sick.kill9();
+    ring.assert_one_actor_per_bucket();
+    ring.shutdown().await;
+    remove(&cluster, namespaces).await;
+}
+
 /// Restarts the API server with the `ShardedListAndWatch` gate off; back on when dropped.
 struct GateOff {
     cluster: ClusterInfo,
@@ -1077,6 +1174,13 @@ async fn a_replica_killed_mid_burst_loses_only_its_part_for_a_lease_duration() {
 async fn members_joining_and_leaving_hand_buckets_over_without_two_actors() {
     let _serial = SERIAL.lock().await;
     scale("scale", &[]).await;
+}
+
+#[tokio::test]
+async fn a_member_whose_lists_fail_never_strands_its_share() {
+    let _serial = SERIAL.lock().await;
+    sick_member("sick", &[]).await;
+    sick_member("sick-legacy", &["--legacy-watch"]).await;
 }
 
 /// The API server ignores the shard selector with its feature gate off: the replicas filter

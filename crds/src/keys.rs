@@ -151,6 +151,10 @@ pub const MEMBER_LEASE_PREFIX: &str = "ambient-code-operator-member-";
 /// releasing), 64 hex digits of a 256-bit set, bucket 0 the lowest bit. A bucket leaving it is
 /// the replica's acknowledgement that it stopped acting on it.
 pub const HELD_BUCKETS_ANNOTATION: &str = "ambient-code.io/held-buckets";
+/// Member Lease annotation: `"true"` once the replica's caches hold its share, `"false"` before
+/// (or when its lists have kept failing): only ready members are given buckets. A Lease without
+/// it (an older version) counts as ready.
+pub const CACHES_READY_ANNOTATION: &str = "ambient-code.io/caches-ready";
 /// Name of the LimitRange a `ProjectSettings` reconcile keeps in its namespace.
 pub const LIMIT_RANGE_NAME: &str = "ambient-default-limits";
 /// Prefix of the ClusterRoles group RoleBindings point to: `ambient-project-<role>`.

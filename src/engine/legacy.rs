@@ -369,7 +369,7 @@ impl Engine {
                     if let Some((slot, scope)) = &report {
                         let scope = *scope.read();
                         if scope.generation == generation {
-                            slot.synced(scope.buckets);
+                            slot.synced(generation, scope.buckets);
                         }
                     }
                     if !first {

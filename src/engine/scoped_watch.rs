@@ -86,7 +86,10 @@ where
 {
     /// Runs until shutdown.
     pub(crate) async fn run(mut self) {
-        let mut scope = self.scopes.borrow_and_update().buckets;
+        let Scope {
+            buckets: mut scope,
+            mut generation,
+        } = *self.scopes.borrow_and_update();
         let mut streams: SelectAll<BoxStream<'static, SourceEvent<K>>> = SelectAll::new();
         let mut sources: Vec<Source<K>> = Vec::new();
         let mut next_id = 0;
@@ -104,7 +107,8 @@ where
                         following = false; // the coordinator is gone: shutting down
                         continue;
                     }
-                    let next = self.scopes.borrow_and_update().buckets;
+                    let Scope { buckets: next, generation: next_generation } =
+                        *self.scopes.borrow_and_update();
                     let gained = next.difference(&scope);
                     let restart = first_sync
                         || (!gained.is_empty() && sources.len() >= MAX_SOURCES);
@@ -133,7 +137,8 @@ where
                         self.start_source(&mut streams, &mut sources, &mut next_id, gained);
                     }
                     scope = next;
-                    self.report(&sources, first_sync);
+                    generation = next_generation;
+                    self.report(&sources, first_sync, generation);
                 }
                 Some((id, next)) = streams.next() => {
                     let Some(source) = sources.iter_mut().find(|source| source.id == id) else {
@@ -158,7 +163,7 @@ where
                             self.synced.mark(true);
                             first_sync = false;
                             source.listed = true;
-                            self.report(&sources, first_sync);
+                            self.report(&sources, first_sync, generation);
                         }
                         continue;
                     }
@@ -176,7 +181,7 @@ where
                             source.listed = true;
                             apply_list(&mut self.writer, &buckets, listing, &self.on_event);
                             self.synced.mark(false);
-                            self.report(&sources, first_sync);
+                            self.report(&sources, first_sync, generation);
                         }
                         Event::Apply(_) | Event::Delete(_) => {
                             if in_buckets(&event, &source.buckets) {
@@ -231,15 +236,18 @@ where
         });
     }
 
-    /// Reports the buckets the cache holds once every source has listed them.
-    fn report(&self, sources: &[Source<K>], first_sync: bool) {
-        if first_sync || !sources.iter().all(|source| source.listed) {
+    /// Reports, for the scope of `generation`, the buckets the cache holds: those of every
+    /// source that has listed. A source's buckets only shrink after it started, so each was
+    /// listed after it last joined the scope this watch followed.
+    fn report(&self, sources: &[Source<K>], first_sync: bool, generation: u64) {
+        if first_sync {
             return;
         }
         let held = sources
             .iter()
+            .filter(|source| source.listed)
             .fold(BucketSet::EMPTY, |held, source| held.union(&source.buckets));
-        self.slot.synced(held);
+        self.slot.synced(generation, held);
     }
 }
 

@@ -34,6 +34,9 @@ const MIN_ROUND_GAP: Duration = Duration::from_millis(20);
 /// A member Lease unchanged this many lease durations is deleted (its replica is long gone:
 /// pods of a Deployment get new names, so their Leases would pile up).
 const GC_AFTER_LEASE_DURATIONS: u32 = 4;
+/// A ready member whose caches have not held part of its target for this many lease durations
+/// publishes itself not ready, so the others take that part over.
+const UNCACHED_GRACE_LEASE_DURATIONS: u32 = 4;
 
 /// Who this replica is in which ring.
 #[derive(Debug, Clone)]
@@ -59,8 +62,8 @@ pub struct Coordinator {
     gate: ShardGate,
     metrics: Metrics,
     events: EventPublisher,
-    /// What the last successful write published.
-    written: Option<BucketSet>,
+    /// What the last successful write published: held buckets, readiness.
+    written: Option<(BucketSet, bool)>,
     /// The scope the API server's filtering was last probed with.
     probed: Option<BucketSet>,
     /// When the first live peer expires in our eyes unless it renews (as of the last read).
@@ -93,7 +96,8 @@ impl Coordinator {
         );
         Coordinator {
             leases: Api::namespaced(client.clone(), &membership.namespace),
-            handover: Handover::new(membership.identity.clone()),
+            handover: Handover::new(membership.identity.clone())
+                .with_grace(membership.timing.lease_duration * UNCACHED_GRACE_LEASE_DURATIONS),
             membership,
             client,
             elector,
@@ -112,6 +116,8 @@ impl Coordinator {
     pub async fn join(&mut self, shutdown: &CancellationToken) -> Result<bool, LostLease> {
         self.elector
             .set_annotation(keys::HELD_BUCKETS_ANNOTATION, BucketSet::EMPTY.encode());
+        self.elector
+            .set_annotation(keys::CACHES_READY_ANNOTATION, false.to_string());
         tracing::info!(
             identity = self.membership.identity,
             ring = self.membership.ring,
@@ -122,7 +128,7 @@ impl Coordinator {
             _ = shutdown.cancelled() => return Ok(false),
             () = self.elector.acquire() => {}
         }
-        self.written = Some(BucketSet::EMPTY);
+        self.written = Some((BucketSet::EMPTY, false));
         loop {
             if self.round().await? {
                 break;
@@ -185,9 +191,15 @@ impl Coordinator {
             + self.membership.timing.renew_deadline
     }
 
-    /// Whether the Lease must be written again (claims or acknowledgements not yet published).
+    /// Whether the Lease must be written again (claims, acknowledgements or a change of
+    /// readiness not yet published).
     fn publish_pending(&self) -> bool {
-        self.written != Some(self.handover.lease_content())
+        self.written != Some(self.published())
+    }
+
+    /// What the next write publishes.
+    fn published(&self) -> (BucketSet, bool) {
+        (self.handover.lease_content(), self.handover.ready())
     }
 
     /// One round: write, then read. `Ok(true)` when the ring was read.
@@ -197,13 +209,15 @@ impl Coordinator {
         if now >= deadline {
             return Err(LostLease::RenewDeadlinePassed);
         }
-        let content = self.handover.lease_content();
+        let (content, ready) = self.published();
         self.elector
             .set_annotation(keys::HELD_BUCKETS_ANNOTATION, content.encode());
+        self.elector
+            .set_annotation(keys::CACHES_READY_ANNOTATION, ready.to_string());
         match self.elector.attempt(deadline - now).await {
             Ok(true) => {
                 self.handover.written(content);
-                self.written = Some(content);
+                self.written = Some((content, ready));
             }
             Ok(false) => return Err(LostLease::TakenOver),
             Err(error) => {
@@ -250,8 +264,21 @@ impl Coordinator {
         self.gate.set_active(self.handover.active());
         let gate = self.gate.clone();
         let released = self.handover.drained(|b| gate.is_idle(b), now);
+        let was_ready = self.handover.ready();
         let acquired = self.handover.caches_ready(self.gate.cache_ready(), now);
         self.gate.set_active(self.handover.active());
+        let uncached = self.handover.uncached();
+        if self.handover.ready() != was_ready {
+            if was_ready {
+                tracing::warn!(
+                    buckets = %uncached,
+                    count = uncached.len(),
+                    "caches still lack part of this replica's share: not ready, the other members take it over"
+                );
+            } else {
+                tracing::info!("caches hold this replica's share: ready for it");
+            }
+        }
         self.record("released", &released);
         self.record("acquired", &acquired);
         if !acquired.is_empty() {
@@ -265,6 +292,11 @@ impl Coordinator {
             .buckets_owned
             .set(self.handover.active().len() as i64);
         families.shard.members.set(self.handover.members() as i64);
+        families
+            .shard
+            .member_ready
+            .set(i64::from(self.handover.ready()));
+        families.shard.buckets_uncached.set(uncached.len() as i64);
         self.probe_server_filtering();
     }
 

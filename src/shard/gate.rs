@@ -2,6 +2,10 @@
 //! (admission), how many reconciles of each bucket are in flight, which buckets the caches must
 //! hold (the scope the watches follow) and which they do hold (synced).
 //!
+//! A bucket counts as held only through a list that completed after the bucket last joined the
+//! scope: each report names the scope generation it was made for, and a bucket that left and
+//! came back is not ready on a report older than its return (however stale the report).
+//!
 //! Admission and release race without a lock: [`ShardGate::admit`] counts the reconcile in,
 //! then checks the bucket is still active; the coordinator deactivates a bucket, then reads
 //! its count ([`ShardGate::is_idle`]). With sequentially consistent atomics one of them sees
@@ -41,10 +45,20 @@ struct Inner {
     /// Woken when a deactivated bucket's last reconcile ends, or a watch synced a scope.
     wake: Notify,
     scope: watch::Sender<Scope>,
-    /// The scope each registered watch last synced (its list completed with it).
-    synced: Mutex<Vec<BucketSet>>,
+    /// What each registered watch holds, and when each bucket last joined the scope.
+    synced: Mutex<Synced>,
     on_acquired: OnceLock<OnAcquired>,
     dropped: prometheus::IntCounter,
+}
+
+/// The watches' reports and the scope generations they are judged against.
+struct Synced {
+    /// Per registered watch: the scope generation it last reported for, and the buckets its
+    /// cache held then (each listed by a list that completed at or after that generation's
+    /// scope was published).
+    reports: Vec<(u64, BucketSet)>,
+    /// Per bucket: the generation of the scope it last joined (0: never in scope).
+    joined_at: [u64; BUCKETS],
 }
 
 /// A reconcile counted in flight for its bucket until dropped.
@@ -67,9 +81,10 @@ pub struct WatchSlot {
 }
 
 impl WatchSlot {
-    /// The watch's list with `buckets` in scope completed: its cache holds exactly them.
-    pub fn synced(&self, buckets: BucketSet) {
-        self.gate.inner.synced.lock()[self.index] = buckets;
+    /// Following the scope of `generation`, the watch's cache holds `buckets`, each listed by
+    /// a list that completed after that bucket last joined the scope the watch follows.
+    pub fn synced(&self, generation: u64, buckets: BucketSet) {
+        self.gate.inner.synced.lock().reports[self.index] = (generation, buckets);
         self.gate.inner.wake.notify_one();
     }
 }
@@ -86,7 +101,10 @@ impl ShardGate {
                     buckets: BucketSet::EMPTY,
                     generation: 0,
                 }),
-                synced: Mutex::new(Vec::new()),
+                synced: Mutex::new(Synced {
+                    reports: Vec::new(),
+                    joined_at: [0; BUCKETS],
+                }),
                 on_acquired: OnceLock::new(),
                 dropped,
             }),
@@ -150,8 +168,13 @@ impl ShardGate {
             if scope.buckets == buckets && scope.generation > 0 {
                 return false;
             }
+            let joining = buckets.difference(&scope.buckets);
             scope.buckets = buckets;
             scope.generation += 1;
+            let mut synced = self.inner.synced.lock();
+            for bucket in joining.iter() {
+                synced.joined_at[bucket.index()] = scope.generation;
+            }
             true
         });
     }
@@ -164,22 +187,30 @@ impl ShardGate {
     /// Registers a watch whose cache follows the scope; it holds nothing until it reports.
     pub fn register_watch(&self) -> WatchSlot {
         let mut synced = self.inner.synced.lock();
-        synced.push(BucketSet::EMPTY);
+        synced.reports.push((0, BucketSet::EMPTY));
         WatchSlot {
             gate: self.clone(),
-            index: synced.len() - 1,
+            index: synced.reports.len() - 1,
         }
     }
 
-    /// The buckets every registered watch holds (none before a watch registered).
+    /// The buckets every registered watch holds through a list that completed after the
+    /// bucket last joined the scope (none before a watch registered).
     pub fn cache_ready(&self) -> BucketSet {
         let synced = self.inner.synced.lock();
-        if synced.is_empty() {
+        if synced.reports.is_empty() {
             return BucketSet::EMPTY;
         }
         synced
+            .reports
             .iter()
-            .fold(BucketSet::ALL, |all, held| all.intersection(held))
+            .fold(BucketSet::ALL, |all, (generation, held)| {
+                let current = held
+                    .iter()
+                    .filter(|bucket| synced.joined_at[bucket.index()] <= *generation)
+                    .collect();
+                all.intersection(&current)
+            })
     }
 
     /// Sets what [`acquired`](Self::acquired) calls (once; the engine, when it starts).
@@ -248,10 +279,34 @@ mod tests {
         let a = gate.register_watch();
         let b = gate.register_watch();
         let low: BucketSet = (0..128).map(Bucket).collect();
-        a.synced(BucketSet::ALL);
+        gate.set_scope(BucketSet::ALL);
+        a.synced(1, BucketSet::ALL);
         assert_eq!(gate.cache_ready(), BucketSet::EMPTY, "b has nothing yet");
-        b.synced(low);
+        b.synced(1, low);
         assert_eq!(gate.cache_ready(), low);
+    }
+
+    #[test]
+    fn a_bucket_that_left_and_came_back_waits_for_a_list_made_after_its_return() {
+        let gate = gate();
+        let watch = gate.register_watch();
+        let low: BucketSet = (0..128).map(Bucket).collect();
+        gate.set_scope(BucketSet::ALL); // generation 1
+        watch.synced(1, BucketSet::ALL);
+        assert_eq!(gate.cache_ready(), BucketSet::ALL);
+        // The upper half leaves and comes back before the watch reports again: its report
+        // of generation 1 still names them, but they were dropped since.
+        gate.set_scope(low); // 2
+        gate.set_scope(BucketSet::ALL); // 3
+        assert_eq!(
+            gate.cache_ready(),
+            low,
+            "a stale report makes nothing ready"
+        );
+        watch.synced(2, low);
+        assert_eq!(gate.cache_ready(), low);
+        watch.synced(3, BucketSet::ALL);
+        assert_eq!(gate.cache_ready(), BucketSet::ALL);
     }
 
     #[test]

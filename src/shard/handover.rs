@@ -22,6 +22,15 @@
 //!
 //! A member whose Lease expired is ignored: it stopped acting at its renew deadline, before any
 //! other member could see its Lease expire (the same reasoning as leader election).
+//!
+//! Readiness, so a sick member never strands its share: a member publishes whether its caches
+//! hold its target. Only *ready* members count in the others' assignment, so until a member's
+//! lists have succeeded (an RBAC gap, an OOM during the first list, a proxy answering 500) its
+//! share stays with the others. A member claims only while ready, and only buckets its caches
+//! already hold. A ready member whose target has had a bucket its caches do not hold for longer
+//! than its grace publishes itself not ready: the others take over what it has not claimed,
+//! and it keeps acting on what it holds (those caches are fine). A Lease without the readiness
+//! annotation (an older version) counts as ready.
 
 use std::time::Duration;
 
@@ -36,6 +45,8 @@ pub struct Peer {
     pub name: String,
     /// The buckets its Lease holds.
     pub held: BucketSet,
+    /// Whether its caches hold its target (it counts in the assignment).
+    pub ready: bool,
 }
 
 /// What a step changed, for logs, Events and metrics.
@@ -86,7 +97,18 @@ pub struct Handover {
     members: usize,
     /// When each bucket entered (or left) our target, for the handover durations.
     since: [Option<Instant>; BUCKETS],
+    /// What our caches held at the last [`caches_ready`](Self::caches_ready).
+    cached: BucketSet,
+    /// Whether we count ourselves ready (published in the Lease).
+    ready: bool,
+    /// Since when some bucket of our target has not been in our caches.
+    uncached_since: Option<Instant>,
+    /// How long a ready member may have target buckets its caches do not hold.
+    grace: Duration,
 }
+
+/// The grace of a member built without [`Handover::with_grace`].
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(60);
 
 impl Handover {
     /// A replica named `me` holding nothing, assigning buckets by rendezvous hashing.
@@ -108,7 +130,18 @@ impl Handover {
             releasing: BucketSet::EMPTY,
             members: 1,
             since: [None; BUCKETS],
+            cached: BucketSet::EMPTY,
+            ready: false,
+            uncached_since: None,
+            grace: DEFAULT_GRACE,
         }
+    }
+
+    /// The same member, allowed `grace` with target buckets its caches do not hold before it
+    /// publishes itself not ready.
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
     }
 
     /// What the next Lease write must hold: every bucket claimed, confirmed, acted on or
@@ -130,13 +163,18 @@ impl Handover {
     }
 
     /// A read of the live members' Leases, issued after every successful write so far:
-    /// `peers` are the other live members (our own Lease excluded). Recomputes the target,
-    /// confirms or withdraws written claims, makes new claims and starts releases.
+    /// `peers` are the other live members (our own Lease excluded). Recomputes the target
+    /// (over ourselves and the ready peers), confirms or withdraws written claims, makes new
+    /// claims (while ready, of buckets the caches hold) and starts releases.
     pub fn observed(&mut self, peers: &[Peer], now: Instant) -> Changes {
         let mut changes = Changes::default();
-        let mut members: Vec<&str> = peers.iter().map(|p| p.name.as_str()).collect();
+        self.members = peers.len() + 1;
+        let mut members: Vec<&str> = peers
+            .iter()
+            .filter(|p| p.ready)
+            .map(|p| p.name.as_str())
+            .collect();
         members.push(&self.me);
-        self.members = members.len();
         let target = (self.assign)(&self.me, &members);
         let held_by_others = peers
             .iter()
@@ -170,19 +208,33 @@ impl Handover {
         self.written_claims = BucketSet::EMPTY;
         self.claims = self.claims.difference(&held_by_others);
 
-        // New claims: ours by target, free, and not in any of our states already (a bucket
-        // still releasing is claimed again once its release is acknowledged).
-        let free = self
-            .target
-            .difference(&held_by_others)
-            .difference(&self.lease_content());
-        self.claims = self.claims.union(&free);
+        // New claims, while ready: ours by target, free, held by our caches, and not in any
+        // of our states already (a bucket still releasing is claimed again once its release
+        // is acknowledged).
+        if self.ready {
+            let free = self
+                .target
+                .difference(&held_by_others)
+                .intersection(&self.cached)
+                .difference(&self.lease_content());
+            self.claims = self.claims.union(&free);
+        }
         changes
     }
 
-    /// Confirmed buckets whose caches are `ready` become active; returns them with the time
-    /// since each entered the target.
+    /// Our caches hold `ready`: confirmed buckets among them become active (returned with the
+    /// time since each entered the target), and our readiness follows (see the module docs).
     pub fn caches_ready(&mut self, ready: BucketSet, now: Instant) -> Vec<(Bucket, Duration)> {
+        self.cached = ready;
+        if self.target.is_subset(&ready) {
+            self.uncached_since = None;
+            self.ready = true;
+        } else {
+            let since = *self.uncached_since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= self.grace {
+                self.ready = false;
+            }
+        }
         let now_active = self.confirmed.intersection(&ready);
         self.confirmed = self.confirmed.difference(&now_active);
         self.active = self.active.union(&now_active);
@@ -227,6 +279,17 @@ impl Handover {
         self.members
     }
 
+    /// Whether we count ourselves ready: our caches hold our target (or did, within the
+    /// grace). Published in every Lease write.
+    pub fn ready(&self) -> bool {
+        self.ready
+    }
+
+    /// Buckets of our target our caches do not hold.
+    pub fn uncached(&self) -> BucketSet {
+        self.target.difference(&self.cached)
+    }
+
     /// What the caches must hold: our target and everything the Lease holds.
     pub fn scope(&self) -> BucketSet {
         self.target.union(&self.lease_content())
@@ -260,9 +323,10 @@ mod tests {
         in_flight: BucketSet,
     }
 
-    /// The API server's view: each member Lease's held buckets, and whether it is live.
+    /// The API server's view: each member Lease's held buckets, whether it is live, and the
+    /// readiness it publishes.
     #[derive(Default)]
-    struct Leases(BTreeMap<usize, (BucketSet, bool)>);
+    struct Leases(BTreeMap<usize, (BucketSet, bool, bool)>);
 
     #[derive(Debug, Clone)]
     enum Op {
@@ -272,6 +336,9 @@ mod tests {
         Read(usize),
         /// Its caches catch up with everything confirmed.
         CachesReady(usize),
+        /// Its lists fail: its caches hold nothing it did not hold before (a ready member
+        /// past its grace publishes itself not ready).
+        CachesFail(usize),
         /// Its reconciles start on some active buckets, or finish.
         Work(usize, u8),
         /// In-flight reconciles finish and releasing buckets are released.
@@ -294,6 +361,7 @@ mod tests {
             6 => r.clone().prop_map(Op::Write),
             6 => r.clone().prop_map(Op::Read),
             3 => r.clone().prop_map(Op::CachesReady),
+            1 => r.clone().prop_map(Op::CachesFail),
             3 => (r.clone(), any::<u8>()).prop_map(|(i, b)| Op::Work(i, b)),
             3 => r.clone().prop_map(Op::Drain),
             1 => r.clone().prop_map(Op::Start),
@@ -338,18 +406,20 @@ mod tests {
         }
 
         fn fresh(&self, i: usize) -> Handover {
-            if self.greedy && i == REPLICAS - 1 {
+            let handover = if self.greedy && i == REPLICAS - 1 {
                 Handover::with_assignment(name(i), greedy)
             } else {
                 Handover::new(name(i))
-            }
+            };
+            handover.with_grace(Duration::from_millis(50))
         }
 
         fn apply(&mut self, op: &Op) {
             match *op {
                 Op::Write(i) if self.replicas[i].running => {
                     let content = self.replicas[i].handover.lease_content();
-                    self.leases.0.insert(i, (content, true));
+                    let ready = self.replicas[i].handover.ready();
+                    self.leases.0.insert(i, (content, true, ready));
                     self.replicas[i].handover.written(content);
                 }
                 Op::Read(i) if self.replicas[i].running => {
@@ -357,10 +427,11 @@ mod tests {
                         .leases
                         .0
                         .iter()
-                        .filter(|(j, (_, live))| **j != i && *live)
-                        .map(|(j, (held, _))| Peer {
+                        .filter(|(j, (_, live, _))| **j != i && *live)
+                        .map(|(j, (held, _, ready))| Peer {
                             name: name(*j),
                             held: *held,
+                            ready: *ready,
                         })
                         .collect();
                     self.replicas[i].handover.observed(&peers, self.now);
@@ -369,6 +440,11 @@ mod tests {
                     self.replicas[i]
                         .handover
                         .caches_ready(BucketSet::ALL, self.now);
+                }
+                Op::CachesFail(i) if self.replicas[i].running => {
+                    let handover = &mut self.replicas[i].handover;
+                    let kept = handover.active().union(&handover.releasing());
+                    handover.caches_ready(kept, self.now);
                 }
                 Op::Work(i, bucket) if self.replicas[i].running => {
                     let replica = &mut self.replicas[i];
@@ -393,7 +469,7 @@ mod tests {
                         running: true,
                         in_flight: BucketSet::EMPTY,
                     };
-                    self.leases.0.insert(i, (BucketSet::EMPTY, true));
+                    self.leases.0.insert(i, (BucketSet::EMPTY, true, false));
                 }
                 Op::Kill(i) => {
                     self.replicas[i].running = false;
@@ -407,7 +483,7 @@ mod tests {
                 Op::Stop(i) if self.replicas[i].running => {
                     self.replicas[i].running = false;
                     self.replicas[i].in_flight = BucketSet::EMPTY;
-                    self.leases.0.insert(i, (BucketSet::EMPTY, false));
+                    self.leases.0.insert(i, (BucketSet::EMPTY, false, false));
                 }
                 _ => {}
             }
@@ -440,7 +516,7 @@ mod tests {
 
         /// Every running replica does rounds until nothing changes.
         fn settle(&mut self) {
-            for _ in 0..8 {
+            for _ in 0..12 {
                 for i in 0..REPLICAS {
                     for op in [
                         Op::Drain(i),
@@ -523,13 +599,50 @@ mod tests {
         }
     }
 
+    fn peer(name: &str, held: BucketSet, ready: bool) -> Peer {
+        Peer {
+            name: name.into(),
+            held,
+            ready,
+        }
+    }
+
+    /// A member alone in the ring, acting on every bucket.
+    fn alone(name: &str, t: Instant) -> Handover {
+        let mut h = Handover::new(name);
+        h.observed(&[], t);
+        h.caches_ready(BucketSet::ALL, t);
+        h.observed(&[], t);
+        h.written(h.lease_content());
+        h.observed(&[], t);
+        h.caches_ready(BucketSet::ALL, t);
+        assert_eq!(h.active(), BucketSet::ALL);
+        h
+    }
+
     #[test]
-    fn a_bucket_is_acted_on_only_after_a_write_and_a_read_and_the_caches() {
+    fn a_bucket_is_claimed_once_cached_and_acted_on_only_after_a_write_and_a_read() {
         let t = Instant::now();
         let mut h = Handover::new("a");
         assert_eq!(h.lease_content(), BucketSet::EMPTY);
         h.observed(&[], t);
         assert_eq!(h.target(), BucketSet::ALL, "alone, every bucket is ours");
+        assert!(!h.ready());
+        assert_eq!(
+            h.lease_content(),
+            BucketSet::EMPTY,
+            "nothing cached: no claim"
+        );
+        let low: BucketSet = (0..128).map(Bucket).collect();
+        h.caches_ready(low, t);
+        assert!(
+            !h.ready(),
+            "not ready before the caches hold the whole share"
+        );
+        assert_eq!(h.uncached(), BucketSet::ALL.difference(&low));
+        h.caches_ready(BucketSet::ALL, t);
+        assert!(h.ready());
+        h.observed(&[], t);
         assert_eq!(h.lease_content(), BucketSet::ALL, "claimed");
         assert!(h.active().is_empty());
         // Caches ready but nothing written: still nothing acted on.
@@ -537,7 +650,10 @@ mod tests {
         h.written(BucketSet::ALL);
         h.observed(&[], t);
         assert_eq!(h.confirmed(), BucketSet::ALL);
-        assert!(h.active().is_empty(), "caches not ready yet");
+        assert!(
+            h.active().is_empty(),
+            "not acted on before the caches are checked"
+        );
         let acquired = h.caches_ready(BucketSet::ALL, t + Duration::from_secs(1));
         assert_eq!(acquired.len(), BUCKETS);
         assert_eq!(acquired[0].1, Duration::from_secs(1));
@@ -545,32 +661,25 @@ mod tests {
     }
 
     #[test]
-    fn a_newcomer_waits_for_the_release_and_the_holder_releases_after_its_work() {
+    fn a_newcomer_gets_its_share_once_ready_and_the_holder_releases_after_its_work() {
         let t = Instant::now();
-        let mut old = Handover::new("old");
-        old.observed(&[], t);
-        old.written(old.lease_content());
-        old.observed(&[], t);
-        old.caches_ready(BucketSet::ALL, t);
-        let old_lease = || Peer {
-            name: "old".into(),
-            held: BucketSet::ALL,
-        };
-
+        let mut old = alone("old", t);
         let mut new = Handover::new("new");
-        new.observed(&[old_lease()], t);
+        new.observed(&[peer("old", BucketSet::ALL, true)], t);
         let moving = new.target();
         assert!(!moving.is_empty());
         assert!(new.lease_content().is_empty(), "everything is held by old");
 
-        // The holder sees the newcomer: its buckets start releasing, one has work in flight.
-        let changes = old.observed(
-            &[Peer {
-                name: "new".into(),
-                held: BucketSet::EMPTY,
-            }],
-            t,
-        );
+        // Until the newcomer's caches hold its share, the holder keeps everything.
+        let changes = old.observed(&[peer("new", BucketSet::EMPTY, false)], t);
+        assert!(changes.releasing.is_empty());
+        assert_eq!(old.active(), BucketSet::ALL);
+
+        new.caches_ready(moving, t);
+        assert!(new.ready());
+        // The holder sees the newcomer ready: its buckets start releasing, one has work in
+        // flight.
+        let changes = old.observed(&[peer("new", BucketSet::EMPTY, true)], t);
         assert_eq!(changes.releasing, moving);
         assert_eq!(old.active(), BucketSet::ALL.difference(&moving));
         let busy = moving.iter().next().expect("a moving bucket");
@@ -580,27 +689,51 @@ mod tests {
             old.lease_content().contains(busy),
             "not acknowledged while busy"
         );
-        new.observed(
-            &[Peer {
-                name: "old".into(),
-                held: old.lease_content(),
-            }],
-            t,
-        );
+        new.observed(&[peer("old", old.lease_content(), true)], t);
         assert_eq!(
             new.lease_content(),
             moving.difference(&[busy].into_iter().collect())
         );
         old.drained(|_| true, t);
         assert!(!old.lease_content().contains(busy));
-        new.observed(
-            &[Peer {
-                name: "old".into(),
-                held: old.lease_content(),
-            }],
-            t,
-        );
+        new.observed(&[peer("old", old.lease_content(), true)], t);
         assert_eq!(new.lease_content(), moving);
+    }
+
+    #[test]
+    fn a_member_whose_caches_lag_past_its_grace_lets_the_others_take_its_share() {
+        let t = Instant::now();
+        let grace = Duration::from_secs(60);
+        let mut sick = Handover::new("sick").with_grace(grace);
+        let mut healthy = alone("healthy", t);
+        sick.observed(&[peer("healthy", BucketSet::ALL, true)], t);
+        let share = sick.target();
+        sick.caches_ready(share, t);
+        assert!(sick.ready());
+        healthy.observed(&[peer("sick", BucketSet::EMPTY, true)], t);
+        healthy.drained(|_| true, t);
+        assert_eq!(healthy.active(), BucketSet::ALL.difference(&share));
+
+        // The sick member claimed one bucket of its share, then its lists start failing
+        // (another replica's buckets join its target and never reach its caches).
+        let kept = share.iter().next().expect("a bucket");
+        let kept_set: BucketSet = [kept].into_iter().collect();
+        sick.caches_ready(kept_set, t);
+        assert!(sick.ready(), "within the grace");
+        sick.caches_ready(kept_set, t + grace);
+        assert!(!sick.ready(), "past the grace");
+        assert_eq!(sick.uncached(), share.difference(&kept_set));
+        sick.observed(&[peer("healthy", healthy.lease_content(), true)], t + grace);
+        assert!(
+            sick.lease_content().is_empty(),
+            "a member that is not ready claims nothing"
+        );
+
+        // The healthy member takes the whole share but what the sick one holds.
+        healthy.observed(&[peer("sick", kept_set, false)], t + grace);
+        assert_eq!(healthy.target(), BucketSet::ALL);
+        let claims = healthy.lease_content().difference(&healthy.active());
+        assert_eq!(claims, share.difference(&kept_set));
     }
 
     #[test]
@@ -608,14 +741,10 @@ mod tests {
         let t = Instant::now();
         let mut a = Handover::new("a");
         a.observed(&[], t);
+        a.caches_ready(BucketSet::ALL, t);
+        a.observed(&[], t);
         a.written(a.lease_content());
-        let changes = a.observed(
-            &[Peer {
-                name: "b".into(),
-                held: BucketSet::ALL,
-            }],
-            t,
-        );
+        let changes = a.observed(&[peer("b", BucketSet::ALL, true)], t);
         assert_eq!(changes.backed_off, a.target());
         assert!(a.confirmed().is_empty() && a.lease_content().is_empty());
     }

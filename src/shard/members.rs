@@ -29,6 +29,8 @@ pub struct MemberLease {
     pub identity: Option<String>,
     /// What it holds (everything, when the annotation is unreadable: never assume less).
     pub held: BucketSet,
+    /// Whether its caches hold its share (absent annotation: an older version, ready).
+    pub ready: bool,
     /// Whether it counts as a live member.
     pub live: bool,
     /// How long its current record has been unchanged, in our eyes.
@@ -84,6 +86,10 @@ impl Members {
                     tracing::warn!(lease = name, %error, "unreadable member Lease: taken as holding every bucket");
                     BucketSet::ALL
                 });
+            let ready = lease
+                .annotations()
+                .get(keys::CACHES_READY_ANNOTATION)
+                .is_none_or(|value| value != "false");
             let live = identity.is_some() && unchanged_for < honoured_for;
             members.push(MemberLease {
                 lease: name,
@@ -92,6 +98,7 @@ impl Members {
                 expires_in: live.then(|| honoured_for - unchanged_for),
                 identity,
                 held,
+                ready,
                 unchanged_for,
             });
         }
@@ -109,6 +116,7 @@ pub fn peers(leases: &[MemberLease]) -> Vec<Peer> {
             Some(Peer {
                 name: l.identity.clone()?,
                 held: l.held,
+                ready: l.ready,
             })
         })
         .collect()
@@ -171,8 +179,33 @@ mod tests {
             peers(&seen),
             vec![Peer {
                 name: "a".into(),
-                held
+                held,
+                ready: true,
             }]
+        );
+    }
+
+    #[test]
+    fn a_member_is_ready_unless_its_lease_says_otherwise() {
+        let mut members = Members::default();
+        let now = Instant::now();
+        let mut not_ready = lease("warming", "1", Some("warming"), None);
+        not_ready.metadata.annotations = Some(
+            [(
+                keys::CACHES_READY_ANNOTATION.to_string(),
+                "false".to_string(),
+            )]
+            .into(),
+        );
+        let older_version = lease("older", "1", Some("older"), None);
+        let readiness: Vec<(String, bool)> =
+            peers(&members.observe(&[not_ready, older_version], "own", now))
+                .into_iter()
+                .map(|p| (p.name, p.ready))
+                .collect();
+        assert_eq!(
+            readiness,
+            [("warming".to_string(), false), ("older".to_string(), true)]
         );
     }
 

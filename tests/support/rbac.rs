@@ -183,6 +183,168 @@ pub fn operator_kubeconfig(cluster: &ClusterInfo) -> PathBuf {
     .clone()
 }
 
+/// A kubeconfig (in the cluster's state directory) for ServiceAccount `name` of the operator's
+/// namespace, bound to copies of the operator's shipped roles from which `verbs` on `resource`
+/// of API `group` were taken away: the operator's identity with one gap, as in a rollout whose
+/// RBAC lags behind its code. Idempotent.
+pub fn operator_kubeconfig_without(
+    cluster: &ClusterInfo,
+    name: &str,
+    (group, resource): (&str, &str),
+    verbs: &[&str],
+) -> PathBuf {
+    let objects = rbac_objects(cluster);
+    let is_operator = |subject: &Value| {
+        subject["kind"] == "ServiceAccount"
+            && subject["name"] == SERVICE_ACCOUNT
+            && subject["namespace"] == NAMESPACE
+    };
+    let mut copies = vec![serde_json::json!({
+        "apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+    })];
+    for binding in objects.iter().filter(|o| {
+        matches!(
+            o["kind"].as_str(),
+            Some("ClusterRoleBinding" | "RoleBinding")
+        ) && o["subjects"]
+            .as_array()
+            .is_some_and(|subjects| subjects.iter().any(is_operator))
+    }) {
+        let role_kind = binding["roleRef"]["kind"].as_str().expect("a roleRef kind");
+        let role_name = binding["roleRef"]["name"].as_str().expect("a roleRef name");
+        let role_namespace = binding["metadata"]["namespace"].clone();
+        let role = objects
+            .iter()
+            .find(|o| {
+                o["kind"] == role_kind
+                    && o["metadata"]["name"] == role_name
+                    && (role_kind == "ClusterRole" || o["metadata"]["namespace"] == role_namespace)
+            })
+            .unwrap_or_else(|| panic!("{role_kind} {role_name} is not in deploy/"));
+        let copy_name = format!("{role_name}-{name}");
+        let mut role = role.clone();
+        role["metadata"] = serde_json::json!({"name": copy_name});
+        if role_kind == "Role" {
+            role["metadata"]["namespace"] = role_namespace.clone();
+        }
+        let rules = role["rules"].as_array().cloned().unwrap_or_default();
+        role["rules"] = Value::Array(
+            rules
+                .into_iter()
+                .flat_map(|rule| without_verbs(rule, group, resource, verbs))
+                .collect(),
+        );
+        let mut binding = binding.clone();
+        binding["metadata"] = serde_json::json!({"name": format!("{}-{name}", binding["metadata"]["name"].as_str().unwrap_or_default())});
+        if !role_namespace.is_null() {
+            binding["metadata"]["namespace"] = role_namespace;
+        }
+        binding["roleRef"]["name"] = Value::String(copy_name);
+        binding["subjects"] = serde_json::json!([
+            {"kind": "ServiceAccount", "name": name, "namespace": NAMESPACE}
+        ]);
+        copies.push(role);
+        copies.push(binding);
+    }
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": copies});
+    kubectl(
+        cluster,
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=agentic-tests",
+            "-f",
+            "-",
+        ],
+        Some(&list.to_string()),
+    );
+    let user = format!("--as=system:serviceaccount:{NAMESPACE}:{name}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while kubectl_can(
+        cluster,
+        &["create", "leases.coordination.k8s.io", "-n=ambient-code"],
+        &user,
+    ) != "yes"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the RBAC of {name} is not in force after 30s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let plural = if group.is_empty() {
+        resource.to_string()
+    } else {
+        format!("{resource}.{group}")
+    };
+    for verb in verbs {
+        assert_eq!(
+            kubectl_can(cluster, &[verb, &plural, "-A"], &user),
+            "no",
+            "{name} may still {verb} {plural}"
+        );
+    }
+    let path = cluster.state_dir.join(format!("{name}.kubeconfig"));
+    service_account_kubeconfig(cluster, NAMESPACE, name, &path);
+    path
+}
+
+/// `rule` without `verbs` on `resource` of `group` (split in two when it covers more).
+fn without_verbs(rule: Value, group: &str, resource: &str, verbs: &[&str]) -> Vec<Value> {
+    let listed = |key: &str, value: &str| {
+        rule[key]
+            .as_array()
+            .is_some_and(|items| items.iter().any(|item| item == value))
+    };
+    if !listed("apiGroups", group) || !listed("resources", resource) {
+        return vec![rule];
+    }
+    let mut others = rule.clone();
+    others["resources"] = Value::Array(
+        rule["resources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| *r != resource)
+            .cloned()
+            .collect(),
+    );
+    let mut narrowed = rule.clone();
+    narrowed["apiGroups"] = serde_json::json!([group]);
+    narrowed["resources"] = serde_json::json!([resource]);
+    narrowed["verbs"] = Value::Array(
+        rule["verbs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|v| !verbs.iter().any(|gone| *v == *gone))
+            .cloned()
+            .collect(),
+    );
+    [others, narrowed]
+        .into_iter()
+        .filter(|r| {
+            r["resources"].as_array().is_some_and(|a| !a.is_empty())
+                && r["verbs"].as_array().is_some_and(|a| !a.is_empty())
+        })
+        .collect()
+}
+
+/// What `kubectl auth can-i <args> <as>` answers (`yes` / `no`).
+fn kubectl_can(cluster: &ClusterInfo, args: &[&str], as_user: &str) -> String {
+    let answer = Command::new(cluster.bin_dir.join("kubectl"))
+        .arg("--kubeconfig")
+        .arg(&cluster.kubeconfig)
+        .args(["auth", "can-i"])
+        .args(args)
+        .arg(as_user)
+        .output()
+        .expect("running kubectl auth can-i");
+    String::from_utf8_lossy(&answer.stdout).trim().to_string()
+}
+
 /// Writes to `path` (atomically) a kubeconfig that authenticates as ServiceAccount
 /// `namespace/name` with a token from a TokenRequest (`kubectl create token`, valid 6 hours),
 /// and nothing else: no client certificate. Returns the token.
