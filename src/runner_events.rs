@@ -15,6 +15,12 @@
 //! `(reason, message)` once per [`REPEAT_WINDOW`] per session, and at most
 //! [`PER_SESSION_PER_MINUTE`] per session per minute; nothing is cached but those counters and
 //! the refusals.
+//!
+//! With `--sharding` the watch is scoped like the caches: its requests carry the shard selector
+//! of this replica's scope (the API server sends only those namespaces' Events, when it can),
+//! Events of namespaces outside the active buckets are dropped, and a scope that gains buckets
+//! restarts the watch with the new selector (Events during that restart are not copied: they
+//! are history by the time the new watch lists them).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -32,6 +38,7 @@ use crate::context::Context;
 use crate::projections::RunnerChild;
 use crate::session::phases::Note;
 use crate::session::refusals::PodRefusal;
+use crate::shard::{BucketSet, Scope, ShardSelector};
 
 /// A repeated `(reason, message)` of one session is copied again only after this long.
 pub const REPEAT_WINDOW: Duration = Duration::from_secs(600);
@@ -101,45 +108,99 @@ const FAILED_CREATE: &str = "FailedCreate";
 /// Copies runner pod Events, and records and copies runner Jobs' pod refusals, until
 /// `shutdown`.
 pub async fn run(ctx: Context, shutdown: CancellationToken) {
-    let events: Api<CoreEvent> = Api::all(ctx.client.clone());
-    let pods = watcher::Config::default().fields("involvedObject.kind=Pod");
-    let refusals = watcher::Config::default()
-        .fields(&format!("involvedObject.kind=Job,reason={FAILED_CREATE}"));
-    let pods = watcher::watcher(events.clone(), pods).default_backoff();
-    let refusals = watcher::watcher(events, refusals).default_backoff();
-    let mut stream = std::pin::pin!(futures::stream::select(
-        pods.map(|e| (false, e)),
-        refusals.map(|e| (true, e))
-    ));
+    let selector = ShardSelector::default();
+    let mut scopes = ctx.shard.as_ref().map(|gate| gate.subscribe());
+    let client = match &scopes {
+        Some(_) => kube::client::ClientBuilder::try_from(ctx.client_config.clone())
+            .map(|builder| builder.with_layer(&selector).build())
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, "no client for the shard selector: runner Events filtered client-side only");
+                ctx.client.clone()
+            }),
+        None => ctx.client.clone(),
+    };
     let limiter = Mutex::new(Limiter::default());
     loop {
+        // The selector changes only here, while no request of the watch is in flight.
+        let mut scope = scopes.as_mut().map(|s| s.borrow_and_update().buckets);
+        if let Some(buckets) = scope {
+            selector.set(buckets);
+        }
+        let events: Api<CoreEvent> = Api::all(client.clone());
+        let pods = watcher::Config::default().fields("involvedObject.kind=Pod");
+        let refusals = watcher::Config::default()
+            .fields(&format!("involvedObject.kind=Job,reason={FAILED_CREATE}"));
+        let pods = watcher::watcher(events.clone(), pods).default_backoff();
+        let refusals = watcher::watcher(events, refusals).default_backoff();
+        let stream = futures::stream::select(pods.map(|e| (false, e)), refusals.map(|e| (true, e)));
+        let gained =
+            copy_until_scope_grows(&ctx, &limiter, stream, &mut scopes, &mut scope, &shutdown)
+                .await;
+        if !gained {
+            return;
+        }
+    }
+}
+
+/// Handles the watch's Events until `shutdown` or the end of the stream (`false`), or until
+/// the scope gains buckets (`true`: the watch must restart with the new selector).
+async fn copy_until_scope_grows(
+    ctx: &Context,
+    limiter: &Mutex<Limiter>,
+    stream: impl futures::Stream<Item = (bool, Result<Event<CoreEvent>, watcher::Error>)>,
+    scopes: &mut Option<tokio::sync::watch::Receiver<Scope>>,
+    scope: &mut Option<BucketSet>,
+    shutdown: &CancellationToken,
+) -> bool {
+    let mut stream = std::pin::pin!(stream);
+    loop {
         let next = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return false,
+            next = next_scope(scopes) => {
+                let grew = scope.is_some_and(|held| !next.is_subset(&held));
+                *scope = Some(next);
+                if grew {
+                    return true;
+                }
+                continue;
+            }
             next = stream.next() => next,
         };
         match next {
             // A refusal still standing is state, not history: recorded from the initial list.
             Some((true, Ok(Event::Apply(event)))) => {
-                if let Some(session) = record_refusal(&ctx, &event) {
-                    republish(&ctx, &limiter, &event, &session).await;
+                if let Some(session) = record_refusal(ctx, &event) {
+                    republish(ctx, limiter, &event, &session).await;
                 }
             }
             Some((true, Ok(Event::InitApply(event)))) => {
-                record_refusal(&ctx, &event);
+                record_refusal(ctx, &event);
             }
             // Only what happens from now on: the initial list is history.
             Some((false, Ok(Event::Apply(event)))) => {
-                if let Some(session) = runner_pod_session(&ctx, &event) {
-                    republish(&ctx, &limiter, &event, &session).await;
+                if let Some(session) = runner_pod_session(ctx, &event) {
+                    republish(ctx, limiter, &event, &session).await;
                 }
             }
             Some((_, Ok(_))) => {}
             Some((_, Err(error))) => {
                 tracing::debug!(%error, "runner event watch error; retrying");
             }
-            None => return,
+            None => return false,
         }
     }
+}
+
+/// The next scope published (never, without sharding or once the coordinator is gone).
+async fn next_scope(scopes: &mut Option<tokio::sync::watch::Receiver<Scope>>) -> BucketSet {
+    let Some(receiver) = scopes else {
+        return std::future::pending().await;
+    };
+    if receiver.changed().await.is_err() {
+        *scopes = None; // shutting down
+        return std::future::pending().await;
+    }
+    receiver.borrow_and_update().buckets
 }
 
 /// The session of the runner pod `event` is about, if it is one of ours in this replica's part.

@@ -538,6 +538,7 @@ const HANG: [(&str, &str); 1] = [("SIM_OUTCOME", "hang")];
 /// were each namespace's ProjectSettings), one Job per session, handovers announced.
 async fn steady(tag: &str, engine: &[&str], count: usize, server_filtering: bool) {
     let cluster = ClusterInfo::from_env();
+    let ring_started = Timestamp::now();
     let ring = Ring::three(&cluster, tag, engine).await;
     ring.assert_server_filtering(server_filtering).await;
     let since = Timestamp::now();
@@ -617,6 +618,12 @@ async fn steady(tag: &str, engine: &[&str], count: usize, server_filtering: bool
         announced > 0,
         "no BucketsAcquired Event about {}",
         ring.replicas[0].name
+    );
+    let unscoped = unscoped_watches(&cluster, &ring, ring_started);
+    assert!(
+        unscoped.is_empty(),
+        "lists or watches of namespaced kinds across namespaces without a shard selector \
+         (resource, verb): {unscoped:?}"
     );
     ring.assert_one_actor_per_bucket();
     ring.shutdown().await;
@@ -875,6 +882,56 @@ fn lists_selecting(
         }
     }
     found
+}
+
+/// Kinds without a namespace: a shard selector (by namespace) does not apply to them.
+const CLUSTER_SCOPED: [&str; 5] = [
+    "namespaces",
+    "customresourcedefinitions",
+    "clusterroles",
+    "clusterrolebindings",
+    "nodes",
+];
+
+/// The `(resource, verb)` of every list or watch across namespaces of a namespaced kind that a
+/// replica of `ring` sent since `since` without a shard selector (every cache and the runner
+/// Events watch must follow the replica's scope).
+fn unscoped_watches(
+    cluster: &ClusterInfo,
+    ring: &Ring,
+    since: Timestamp,
+) -> BTreeSet<(String, String)> {
+    let agents: BTreeSet<String> = ring
+        .replicas
+        .iter()
+        .map(|r| agentic_operator::app::user_agent(&r.name))
+        .collect();
+    operator_requests(&log_path(cluster), Some(since))
+        .into_iter()
+        .filter(|event| {
+            matches!(event["verb"].as_str(), Some("list" | "watch"))
+                && event["objectRef"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .is_empty()
+                && !CLUSTER_SCOPED
+                    .contains(&event["objectRef"]["resource"].as_str().unwrap_or_default())
+                && agents.contains(event["userAgent"].as_str().unwrap_or_default())
+                && !event["requestURI"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("shardSelector=")
+        })
+        .map(|event| {
+            (
+                event["objectRef"]["resource"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                event["verb"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
 }
 
 /// Whether a shard selector (`shardRange(object.metadata.namespace, '0x…', '0x…') || …`)
