@@ -107,6 +107,11 @@ impl Ring {
 
     /// Starts replica `<tag>-<pid>` and waits until it is ready (its part synced).
     async fn start(&mut self, tag: &str) -> usize {
+        self.start_with_env(tag, &[]).await
+    }
+
+    /// [`start`](Self::start) with `env` on top of the process environment.
+    async fn start_with_env(&mut self, tag: &str, env: &[(&str, &str)]) -> usize {
         let name = format!("{}-{tag}", self.name);
         let mut args: Vec<&str> = vec!["--sharding", "--sharding-ring", &self.name];
         args.extend(LEASE_FLAGS);
@@ -120,7 +125,7 @@ impl Ring {
             "1Mi",
         ]);
         args.extend(self.engine.iter().map(String::as_str));
-        let mut replica = OperatorProcess::start(&self.cluster, &name, &args, &[]);
+        let mut replica = OperatorProcess::start(&self.cluster, &name, &args, env);
         replica.wait_ready(READY).await;
         self.replicas.push(replica);
         self.replicas.len() - 1
@@ -1195,6 +1200,125 @@ async fn sick_member(tag: &str, engine: &[&str]) {
     remove(&cluster, namespaces).await;
 }
 
+/// The replica named `index` logged `message` (with a `buckets` field): when, and which.
+fn bucket_records(ring: &Ring, index: usize, message: &str) -> Vec<(Timestamp, BucketSet)> {
+    ring.replicas[index]
+        .logged(message)
+        .into_iter()
+        .map(|record| {
+            let at: Timestamp = record["timestamp"]
+                .as_str()
+                .and_then(|t| t.parse().ok())
+                .expect("a timestamp");
+            let buckets: BucketSet = record["buckets"]
+                .as_str()
+                .and_then(|b| b.parse().ok())
+                .expect("buckets");
+            (at, buckets)
+        })
+        .collect()
+}
+
+/// How long replica c's lists of buckets it gains are held back in [`regained_bucket`]:
+/// longer than the handovers of the scenario take, shorter than the grace before c would
+/// publish itself not ready (4 lease durations).
+const HELD_BACK: Duration = Duration::from_secs(10);
+/// Holds back a replica's lists of buckets it gains (`src/engine/fault_injection.rs`, feature
+/// `fault-injection`).
+const HOLD_GAINED_LISTS: &str = "AGENTIC_TEST_HOLD_GAINED_LISTS_MS";
+
+/// A bucket that leaves a replica and comes back while that replica's caches are behind is
+/// acted on only once a list made after its return completed. Replica c's lists of buckets it
+/// gains are slow (held back [`HELD_BACK`]); a leaves, so c gains part of a's share and lists
+/// it; meanwhile d joins, so buckets X move from c to d (c drops their objects from its caches
+/// while a list is still pending); d leaves, so X return to c. Before the fix c's cache report
+/// still named X from before they left, and c acted on X at once, on caches without their
+/// objects (Secret copies deleted, Jobs built without the project's settings); now c acquires
+/// X only after its lists of them were released.
+async fn regained_bucket(tag: &str) {
+    let cluster = ClusterInfo::from_env();
+    let mut ring = Ring::new(&cluster, tag, &[]).await;
+    let held_back = HELD_BACK.as_millis().to_string();
+    ring.start("a").await;
+    ring.start("b").await;
+    let c = ring
+        .start_with_env("c", &[(HOLD_GAINED_LISTS, &held_back)])
+        .await;
+    ring.settled().await;
+    let namespaces = namespaces(&cluster, &format!("shard-{tag}"), NAMESPACES).await;
+    let planned: Vec<Planned> = namespaces
+        .iter()
+        .map(|n| Planned {
+            namespace: n.name.clone(),
+            name: "probe".into(),
+            env: HANG.to_vec(),
+        })
+        .collect();
+    create_all(&ring.client, &planned).await;
+    let expected: BTreeMap<(String, String), Phase> = planned
+        .iter()
+        .map(|p| ((p.namespace.clone(), p.name.clone()), Phase::Running))
+        .collect();
+    wait_phases(&ring.client, &expected, Duration::from_secs(120)).await;
+
+    ring.stop(&[0]).await; // c gains part of a's share: its lists of it are slow
+    let d_joined = Timestamp::now();
+    let d = ring.start("d").await;
+    let moved = wait_until("c to release buckets to d", READY, || async {
+        bucket_records(&ring, c, "shard buckets released")
+            .into_iter()
+            .filter(|(at, _)| *at >= d_joined)
+            .fold(None, |all: Option<BucketSet>, (_, b)| {
+                Some(all.unwrap_or(BucketSet::EMPTY).union(&b))
+            })
+    })
+    .await;
+    ring.stop(&[d]).await; // the buckets return to c
+    let d_left = ring.ended[&d];
+    let regained = wait_until("c to act on the returned buckets again", READY, || async {
+        let acquired: Vec<(Timestamp, BucketSet)> =
+            bucket_records(&ring, c, "shard buckets acquired")
+                .into_iter()
+                .filter(|(at, _)| *at >= d_joined)
+                .collect();
+        let all = acquired
+            .iter()
+            .fold(BucketSet::EMPTY, |all, (_, b)| all.union(b));
+        moved.is_subset(&all).then_some(acquired)
+    })
+    .await;
+    let releases = bucket_records(&ring, c, "injected fault: held-back list released");
+    for bucket in moved.iter() {
+        let acquired_at = regained
+            .iter()
+            .filter(|(_, b)| b.contains(bucket))
+            .map(|(at, _)| *at)
+            .min()
+            .expect("acquired");
+        let listed_after_return: Vec<Timestamp> = releases
+            .iter()
+            .filter(|(at, b)| b.contains(bucket) && *at > d_left - Duration::from_secs(2))
+            .map(|(at, _)| *at)
+            .collect();
+        assert!(
+            !listed_after_return.is_empty()
+                && listed_after_return.iter().all(|at| *at <= acquired_at),
+            "bucket {} came back to c at about {d_left} and was acted on at {acquired_at}, \
+             before its lists were done (released at {listed_after_return:?})",
+            bucket.0
+        );
+    }
+    wait_phases(&ring.client, &expected, Duration::from_secs(60)).await;
+    println!(
+        "[{tag}] {} buckets left c for d and came back; c acted on them again only after its \
+         lists of them, {HELD_BACK:?} late, were done",
+        moved.len()
+    );
+    ring.assert_one_actor_per_bucket();
+    ring.shutdown().await;
+    remove(&cluster, namespaces).await;
+}
+
 /// Restarts the API server with the `ShardedListAndWatch` gate off; back on when dropped.
 struct GateOff {
     cluster: ClusterInfo,
@@ -1238,6 +1362,16 @@ async fn a_member_whose_lists_fail_never_strands_its_share() {
     let _serial = SERIAL.lock().await;
     sick_member("sick", &[]).await;
     sick_member("sick-legacy", &["--legacy-watch"]).await;
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs --features agentic-operator/fault-injection (make test enables it)"
+)]
+async fn a_bucket_that_comes_back_is_acted_on_only_after_a_new_list() {
+    let _serial = SERIAL.lock().await;
+    regained_bucket("regain").await;
 }
 
 /// The API server ignores the shard selector with its feature gate off: the replicas filter

@@ -7,6 +7,11 @@
 //! - `ambient-code.io/test-block-until: <path>`: a reconcile of the session blocks its worker
 //!   thread, without ever yielding, until the file exists (a wedged worker: nothing can cancel
 //!   it).
+//!
+//! And one of the process, for the sharded watches (`--sharding`, default engine): with
+//! `AGENTIC_TEST_HOLD_GAINED_LISTS_MS=<n>` in its environment, the list of every source a
+//! watch starts for buckets it gained (not its first) is held back `n` ms before the watch sees
+//! it: a slow list of a shard, on this replica only.
 
 use std::path::Path;
 use std::time::Duration;
@@ -20,6 +25,18 @@ pub const HANG_ANNOTATION: &str = "ambient-code.io/test-hang-until";
 pub const BLOCK_ANNOTATION: &str = "ambient-code.io/test-block-until";
 
 const POLL: Duration = Duration::from_millis(50);
+
+/// The environment variable holding back gained sources' lists.
+pub const HOLD_GAINED_LISTS: &str = "AGENTIC_TEST_HOLD_GAINED_LISTS_MS";
+
+/// How long a gained source's list is held back, if this process was asked to.
+pub fn gained_list_hold() -> Option<Duration> {
+    std::env::var(HOLD_GAINED_LISTS)
+        .ok()?
+        .parse()
+        .ok()
+        .map(Duration::from_millis)
+}
 
 /// Stalls as `session`'s annotations ask, until their files exist.
 pub async fn stall(session: &AgenticSession) {

@@ -222,7 +222,10 @@ where
         let stop = CancellationToken::new();
         let stream = watcher::watcher((self.api)(client), self.config.clone())
             .default_backoff()
-            .modify(Slim::slim)
+            .modify(Slim::slim);
+        #[cfg(feature = "fault-injection")]
+        let stream = hold_back_list(stream, id, self.what, buckets);
+        let stream = stream
             .take_until(stop.clone().cancelled_owned())
             .map(move |event| (id, event))
             .boxed();
@@ -249,6 +252,34 @@ where
             .fold(BucketSet::EMPTY, |held, source| held.union(&source.buckets));
         self.slot.synced(generation, held);
     }
+}
+
+/// Test-only ([`super::fault_injection::gained_list_hold`]): the first list of a source that
+/// is not the watch's first is held back, as a slow list of those buckets would be.
+#[cfg(feature = "fault-injection")]
+fn hold_back_list<K: Send + 'static>(
+    stream: impl futures::Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static,
+    id: u64,
+    what: &'static str,
+    buckets: BucketSet,
+) -> BoxStream<'static, Result<Event<K>, watcher::Error>> {
+    let Some(hold) = super::fault_injection::gained_list_hold().filter(|_| id > 0) else {
+        return stream.boxed();
+    };
+    let mut held = false;
+    stream
+        .then(move |event| {
+            let first_list_done = !held && matches!(event, Ok(Event::InitDone));
+            held |= first_list_done;
+            async move {
+                if first_list_done {
+                    tokio::time::sleep(hold).await;
+                    tracing::warn!(watch = what, %buckets, "injected fault: held-back list released");
+                }
+                event
+            }
+        })
+        .boxed()
 }
 
 /// Whether `event` concerns an object of `buckets` (`Init` and `InitDone` always do).
