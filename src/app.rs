@@ -146,6 +146,12 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         health,
         gate.clone(),
     );
+    if let Some(gate) = &gate {
+        let ctx = ctx.clone();
+        gate.on_released(Box::new(move |buckets| {
+            crate::session::forget_released(&buckets, &ctx);
+        }));
+    }
     let leading = Arc::new(Notify::new());
     let lost_leadership = CancellationToken::new();
     let resign = CancellationToken::new();

@@ -379,6 +379,19 @@ pub fn forget_deleted(namespace: &str, name: &str, ctx: &Context) {
         .retain(|(n, s, _)| !(n.as_str() == namespace && s.as_str() == name));
 }
 
+/// Forgets what is kept about the sessions of namespaces in `buckets`, which this replica just
+/// released (`--sharding`): another replica acts on them now, and if they come back their
+/// state is read afresh, never taken from before they left (its writes, refusals, runner calls'
+/// outcomes, claims).
+pub fn forget_released(buckets: &crate::shard::BucketSet, ctx: &Context) {
+    let leaving = |namespace: &str| buckets.contains_namespace(namespace);
+    ctx.own_writes
+        .retain(|(namespace, _), _| !leaving(namespace));
+    ctx.refusals.forget_namespaces(leaving);
+    ctx.syncs.forget_namespaces(leaving);
+    ctx.claims.retain(|(namespace, _, _)| !leaving(namespace));
+}
+
 /// Notes that a write of `session` (the copy its reconcile started from) produced `written`.
 fn note_own_write(session: &AgenticSession, namespace: &str, written: Option<&str>, ctx: &Context) {
     let (Some(read), Some(written)) = (session.resource_version(), written) else {

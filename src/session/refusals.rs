@@ -61,6 +61,11 @@ impl PodRefusals {
             .map(|r| r.clone())
     }
 
+    /// Forgets every session of a namespace `leaving` says this replica no longer holds.
+    pub fn forget_namespaces(&self, leaving: impl Fn(&str) -> bool) {
+        self.entries.retain(|(namespace, _), _| !leaving(namespace));
+    }
+
     /// Forgets `namespace/session` (its run ended, or it was deleted).
     pub fn forget(&self, namespace: &str, session: &str) {
         self.entries

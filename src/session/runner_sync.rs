@@ -102,6 +102,12 @@ impl RunnerSyncs {
             .remove(&(namespace.to_string(), session.to_string()));
     }
 
+    /// Forgets the outcomes of every session in a namespace `leaving` says this replica no
+    /// longer holds (a released bucket: no call of those sessions is in flight then).
+    pub fn forget_namespaces(&self, leaving: impl Fn(&str) -> bool) {
+        self.entries.retain(|(namespace, _), _| !leaving(namespace));
+    }
+
     /// The runner's base URL for a session.
     pub fn base_url(&self, namespace: &str, session: &str, port: u16) -> String {
         self.base_url
@@ -292,5 +298,23 @@ mod tests {
         );
         syncs.forget("team", "demo");
         assert_eq!(syncs.view(of("uid-1", 2)), SyncView::Idle);
+    }
+
+    #[tokio::test]
+    async fn outcomes_of_a_released_namespace_are_forgotten() {
+        let syncs = RunnerSyncs::new("http://{session}:{port}", SessionWaker::default());
+        for namespace in ["kept", "released"] {
+            syncs.entries.insert(
+                (namespace.into(), "demo".into()),
+                Entry {
+                    uid: "uid".into(),
+                    generation: 1,
+                    view: SyncView::Succeeded,
+                },
+            );
+        }
+        syncs.forget_namespaces(|namespace| namespace == "released");
+        let left: Vec<String> = syncs.entries.iter().map(|e| e.key().0.clone()).collect();
+        assert_eq!(left, ["kept"]);
     }
 }

@@ -281,6 +281,10 @@ impl Coordinator {
         }
         self.record("released", &released);
         self.record("acquired", &acquired);
+        if !released.is_empty() {
+            self.gate
+                .released(released.iter().map(|(b, _)| *b).collect());
+        }
         if !acquired.is_empty() {
             self.gate
                 .acquired(acquired.iter().map(|(b, _)| *b).collect());

@@ -30,8 +30,9 @@ pub struct Scope {
 }
 
 /// Called with buckets that just became active, so the engine queues their keys (events of
-/// those keys were dropped while the bucket was not ours yet).
-pub type OnAcquired = Box<dyn Fn(BucketSet) + Send + Sync>;
+/// those keys were dropped while the bucket was not ours yet), or that were just released, so
+/// what is kept about their sessions is forgotten.
+pub type OnBuckets = Box<dyn Fn(BucketSet) + Send + Sync>;
 
 /// Shared between the coordinator, the watches and [`crate::engine::handle`]; cheap to clone.
 #[derive(Clone)]
@@ -47,7 +48,8 @@ struct Inner {
     scope: watch::Sender<Scope>,
     /// What each registered watch holds, and when each bucket last joined the scope.
     synced: Mutex<Synced>,
-    on_acquired: OnceLock<OnAcquired>,
+    on_acquired: OnceLock<OnBuckets>,
+    on_released: OnceLock<OnBuckets>,
     dropped: prometheus::IntCounter,
 }
 
@@ -106,6 +108,7 @@ impl ShardGate {
                     joined_at: [0; BUCKETS],
                 }),
                 on_acquired: OnceLock::new(),
+                on_released: OnceLock::new(),
                 dropped,
             }),
         }
@@ -214,13 +217,25 @@ impl ShardGate {
     }
 
     /// Sets what [`acquired`](Self::acquired) calls (once; the engine, when it starts).
-    pub fn on_acquired(&self, callback: OnAcquired) {
+    pub fn on_acquired(&self, callback: OnBuckets) {
         let _ = self.inner.on_acquired.set(callback);
     }
 
     /// `buckets` just became active: the engine queues their keys.
     pub fn acquired(&self, buckets: BucketSet) {
         if let Some(callback) = self.inner.on_acquired.get() {
+            callback(buckets);
+        }
+    }
+
+    /// Sets what [`released`](Self::released) calls (once, at start-up).
+    pub fn on_released(&self, callback: OnBuckets) {
+        let _ = self.inner.on_released.set(callback);
+    }
+
+    /// `buckets` were just released (no reconcile of theirs is in flight).
+    pub fn released(&self, buckets: BucketSet) {
+        if let Some(callback) = self.inner.on_released.get() {
             callback(buckets);
         }
     }

@@ -235,6 +235,12 @@ impl Handover {
                 self.ready = false;
             }
         }
+        if !self.ready {
+            // Nothing not acted on yet stays held without its caches: the others may take it.
+            self.claims = self.claims.intersection(&ready);
+            self.written_claims = self.written_claims.intersection(&ready);
+            self.confirmed = self.confirmed.intersection(&ready);
+        }
         let now_active = self.confirmed.intersection(&ready);
         self.confirmed = self.confirmed.difference(&now_active);
         self.active = self.active.union(&now_active);
@@ -734,6 +740,37 @@ mod tests {
         assert_eq!(healthy.target(), BucketSet::ALL);
         let claims = healthy.lease_content().difference(&healthy.active());
         assert_eq!(claims, share.difference(&kept_set));
+    }
+
+    #[test]
+    fn a_member_not_ready_gives_back_what_it_confirmed_but_cannot_cache() {
+        let t = Instant::now();
+        let grace = Duration::from_secs(60);
+        let mut h = Handover::new("a").with_grace(grace);
+        h.observed(&[], t);
+        h.caches_ready(BucketSet::ALL, t);
+        h.observed(&[], t);
+        h.written(h.lease_content());
+        h.observed(&[], t);
+        assert_eq!(h.confirmed(), BucketSet::ALL);
+        // Before they are acted on, the caches lose the upper half (a watch restarted and its
+        // list keeps failing).
+        let low: BucketSet = (0..128).map(Bucket).collect();
+        h.caches_ready(low, t);
+        assert_eq!(h.active(), low);
+        assert_eq!(
+            h.lease_content(),
+            BucketSet::ALL,
+            "within the grace: still held"
+        );
+        h.caches_ready(low, t + grace);
+        assert!(!h.ready());
+        assert_eq!(
+            h.lease_content(),
+            low,
+            "the upper half given back, unacted on"
+        );
+        assert_eq!(h.active(), low, "what it acts on it keeps");
     }
 
     #[test]
