@@ -247,20 +247,12 @@ impl Ring {
     /// Every acquisition and release the replicas logged: `(replica, time, buckets, acquired)`.
     fn handovers(&self) -> Vec<(usize, Timestamp, BucketSet, bool)> {
         let mut all = Vec::new();
-        for (i, replica) in self.replicas.iter().enumerate() {
+        for i in 0..self.replicas.len() {
             for (message, acquired) in [
                 ("shard buckets acquired", true),
                 ("shard buckets released", false),
             ] {
-                for record in replica.logged(message) {
-                    let at: Timestamp = record["timestamp"]
-                        .as_str()
-                        .and_then(|t| t.parse().ok())
-                        .expect("a timestamp");
-                    let buckets: BucketSet = record["buckets"]
-                        .as_str()
-                        .and_then(|b| b.parse().ok())
-                        .expect("buckets");
+                for (at, buckets) in bucket_records(self, i, message) {
                     all.push((i, at, buckets, acquired));
                 }
             }
@@ -332,6 +324,27 @@ impl Ring {
             }
         }
     }
+}
+
+/// Creates a hanging session `probe` in each of `namespaces`; returns them, each expected
+/// Running.
+async fn probe_each(
+    client: &Client,
+    namespaces: &[TestNamespace],
+) -> BTreeMap<(String, String), Phase> {
+    let planned: Vec<Planned> = namespaces
+        .iter()
+        .map(|n| Planned {
+            namespace: n.name.clone(),
+            name: "probe".into(),
+            env: HANG.to_vec(),
+        })
+        .collect();
+    create_all(client, &planned).await;
+    planned
+        .into_iter()
+        .map(|p| ((p.namespace, p.name), Phase::Running))
+        .collect()
 }
 
 /// Creates `count` managed namespaces at once, named `<i>-<tag>-…`: names that differ only in
@@ -1160,19 +1173,7 @@ async fn sick_member(tag: &str, engine: &[&str]) {
     );
     let since = Timestamp::now();
     let created = Instant::now();
-    let planned: Vec<Planned> = namespaces
-        .iter()
-        .map(|n| Planned {
-            namespace: n.name.clone(),
-            name: "probe".into(),
-            env: HANG.to_vec(),
-        })
-        .collect();
-    create_all(&ring.client, &planned).await;
-    let expected: BTreeMap<(String, String), Phase> = planned
-        .iter()
-        .map(|p| ((p.namespace.clone(), p.name.clone()), Phase::Running))
-        .collect();
+    let expected = probe_each(&ring.client, &namespaces).await;
     wait_phases(&ring.client, &expected, LEASE * 10).await;
     println!(
         "[{tag}] with a third member whose lists fail, the sessions of all {NAMESPACES} \
@@ -1200,7 +1201,7 @@ async fn sick_member(tag: &str, engine: &[&str]) {
     remove(&cluster, namespaces).await;
 }
 
-/// The replica named `index` logged `message` (with a `buckets` field): when, and which.
+/// When replica `index` logged `message` (with a `buckets` field), and which buckets.
 fn bucket_records(ring: &Ring, index: usize, message: &str) -> Vec<(Timestamp, BucketSet)> {
     ring.replicas[index]
         .logged(message)
@@ -1246,19 +1247,7 @@ async fn regained_bucket(tag: &str) {
         .await;
     ring.settled().await;
     let namespaces = namespaces(&cluster, &format!("shard-{tag}"), NAMESPACES).await;
-    let planned: Vec<Planned> = namespaces
-        .iter()
-        .map(|n| Planned {
-            namespace: n.name.clone(),
-            name: "probe".into(),
-            env: HANG.to_vec(),
-        })
-        .collect();
-    create_all(&ring.client, &planned).await;
-    let expected: BTreeMap<(String, String), Phase> = planned
-        .iter()
-        .map(|p| ((p.namespace.clone(), p.name.clone()), Phase::Running))
-        .collect();
+    let expected = probe_each(&ring.client, &namespaces).await;
     wait_phases(&ring.client, &expected, Duration::from_secs(120)).await;
 
     ring.stop(&[0]).await; // c gains part of a's share: its lists of it are slow

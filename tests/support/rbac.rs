@@ -115,7 +115,19 @@ pub fn rbac_objects(cluster: &ClusterInfo) -> Vec<Value> {
 /// does not serve (a test binary run on its own, on a fresh cluster).
 pub fn apply_rbac(cluster: &ClusterInfo) {
     super::operator::install_crds(cluster);
-    let objects = rbac_objects(cluster);
+    apply_objects(cluster, rbac_objects(cluster));
+    wait_until_allowed(
+        cluster,
+        &[
+            ["list", "agenticsessions.vteam.ambient-code", "-A"],
+            ["create", "leases.coordination.k8s.io", "-n=ambient-code"],
+            ["list", "leases.coordination.k8s.io", "-n=ambient-code"],
+        ],
+    );
+}
+
+/// Applies `objects` server-side as this suite's field manager (idempotent).
+fn apply_objects(cluster: &ClusterInfo, objects: Vec<Value>) {
     let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": objects});
     kubectl(
         cluster,
@@ -128,14 +140,6 @@ pub fn apply_rbac(cluster: &ClusterInfo) {
             "-",
         ],
         Some(&list.to_string()),
-    );
-    wait_until_allowed(
-        cluster,
-        &[
-            ["list", "agenticsessions.vteam.ambient-code", "-A"],
-            ["create", "leases.coordination.k8s.io", "-n=ambient-code"],
-            ["list", "leases.coordination.k8s.io", "-n=ambient-code"],
-        ],
     );
 }
 
@@ -247,19 +251,7 @@ pub fn operator_kubeconfig_without(
         copies.push(role);
         copies.push(binding);
     }
-    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": copies});
-    kubectl(
-        cluster,
-        &[
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "--field-manager=agentic-tests",
-            "-f",
-            "-",
-        ],
-        Some(&list.to_string()),
-    );
+    apply_objects(cluster, copies);
     let user = format!("--as=system:serviceaccount:{NAMESPACE}:{name}");
     let deadline = Instant::now() + Duration::from_secs(30);
     while kubectl_can(
