@@ -994,6 +994,22 @@ fn round(r: &mut Rows) {
 }
 
 fn main() {
+    if let Ok(n) = std::env::var("QUEUE_BENCH_STORM") {
+        // Exploration: only the add storm, n times per configuration, items/s printed.
+        let queues = Queues::new();
+        let k10 = keys(10_000);
+        let only = std::env::var("QUEUE_BENCH_SETUP").ok();
+        for s in [Setup::Prod, Setup::Bare] {
+            if only.as_deref().is_some_and(|o| o != s.name()) {
+                continue;
+            }
+            for _ in 0..n.parse::<usize>().unwrap_or(3) {
+                let (rate, _) = storm(&queues, s, &k10, &[]);
+                println!("add_storm {} {rate:.0} items/s", s.name());
+            }
+        }
+        return;
+    }
     let Some(round_no) = std::env::var("QUEUE_BENCH_ROUND")
         .ok()
         .and_then(|v| v.parse().ok())
