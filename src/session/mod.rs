@@ -210,8 +210,14 @@ async fn reconcile_session(
     }
     let mut pods = ctx.caches.pods_of(namespace, &name);
     let mut pods_are_fresh = false;
-    if job.as_deref().is_some_and(job_failed) && !pods.iter().any(|p| runner_terminated(p)) {
+    let job_confirmed_missing = job.is_none() && matches!(phase, Phase::Creating | Phase::Running);
+    if job_confirmed_missing
+        || (job.as_deref().is_some_and(job_failed) && !pods.iter().any(|p| runner_terminated(p)))
+    {
         // The Job's verdict can overtake the pod's in the caches; the pod says why it failed.
+        // And with the run's Job gone, whether its runner had started decides between losing
+        // the run and making it again: a cache behind the pod (a replica that was paused, or
+        // whose pod events lag) must not make a started agent's run again.
         pods = fresh_pods(namespace, &name, ctx).await?;
         pods_are_fresh = true;
     }
