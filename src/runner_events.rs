@@ -111,12 +111,7 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) {
     let selector = ShardSelector::default();
     let mut scopes = ctx.shard.as_ref().map(|gate| gate.subscribe());
     let client = match &scopes {
-        Some(_) => kube::client::ClientBuilder::try_from(ctx.client_config.clone())
-            .map(|builder| builder.with_layer(&selector).build())
-            .unwrap_or_else(|error| {
-                tracing::warn!(%error, "no client for the shard selector: runner Events filtered client-side only");
-                ctx.client.clone()
-            }),
+        Some(_) => selector.client(&ctx.client_config, &ctx.client, "runner Events"),
         None => ctx.client.clone(),
     };
     let limiter = Mutex::new(Limiter::default());

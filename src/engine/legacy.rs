@@ -682,12 +682,7 @@ impl Part {
         let mut scopes = gate.subscribe();
         let first = *scopes.borrow_and_update();
         selector.set(first.buckets);
-        let client = kube::client::ClientBuilder::try_from(ctx.client_config.clone())
-            .map(|builder| builder.with_layer(&selector).build())
-            .unwrap_or_else(|error| {
-                tracing::warn!(%error, "no client for the shard selector: filtering client-side only");
-                ctx.client.clone()
-            });
+        let client = selector.client(&ctx.client_config, &ctx.client, "namespaced loops");
         let scope = Arc::new(RwLock::new(first));
         let (relist, _) = tokio::sync::watch::channel(first.generation);
         let part = Part {

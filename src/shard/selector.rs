@@ -26,6 +26,17 @@ pub struct ShardSelector {
 }
 
 impl ShardSelector {
+    /// A client built from `config` whose requests carry this selector; the plain `fallback`
+    /// (filtering client-side only) when that client cannot be built.
+    pub fn client(&self, config: &kube::Config, fallback: &Client, what: &str) -> Client {
+        kube::client::ClientBuilder::try_from(config.clone())
+            .map(|builder| builder.with_layer(self).build())
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, what, "no client for the shard selector: filtering client-side only");
+                fallback.clone()
+            })
+    }
+
     /// From now on requests carry the selector of `buckets` (none for the empty set).
     pub fn set(&self, buckets: BucketSet) {
         *self.query.write() = buckets
