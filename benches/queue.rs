@@ -398,10 +398,16 @@ fn drain_kube(ks: &[Key]) -> f64 {
     (ks.len() * DRAIN_REPEATS) as f64 / total.as_secs_f64()
 }
 
-/// 2 producer threads add flat out over 10k keys (high priority), 2 workers complete items for
+/// `producers` threads add flat out over 10k keys (high priority), 2 workers complete items for
 /// 1 s while a low-priority backlog waits. Returns (completed/s, share of completions from the
 /// backlog).
-fn storm(queues: &Queues, setup: Setup, ks: &[Key], low_backlog: &[Key]) -> (f64, f64) {
+fn storm(
+    queues: &Queues,
+    setup: Setup,
+    producers: usize,
+    ks: &[Key],
+    low_backlog: &[Key],
+) -> (f64, f64) {
     let rt = two_threads();
     let q = queues.build_in(&rt, setup, false);
     for k in low_backlog {
@@ -427,7 +433,7 @@ fn storm(queues: &Queues, setup: Setup, ks: &[Key], low_backlog: &[Key]) -> (f64
             })
         })
         .collect();
-    let producers: Vec<_> = (0..2)
+    let producers: Vec<_> = (0..producers)
         .map(|p| {
             let (q, stop, ks) = (q.clone(), stop.clone(), ks.to_vec());
             let handle = rt.handle().clone();
@@ -460,6 +466,11 @@ fn storm(queues: &Queues, setup: Setup, ks: &[Key], low_backlog: &[Key]) -> (f64
         low as f64 / n as f64 * 100.0
     };
     (n as f64, share)
+}
+
+/// More producer threads than cores: twice the cores (client-go's side: twice GOMAXPROCS).
+fn many_producers() -> usize {
+    2 * std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 fn bytes_per_key(f: impl FnOnce() -> Box<dyn std::any::Any>, n: usize) -> f64 {
@@ -883,9 +894,11 @@ fn round(r: &mut Rows) {
     // Large enough that the low lane never runs dry during the 1 s storm.
     let backlog = keys(600_000).split_off(100_000);
     for s in [Prod, Bare] {
-        let (rate, _) = storm(&queues, s, &k10, &[]);
+        let (rate, _) = storm(&queues, s, 2, &k10, &[]);
         r.put("add_storm_2_producers", s, "ours", rate, "items/s");
-        let (_, share) = storm(&queues, s, &k10, &backlog);
+        let (rate, _) = storm(&queues, s, many_producers(), &k10, &[]);
+        r.put("add_storm_producers_2x_cores", s, "ours", rate, "items/s");
+        let (_, share) = storm(&queues, s, 2, &k10, &backlog);
         r.put("low_priority_share_under_storm", s, "ours", share, "%");
     }
     drop(backlog);
@@ -1004,8 +1017,13 @@ fn main() {
                 continue;
             }
             for _ in 0..n.parse::<usize>().unwrap_or(3) {
-                let (rate, _) = storm(&queues, s, &k10, &[]);
-                println!("add_storm {} {rate:.0} items/s", s.name());
+                for producers in [2, many_producers()] {
+                    let (rate, _) = storm(&queues, s, producers, &k10, &[]);
+                    println!(
+                        "add_storm {} {producers} producers {rate:.0} items/s",
+                        s.name()
+                    );
+                }
             }
         }
         return;

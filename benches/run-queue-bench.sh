@@ -74,6 +74,7 @@ go_map = {
     "Drain100k2Workers": [("items/s", "drain_100k_2_workers")],
     "Drain100k4Workers": [("items/s", "drain_100k_4_workers")],
     "AddStorm": [("items/s", "add_storm_2_producers")],
+    "AddStormManyProducers": [("items/s", "add_storm_producers_2x_cores")],
     "MemoryPerReadyKey": [("B/key", "memory_per_ready_key")],
     "MemoryPerDelayedKey": [("B/key", "memory_per_delayed_key")],
     "TimerLateness": [("ms_p99", "timers_10k_in_100ms_p99_lateness")],
@@ -178,6 +179,8 @@ for scen in order:
     x = lambda r: "" if r.get("speedup_vs_client_go") is None else f"{r['speedup_vs_client_go']:.2f}×"
     md.append(f"| {scen} | {unit} ({better} is better) | {cell(p.get('ours'))} | {cell(p.get('client_go'))} | {x(p)} | "
               f"{cell(b.get('ours'))} | {cell(b.get('client_go'))} | {x(b)} | {cell(b.get('kube_runtime'))} |")
+md += ["", "Load average (1, 5, 15 min) at the start and end of each round:", ""]
+md += [f"- round {l[0]} {l[1]}: {l[2]} {l[3]} {l[4]}" for l in load]
 (out / "queue.md").write_text("\n".join(md) + "\n")
 print("\n".join(md))
 PY

@@ -236,7 +236,13 @@ func BenchmarkDrain100k2Workers(b *testing.B) { drain(b, 2) }
 func BenchmarkDrain100k4Workers(b *testing.B) { drain(b, 4) }
 
 // BenchmarkAddStorm: 2 producers add flat out over 10k keys for 1 s while 2 workers Get/Done.
-func BenchmarkAddStorm(b *testing.B) {
+func BenchmarkAddStorm(b *testing.B) { addStorm(b, 2) }
+
+// BenchmarkAddStormManyProducers: the same with twice as many producers as GOMAXPROCS (the Rust
+// side: as many producer threads as twice the cores), so the producers outnumber the cores.
+func BenchmarkAddStormManyProducers(b *testing.B) { addStorm(b, 2*runtime.GOMAXPROCS(0)) }
+
+func addStorm(b *testing.B, producers int) {
 	configs(b, func(b *testing.B, prod bool) {
 		ks := keys(10_000)
 		var rate float64
@@ -245,7 +251,7 @@ func BenchmarkAddStorm(b *testing.B) {
 			var stop atomic.Bool
 			var done atomic.Int64
 			var wg sync.WaitGroup
-			for p := 0; p < 2; p++ {
+			for p := 0; p < producers; p++ {
 				wg.Add(1)
 				go func(p int) {
 					defer wg.Done()
