@@ -1007,6 +1007,20 @@ fn round(r: &mut Rows) {
 }
 
 fn main() {
+    if let Ok(n) = std::env::var("QUEUE_BENCH_DRAIN") {
+        // Exploration: only the drains, n times per configuration and worker count.
+        let queues = Queues::new();
+        let k100 = keys(100_000);
+        for _ in 0..n.parse::<usize>().unwrap_or(3) {
+            for s in [Setup::Prod, Setup::Bare] {
+                for w in [2, 4] {
+                    let rate = drain_ours(&queues, s, w, &k100);
+                    println!("drain {} {w} workers {rate:.0} items/s", s.name());
+                }
+            }
+        }
+        return;
+    }
     if let Ok(n) = std::env::var("QUEUE_BENCH_STORM") {
         // Exploration: only the add storm, n times per configuration, items/s printed.
         let queues = Queues::new();
