@@ -186,9 +186,9 @@ pub(crate) mod tests {
     pub(crate) struct Contention {
         producer_entries: AtomicU64,
         /// Most producer entries that came before a waiting worker was served.
-        pub(crate) most_overtaken: AtomicU64,
+        most_overtaken: AtomicU64,
         /// Workers that had to wait.
-        pub(crate) workers_waited: AtomicU64,
+        workers_waited: AtomicU64,
     }
 
     impl Contention {
@@ -198,6 +198,21 @@ pub(crate) mod tests {
 
         pub(super) fn producer_entered(&self) {
             self.producer_entries.fetch_add(1, Ordering::SeqCst);
+        }
+
+        /// Panics unless some worker waited and none was overtaken by more producer entries
+        /// than `producers`.
+        pub(crate) fn assert_overtaken_at_most(&self, producers: usize) {
+            assert!(
+                self.workers_waited.load(Ordering::SeqCst) > 0,
+                "the workers never met a held lock: the test measured nothing"
+            );
+            let overtaken = self.most_overtaken.load(Ordering::SeqCst);
+            assert!(
+                overtaken <= producers as u64,
+                "a waiting worker was overtaken by {overtaken} producer entries \
+                 ({producers} producers)"
+            );
         }
 
         pub(super) fn worker_served(&self, entries_when_announced: u64) {
@@ -242,15 +257,6 @@ pub(crate) mod tests {
         for p in adders {
             p.join().expect("producer");
         }
-        let c = &lock.contention;
-        let overtaken = c.most_overtaken.load(Ordering::SeqCst);
-        assert!(
-            c.workers_waited.load(Ordering::SeqCst) > 0,
-            "the workers never met a held lock: the test measured nothing"
-        );
-        assert!(
-            overtaken <= producers as u64,
-            "a waiting worker was overtaken by {overtaken} producer entries ({producers} producers)"
-        );
+        lock.contention.assert_overtaken_at_most(producers);
     }
 }

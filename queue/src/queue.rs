@@ -1138,16 +1138,7 @@ pub(crate) mod tests {
             p.join().expect("producer");
         }
         assert_eq!(completed, 40_000);
-        let c = &q.shared.core.contention;
-        let overtaken = c.most_overtaken.load(Ordering::SeqCst);
-        assert!(
-            c.workers_waited.load(Ordering::SeqCst) > 0,
-            "the workers never met a held lock: the test measured nothing"
-        );
-        assert!(
-            overtaken <= producers as u64,
-            "a waiting worker was overtaken by {overtaken} adds ({producers} producers)"
-        );
+        q.shared.core.contention.assert_overtaken_at_most(producers);
     }
 
     mod model {
