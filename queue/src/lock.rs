@@ -27,7 +27,8 @@
 //! Invariant: once a worker has announced itself, at most one more lock entry per producer
 //! thread (those already past the check) comes before it; the work a queue exists for is
 //! never starved by the events that feed it. Uncontended, a worker pays one `try_lock` and a
-//! producer one load of a counter that is only written under contention.
+//! producer one load of the waiting count; both also read the last holder's role, which is
+//! written only when it changes.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
