@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use agentic_operator::config::{Args, Config};
 use agentic_operator::engine::queued::{WorkqueueMetrics, queue_config};
-use agentic_operator::metrics::Metrics;
+use agentic_operator::observability::metrics::Metrics;
 use agentic_queue::{
     BackoffPolicy, ExponentialBackoffPolicy, NoopMetrics, Priority, QueueConfig, WorkQueue,
 };

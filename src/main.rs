@@ -5,9 +5,10 @@
 use std::ffi::OsString;
 use std::process::ExitCode;
 
+use agentic_operator::app;
 use agentic_operator::config::{Args, Config, EXIT_BAD_CONFIG};
+use agentic_operator::observability::logging;
 use agentic_operator::trigger::{self, TriggerConfig};
-use agentic_operator::{app, telemetry};
 use clap::Parser;
 
 #[tokio::main]
@@ -38,7 +39,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
-    telemetry::init_logging(config.args.dev_mode);
+    logging::init_logging(config.args.dev_mode);
     match app::run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -30,7 +30,7 @@ use support::{ClusterInfo, TestNamespace, etcd_compact_now, wait_until};
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The session annotation that makes the first `n` reconciles panic
-/// (`src/session/fault_injection.rs`, feature `fault-injection`).
+/// (`src/handlers/session/fault_injection.rs`, feature `fault-injection`).
 const PANIC_ANNOTATION: &str = "ambient-code.io/test-panic";
 /// Makes every reconcile of a session await until the named file exists
 /// (`src/engine/fault_injection.rs`).

@@ -32,7 +32,7 @@ const READY: Duration = Duration::from_secs(60);
 /// How long a session may take to complete across a failover: a run the old leader claimed but
 /// had not yet made a Job for is left to it for the claim grace before the new leader makes it.
 const SESSION_LIMIT: Duration =
-    Duration::from_secs(60 + agentic_operator::session::phases::CLAIM_GRACE.as_secs());
+    Duration::from_secs(60 + agentic_operator::handlers::session::phases::CLAIM_GRACE.as_secs());
 
 /// Allowance, on top of the SPEC's failover bounds, for the new leader's reconcile of the probe
 /// session to finish and be observed: runner identity (ServiceAccount, Role, RoleBinding,

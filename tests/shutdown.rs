@@ -126,7 +126,7 @@ async fn sigterm_during_a_burst_exits_cleanly_and_a_successor_finishes_every_ses
     join_all(sessions.iter().map(|s| {
         let name = s.metadata.name.as_deref().unwrap_or_default();
         // A run claimed by the first operator without a Job yet waits out the claim grace.
-        let limit = LIMIT + agentic_operator::session::phases::CLAIM_GRACE;
+        let limit = LIMIT + agentic_operator::handlers::session::phases::CLAIM_GRACE;
         wait_for_phase(client, &ns.name, name, Phase::Completed, limit)
     }))
     .await;

@@ -30,15 +30,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentic_crds::{AgenticSession, AgenticSessionSpec, Phase, ProjectSettings, keys, names};
-use agentic_operator::projections::{RunnerJob, RunnerPod};
-use agentic_operator::session::children::{
+use agentic_operator::cache::projections::{RunnerJob, RunnerPod};
+use agentic_operator::handlers::session::children::{
     JobInputs, RunnerSettings, build_job, build_role, build_role_binding, build_service,
     build_service_account, build_token_secret,
 };
-use agentic_operator::session::events::{EventPublisher, Reporter};
-use agentic_operator::session::phases::{Note, Observed, RunSpec, plan};
-use agentic_operator::session::platform::PlatformView;
-use agentic_operator::session::shape;
+use agentic_operator::handlers::session::phases::{Observed, RunSpec, plan};
+use agentic_operator::handlers::session::platform::PlatformView;
+use agentic_operator::handlers::session::shape;
+use agentic_operator::observability::events::Note;
+use agentic_operator::observability::events::{EventPublisher, Reporter};
 use clap::{Parser, ValueEnum};
 use futures::StreamExt;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
@@ -1086,7 +1087,7 @@ impl Baseline {
             foreign_service: false,
             claimed_here: true,
             pod_refusal: None,
-            sync: agentic_operator::session::phases::SyncView::Idle,
+            sync: agentic_operator::handlers::session::phases::SyncView::Idle,
         }
     }
 

@@ -45,16 +45,18 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{ObjectKey, SyncTracker, WatchedKind, handle, session_fingerprint, sessions_in};
-use crate::admin::Readiness;
-use crate::caches::{
+use super::{SyncTracker, WatchedKind, handle, session_fingerprint, sessions_in};
+use crate::cache::ObjectKey;
+use crate::cache::projections::{
+    CaBundle, NamedSecret, RunnerChild, RunnerJob, RunnerPod, RunnerSecret, RunnerService,
+};
+use crate::cache::{
     CacheWriters, Slim, child_selector, managed_namespace_selector, name_selector, secret_selector,
     service_selector,
 };
 use crate::context::Context;
-use crate::projections::{
-    CaBundle, NamedSecret, RunnerChild, RunnerJob, RunnerPod, RunnerSecret, RunnerService,
-};
+use crate::handlers::session::SessionContext;
+use crate::observability::readiness::Readiness;
 use crate::shard::{Scope, ShardGate, ShardSelector, WatchSlot};
 
 /// Watches whose first list must complete before events are handled, besides one per shared
@@ -64,7 +66,7 @@ const KINDS: usize = 10;
 /// Runs the loops until `shutdown`, then lets in-flight handling finish within
 /// `--shutdown-grace-period`.
 pub async fn run(
-    ctx: Context,
+    ctx: SessionContext,
     writers: CacheWriters,
     readiness: Readiness,
     leading: Arc<Notify>,
@@ -86,10 +88,10 @@ pub async fn run(
         () = started => {
             let backlog = engine.activate();
             tracing::info!(backlog, "legacy engine handling events inline");
-            tasks.spawn(crate::runner_events::run(engine.ctx.clone(), shutdown.clone()));
+            tasks.spawn(crate::handlers::session::runner_events::run(engine.ctx.clone(), shutdown.clone()));
             // A finished runner call (live changes) or a refused pod makes its session due again.
             let timers = engine.timers.clone();
-            engine.ctx.waker.set(Arc::new(move |key| {
+            engine.ctx.state.waker.set(Arc::new(move |key| {
                 timers.schedule(key, std::time::Duration::ZERO);
             }));
             tasks.spawn(engine.clone().handle_due_keys());
@@ -151,7 +153,7 @@ impl Trigger {
 /// State shared by the loops, the timers' task and the handlers; cheap to clone.
 #[derive(Clone)]
 struct Engine {
-    ctx: Context,
+    ctx: SessionContext,
     locks: KeyLocks<ObjectKey>,
     timers: Timers<ObjectKey>,
     /// Sessions whose last handling read a copy the API server had already replaced; only the
@@ -177,7 +179,7 @@ struct Seen {
 
 impl Engine {
     fn new(
-        ctx: Context,
+        ctx: SessionContext,
         readiness: Readiness,
         sources: usize,
         shutdown: CancellationToken,
@@ -424,7 +426,11 @@ impl Engine {
                     return Vec::new();
                 };
                 self.seen.fingerprints.remove(&key);
-                crate::session::forget_deleted(key.namespace(), &session.name_any(), &self.ctx);
+                crate::handlers::session::forget_deleted(
+                    key.namespace(),
+                    &session.name_any(),
+                    &self.ctx.state,
+                );
                 self.stale.remove(&key);
                 self.timers.forget(&key);
                 vec![(

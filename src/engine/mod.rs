@@ -4,7 +4,6 @@
 
 #[cfg(feature = "fault-injection")]
 pub mod fault_injection;
-pub mod health;
 pub mod legacy;
 pub mod queued;
 pub mod scoped_watch;
@@ -19,15 +18,16 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tokio::sync::Notify;
 
-use crate::admin::Readiness;
+use crate::cache::ObjectKey;
 use crate::context::Context;
-use crate::projections::RunnerChild;
-use crate::{namespace, project_settings, session};
+use crate::handlers::project::{namespace, settings as project_settings};
+use crate::handlers::session::{self, SessionContext};
+use crate::observability::readiness::Readiness;
 
 /// What a watch can cache: a resource of a static kind, slimmed as it arrives.
 pub trait WatchedKind:
     Resource<DynamicType = ()>
-    + crate::caches::Slim
+    + crate::cache::Slim
     + Clone
     + std::fmt::Debug
     + serde::de::DeserializeOwned
@@ -39,7 +39,7 @@ pub trait WatchedKind:
 
 impl<K> WatchedKind for K where
     K: Resource<DynamicType = ()>
-        + crate::caches::Slim
+        + crate::cache::Slim
         + Clone
         + std::fmt::Debug
         + serde::de::DeserializeOwned
@@ -47,88 +47,6 @@ impl<K> WatchedKind for K where
         + Sync
         + 'static
 {
-}
-
-/// What a handler is asked to reconcile. One variant per kind the operator reconciles.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ObjectKey {
-    /// An AgenticSession.
-    Session {
-        /// Namespace.
-        namespace: String,
-        /// Name.
-        name: String,
-    },
-    /// A Namespace (by name).
-    Namespace(String),
-    /// The ProjectSettings singleton of a namespace.
-    ProjectSettings(String),
-    /// The copies of shared Secrets in a namespace.
-    SecretCopies(String),
-}
-
-impl ObjectKey {
-    /// The namespace the key belongs to (the fairness tenant).
-    pub fn namespace(&self) -> &str {
-        match self {
-            ObjectKey::Session { namespace, .. } => namespace,
-            ObjectKey::Namespace(name)
-            | ObjectKey::ProjectSettings(name)
-            | ObjectKey::SecretCopies(name) => name,
-        }
-    }
-
-    /// A span that puts the key on every log line of its reconcile.
-    pub fn span(&self) -> tracing::Span {
-        match self {
-            ObjectKey::Session { namespace, name } => {
-                tracing::info_span!(
-                    "reconcile",
-                    kind = "AgenticSession",
-                    namespace,
-                    session = name
-                )
-            }
-            ObjectKey::Namespace(name) => {
-                tracing::info_span!("reconcile", kind = "Namespace", namespace = name)
-            }
-            ObjectKey::ProjectSettings(namespace) => {
-                tracing::info_span!("reconcile", kind = "ProjectSettings", namespace)
-            }
-            ObjectKey::SecretCopies(namespace) => {
-                tracing::info_span!("reconcile", kind = "SecretCopies", namespace)
-            }
-        }
-    }
-
-    /// The key of a session (none without a namespace).
-    pub fn of_session(session: &AgenticSession) -> Option<ObjectKey> {
-        Some(ObjectKey::Session {
-            namespace: session.namespace()?,
-            name: session.name_any(),
-        })
-    }
-
-    /// The session owning a child object (its `agentic-session` label).
-    pub fn owning_session<K: RunnerChild>(child: &K) -> Option<ObjectKey> {
-        Some(ObjectKey::Session {
-            namespace: child.namespace()?,
-            name: child.session_name()?.to_string(),
-        })
-    }
-}
-
-impl std::fmt::Display for ObjectKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ObjectKey::Session { namespace, name } => {
-                write!(f, "AgenticSession {namespace}/{name}")
-            }
-            ObjectKey::Namespace(name) => write!(f, "Namespace {name}"),
-            ObjectKey::ProjectSettings(namespace) => write!(f, "ProjectSettings of {namespace}"),
-            ObjectKey::SecretCopies(namespace) => write!(f, "Secret copies in {namespace}"),
-        }
-    }
 }
 
 /// A handler failure, with the label it is counted under.
@@ -151,7 +69,7 @@ pub enum HandlerError {
     ProjectSettings(#[from] project_settings::ProjectSettingsError),
     /// Keeping a namespace's Secret copies failed.
     #[error(transparent)]
-    Copies(#[from] crate::copies::CopyError),
+    Copies(#[from] crate::handlers::session::secret_copies::CopyError),
 }
 
 impl HandlerError {
@@ -188,13 +106,13 @@ pub fn session_fingerprint(session: &AgenticSession) -> u64 {
 /// Both engines call this. With `--sharding`, a key whose bucket is not this replica's (or no
 /// longer is) is dropped at once (`Ok(None)`; the bucket's keys are queued again if it becomes
 /// ours), and the reconcile counts as in flight for its bucket until it returns, so a bucket
-/// is released only once its reconciles finished. It is registered with [`health::Health`]
+/// is released only once its reconciles finished. It is registered with [`Health`](crate::observability::health::Health)
 /// while it runs. A reconcile
 /// still running after `--reconcile-timeout` is cancelled
 /// (dropped at its next `.await`) and is a failed reconcile: counted (a session's under
 /// `ambient_session_errors_total{error_type="timeout"}` and
 /// `ambient_reconcile_duration_seconds{success="false"}`) and retried by the engine.
-pub async fn handle(key: ObjectKey, ctx: Context) -> Result<Option<Duration>, HandlerError> {
+pub async fn handle(key: ObjectKey, ctx: SessionContext) -> Result<Option<Duration>, HandlerError> {
     let _in_flight = match &ctx.shard {
         Some(gate) => match gate.admit(key.namespace()) {
             Some(in_flight) => Some(in_flight),
@@ -215,7 +133,10 @@ pub async fn handle(key: ObjectKey, ctx: Context) -> Result<Option<Duration>, Ha
     }
 }
 
-async fn reconcile(key: &ObjectKey, ctx: &Context) -> Result<Option<Duration>, HandlerError> {
+async fn reconcile(
+    key: &ObjectKey,
+    ctx: &SessionContext,
+) -> Result<Option<Duration>, HandlerError> {
     match key {
         ObjectKey::Session { namespace, name } => {
             let found = ctx
@@ -239,7 +160,7 @@ async fn reconcile(key: &ObjectKey, ctx: &Context) -> Result<Option<Duration>, H
             if !ctx.caches.is_managed(namespace) {
                 return Ok(None);
             }
-            Ok(crate::copies::reconcile(namespace, ctx).await?)
+            Ok(crate::handlers::session::secret_copies::reconcile(namespace, ctx).await?)
         }
     }
 }
@@ -280,10 +201,7 @@ pub fn sessions_in(ctx: &Context, namespace: &str) -> Vec<ObjectKey> {
 
 /// Every key of the cached objects in `buckets`: sessions, namespaces (with their Secret
 /// copies) and ProjectSettings.
-pub fn keys_in(
-    caches: &crate::caches::Caches,
-    buckets: &crate::shard::BucketSet,
-) -> Vec<ObjectKey> {
+pub fn keys_in(caches: &crate::cache::Caches, buckets: &crate::shard::BucketSet) -> Vec<ObjectKey> {
     let mut keys: Vec<ObjectKey> = caches
         .sessions
         .state()

@@ -9,7 +9,7 @@
 //! - Workers start only once every cache has synced (readiness turns true at the same moment),
 //!   so no decision is made from a half-filled cache.
 //! - Each watch lists and watches through a client of its own that reports to
-//!   [`super::health`], and reports its errors and events there: `/healthz` knows which watch
+//!   [`crate::observability::health`], and reports its errors and events there: `/healthz` knows which watch
 //!   is failing or dead.
 
 use std::sync::Arc;
@@ -30,18 +30,19 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{ObjectKey, SyncTracker, WatchedKind, handle, session_fingerprint, sessions_in};
-use crate::admin::Readiness;
-use crate::caches::{
+use super::{SyncTracker, WatchedKind, handle, session_fingerprint, sessions_in};
+use crate::cache::ObjectKey;
+use crate::cache::projections::{
+    CaBundle, NamedSecret, RunnerChild, RunnerJob, RunnerPod, RunnerSecret, RunnerService,
+};
+use crate::cache::{
     CacheWriters, Slim, child_selector, managed_namespace_selector, name_selector, secret_selector,
     service_selector,
 };
 use crate::config::Config;
-use crate::context::Context;
-use crate::metrics::Metrics;
-use crate::projections::{
-    CaBundle, NamedSecret, RunnerChild, RunnerJob, RunnerPod, RunnerSecret, RunnerService,
-};
+use crate::handlers::session::SessionContext;
+use crate::observability::metrics::Metrics;
+use crate::observability::readiness::Readiness;
 
 /// The `name` label of the `workqueue_*` metrics (the controller's name, as in controller-runtime).
 pub const QUEUE_NAME: &str = "agenticsession";
@@ -88,7 +89,7 @@ fn tenant(key: &ObjectKey) -> Option<&str> {
 /// `--shutdown-grace-period`. `leading` gates the workers: they start once it is notified
 /// (immediately when leader election is off) and the caches have synced.
 pub async fn run(
-    ctx: Context,
+    ctx: SessionContext,
     writers: CacheWriters,
     readiness: Readiness,
     leading: Arc<Notify>,
@@ -128,9 +129,12 @@ pub async fn run(
         queued = queue.len(),
         "starting workers"
     );
-    tokio::spawn(crate::runner_events::run(ctx.clone(), shutdown.clone()));
+    tokio::spawn(crate::handlers::session::runner_events::run(
+        ctx.clone(),
+        shutdown.clone(),
+    ));
     let waking = queue.clone();
-    ctx.waker.set(Arc::new(move |key| waking.add(&key)));
+    ctx.state.waker.set(Arc::new(move |key| waking.add(&key)));
     let pool = WorkerPool::new(
         queue,
         usize::from(ctx.config.args.max_concurrent_reconciles),
@@ -160,7 +164,7 @@ pub async fn run(
 /// The watch tasks and what they share.
 #[derive(Clone)]
 struct Watches {
-    ctx: Context,
+    ctx: SessionContext,
     queue: WorkQueue<ObjectKey>,
     synced: Arc<SyncTracker>,
     shutdown: CancellationToken,
@@ -312,7 +316,7 @@ impl Watches {
 
     /// Runs one watch of the `K`s `api` reaches (with kube's default backoff on errors) into
     /// its cache, calling `on_event` for every event after the cache has applied it. The watch
-    /// has a client of its own and reports to [`super::health`]; it stops (not dies) on
+    /// has a client of its own and reports to [`crate::observability::health`]; it stops (not dies) on
     /// shutdown.
     ///
     /// With `--sharding` a [`Part::Mine`] watch holds only the scope's buckets and follows its
@@ -348,12 +352,13 @@ impl Watches {
             tokio::spawn(watch.run());
             return Ok(());
         }
-        let client = health
-            .client(&self.ctx.client_config, None)
-            .map_err(|source| EngineError::WatchClient {
-                watch: what,
-                source,
-            })?;
+        let client =
+            health
+                .client(&self.ctx.client_config)
+                .map_err(|source| EngineError::WatchClient {
+                    watch: what,
+                    source,
+                })?;
         let api = api(client);
         let synced = Arc::clone(&self.synced);
         let shutdown = self.shutdown.clone();
@@ -442,7 +447,11 @@ impl Watches {
             Event::Delete(session) => {
                 if let Some(key) = ObjectKey::of_session(session) {
                     fingerprints.remove(&key);
-                    crate::session::forget_deleted(key.namespace(), &session.name_any(), &self.ctx);
+                    crate::handlers::session::forget_deleted(
+                        key.namespace(),
+                        &session.name_any(),
+                        &self.ctx.state,
+                    );
                     self.queue.add_with(
                         &ObjectKey::SecretCopies(key.namespace().to_string()),
                         Priority::Low,

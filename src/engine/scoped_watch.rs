@@ -30,9 +30,9 @@ use kube::{Api, Resource};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::health::WatchReporter;
 use super::{SyncTracker, WatchedKind};
-use crate::caches::Slim;
+use crate::cache::Slim;
+use crate::observability::health::WatchReporter;
 use crate::shard::{BucketSet, Scope, ShardSelector, WatchSlot};
 
 /// Most sources one watch runs at once (each is a list-watch connection); a growth beyond
@@ -208,8 +208,11 @@ where
         }
         let selector = ShardSelector::default();
         selector.set(buckets);
-        let client = match self.health.client(&self.client_config, Some(&selector)) {
-            Ok(client) => client,
+        let client = match kube::client::ClientBuilder::try_from(self.client_config.clone()) {
+            Ok(builder) => builder
+                .with_layer(&self.health.answers())
+                .with_layer(&selector)
+                .build(),
             Err(error) => {
                 // Built from the config its first client was built from: not expected.
                 self.health.failed(&error);

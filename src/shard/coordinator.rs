@@ -25,9 +25,9 @@ use super::handover::{Changes, Handover};
 use super::members::{self, MemberLease, Members};
 use super::selector::server_filters;
 use crate::leader::{LeaderElector, LeaseTiming, LostLease};
-use crate::metrics::Metrics;
-use crate::session::events::EventPublisher;
-use crate::session::phases::Note;
+use crate::observability::events::EventPublisher;
+use crate::observability::events::Note;
+use crate::observability::metrics::Metrics;
 
 /// Shortest pause between two rounds run back to back.
 const MIN_ROUND_GAP: Duration = Duration::from_millis(20);

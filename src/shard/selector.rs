@@ -118,7 +118,7 @@ pub async fn server_filters(client: &Client, buckets: BucketSet) -> Option<bool>
     let selector = buckets.selector()?;
     let path = format!(
         "/apis/batch/v1/jobs?limit=1&labelSelector={}&shardSelector={}",
-        percent_encode(&crate::caches::child_selector()),
+        percent_encode(&crate::cache::child_selector()),
         percent_encode(&selector)
     );
     let request = http::Request::get(path).body(Vec::new()).ok()?;

@@ -35,7 +35,8 @@ use super::children::{JOB_TTL_BACKSTOP_SECONDS, RUNNER_CONTAINER};
 use super::drift;
 use super::platform::{PlatformView, S3Settings};
 use super::refusals::PodRefusal;
-use crate::projections::{RunnerChild, RunnerJob, RunnerPod};
+use crate::cache::projections::{RunnerChild, RunnerJob, RunnerPod};
+use crate::observability::events::Note;
 
 /// Extra wait past a terminating pod's grace period before it is force-deleted.
 pub const FORCE_DELETE_AFTER_GRACE: Duration = Duration::from_secs(30);
@@ -201,17 +202,6 @@ pub enum Observation {
     Startup(Duration),
     /// Job created to runner running.
     PodCreation(Duration),
-}
-
-/// A Kubernetes Event to publish about the session.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Note {
-    /// Normal or Warning.
-    pub warning: bool,
-    /// CamelCase reason.
-    pub reason: String,
-    /// Human-readable message.
-    pub message: String,
 }
 
 /// What to do for one reconcile, in the order it is done.
@@ -1791,7 +1781,7 @@ fn until(from: Timestamp, to: Timestamp) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::fixtures::{
+    use crate::handlers::session::fixtures::{
         JOB_UID, at, job, original_pod, running_pod, session, terminated_pod, unschedulable_pod,
         waiting_pod,
     };

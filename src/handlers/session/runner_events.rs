@@ -6,7 +6,7 @@
 //!
 //! The Job controller's refusals to create a runner Job's pod (`FailedCreate`: a quota, a
 //! LimitRange, an admission policy; SPEC §7.3) are recorded for the session's reconcile
-//! ([`crate::session::refusals`]), which wakes, and copied the same way: a Job's pod that was
+//! ([`crate::handlers::session::refusals`]), which wakes, and copied the same way: a Job's pod that was
 //! never made has no Events of its own.
 //!
 //! Invariants: only Events about the operator's own runner pods (found in the pod cache) and
@@ -34,10 +34,10 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::context::Context;
-use crate::projections::RunnerChild;
-use crate::session::phases::Note;
-use crate::session::refusals::PodRefusal;
+use super::SessionContext;
+use crate::cache::projections::RunnerChild;
+use crate::handlers::session::refusals::PodRefusal;
+use crate::observability::events::Note;
 use crate::shard::{BucketSet, Scope, ShardSelector};
 
 /// A repeated `(reason, message)` of one session is copied again only after this long.
@@ -107,7 +107,7 @@ const FAILED_CREATE: &str = "FailedCreate";
 
 /// Copies runner pod Events, and records and copies runner Jobs' pod refusals, until
 /// `shutdown`.
-pub async fn run(ctx: Context, shutdown: CancellationToken) {
+pub async fn run(ctx: SessionContext, shutdown: CancellationToken) {
     let selector = ShardSelector::default();
     let mut scopes = ctx.shard.as_ref().map(|gate| gate.subscribe());
     let client = match &scopes {
@@ -140,7 +140,7 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) {
 /// Handles the watch's Events until `shutdown` or the end of the stream (`false`), or until
 /// the scope gains buckets (`true`: the watch must restart with the new selector).
 async fn copy_until_scope_grows(
-    ctx: &Context,
+    ctx: &SessionContext,
     limiter: &Mutex<Limiter>,
     stream: impl futures::Stream<Item = (bool, Result<Event<CoreEvent>, watcher::Error>)>,
     scopes: &mut Option<tokio::sync::watch::Receiver<Scope>>,
@@ -199,7 +199,7 @@ async fn next_scope(scopes: &mut Option<tokio::sync::watch::Receiver<Scope>>) ->
 }
 
 /// The session of the runner pod `event` is about, if it is one of ours in this replica's part.
-fn runner_pod_session(ctx: &Context, event: &CoreEvent) -> Option<String> {
+fn runner_pod_session(ctx: &SessionContext, event: &CoreEvent) -> Option<String> {
     let object = &event.involved_object;
     let (namespace, pod) = (object.namespace.as_deref()?, object.name.as_deref()?);
     if ctx.shard.as_ref().is_some_and(|gate| !gate.owns(namespace)) {
@@ -213,7 +213,7 @@ fn runner_pod_session(ctx: &Context, event: &CoreEvent) -> Option<String> {
 
 /// Records a `FailedCreate` of a runner Job (one of this replica's managed namespaces) for its
 /// session and wakes the session; returns the session.
-fn record_refusal(ctx: &Context, event: &CoreEvent) -> Option<String> {
+fn record_refusal(ctx: &SessionContext, event: &CoreEvent) -> Option<String> {
     let object = &event.involved_object;
     let (namespace, job) = (object.namespace.as_deref()?, object.name.as_deref()?);
     let job_uid = object.uid.clone()?;
@@ -239,13 +239,18 @@ fn record_refusal(ctx: &Context, event: &CoreEvent) -> Option<String> {
         message: event.message.clone().unwrap_or_default(),
         since,
     };
-    if ctx.refusals.record(namespace, &session, refusal) {
-        ctx.waker.wake(namespace, &session);
+    if ctx.state.refusals.record(namespace, &session, refusal) {
+        ctx.state.waker.wake(namespace, &session);
     }
     Some(session)
 }
 
-async fn republish(ctx: &Context, limiter: &Mutex<Limiter>, event: &CoreEvent, session: &str) {
+async fn republish(
+    ctx: &SessionContext,
+    limiter: &Mutex<Limiter>,
+    event: &CoreEvent,
+    session: &str,
+) {
     let Some(namespace) = event.involved_object.namespace.as_deref() else {
         return;
     };

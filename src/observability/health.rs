@@ -25,7 +25,7 @@ use kube::client::ClientBuilder;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use super::ObjectKey;
+use crate::cache::ObjectKey;
 
 /// How much longer than `--reconcile-timeout` a reconcile may run before its worker counts as
 /// wedged (the timeout fires only at the reconcile's next `.await`; a busy runtime may take a
@@ -248,21 +248,20 @@ impl WatchReporter {
     }
 
     /// A client built from `config` that reports every answer to this watch: a success
-    /// status is a success, an error status or a failed request a failure. With `selector`,
-    /// its requests carry that shard selector ([`crate::shard::ShardSelector`]). Give it to
-    /// this watch alone.
-    pub fn client(
-        &self,
-        config: &kube::Config,
-        selector: Option<&crate::shard::ShardSelector>,
-    ) -> Result<Client, kube::Error> {
-        let builder = ClientBuilder::try_from(config.clone())?.with_layer(&ReportAnswers {
+    /// status is a success, an error status or a failed request a failure. Give it to this
+    /// watch alone.
+    pub fn client(&self, config: &kube::Config) -> Result<Client, kube::Error> {
+        Ok(ClientBuilder::try_from(config.clone())?
+            .with_layer(&self.answers())
+            .build())
+    }
+
+    /// The layer [`Self::client`] adds, for a caller that stacks more layers on the same client
+    /// (a shard selector): the first layer of its stack.
+    pub fn answers(&self) -> ReportAnswers {
+        ReportAnswers {
             slot: Arc::clone(&self.slot),
-        });
-        Ok(match selector {
-            Some(selector) => builder.with_layer(selector).build(),
-            None => builder.build(),
-        })
+        }
     }
 }
 
@@ -275,8 +274,8 @@ impl Drop for WatchReporter {
     }
 }
 
-/// Tower layer behind [`WatchReporter::client`].
-struct ReportAnswers {
+/// Tower layer behind [`WatchReporter::client`]: reports each answer to the watch's slot.
+pub struct ReportAnswers {
     slot: Arc<WatchSlot>,
 }
 
@@ -292,7 +291,7 @@ impl<S> tower::Layer<S> for ReportAnswers {
 }
 
 /// The service [`ReportAnswers`] wraps a client's stack in.
-struct Reporting<S> {
+pub struct Reporting<S> {
     inner: S,
     slot: Arc<WatchSlot>,
 }
@@ -445,7 +444,7 @@ mod tests {
         let health = Health::new(Duration::ZERO, TIMEOUT);
         let watch = health.watch("namespaces");
         let config = kube::Config::new(format!("http://{address}").parse().expect("a URL"));
-        let client = watch.client(&config, None).expect("a client");
+        let client = watch.client(&config).expect("a client");
         let request = || {
             hyper::Request::get("/version")
                 .body(Vec::new())

@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
-use crate::metrics::Metrics;
+use crate::observability::metrics::Metrics;
 
 /// How often a file is looked at for changes, at most.
 pub const RECHECK: Duration = Duration::from_secs(1);

@@ -7,7 +7,6 @@
 mod api;
 pub mod children;
 pub mod drift;
-pub mod events;
 #[cfg(feature = "fault-injection")]
 pub mod fault_injection;
 mod identity;
@@ -15,8 +14,11 @@ pub mod phases;
 pub mod platform;
 pub mod refusals;
 pub mod runner_env;
+pub mod runner_events;
 pub mod runner_sync;
+pub mod secret_copies;
 pub mod shape;
+mod state;
 pub mod waker;
 
 #[cfg(test)]
@@ -36,13 +38,15 @@ use agentic_crds::condition::{reasons, types};
 use agentic_crds::{AgenticSessionStatus, Condition, ConditionStatus, set_condition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::caches::Slim;
-use crate::context::{Context, FIELD_MANAGER};
-use crate::projections::{RunnerChild, RunnerJob, RunnerPod};
+use crate::cache::Slim;
+use crate::cache::projections::{RunnerChild, RunnerJob, RunnerPod};
+use crate::context::FIELD_MANAGER;
+use crate::observability::events::Note;
 use api::{api_error, is_status};
 use children::JobInputs;
-use phases::{ChildEffect, Note, Observation, Observed, Plan, SessionEffect};
+use phases::{ChildEffect, Observation, Observed, Plan, SessionEffect};
 use runner_sync::SessionGeneration;
+pub use state::{SessionContext, SessionState};
 
 /// Why a session reconcile failed (it is retried with backoff).
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +108,7 @@ pub enum SessionError {
     },
     /// A copy of a shared Secret could not be made.
     #[error(transparent)]
-    Copies(#[from] crate::copies::CopyError),
+    Copies(#[from] crate::handlers::session::secret_copies::CopyError),
     /// The API server answered a TokenRequest without a token.
     #[error("TokenRequest for {namespace}/{service_account} returned no token")]
     EmptyToken {
@@ -121,10 +125,13 @@ impl SessionError {
     pub fn is_persisting(&self) -> bool {
         match self {
             SessionError::Api { source, .. } => api::is_persisting(source),
-            SessionError::Copies(crate::copies::CopyError::Occupied { .. }) => true,
-            SessionError::Copies(crate::copies::CopyError::Api { source, .. }) => {
-                api::is_persisting(source)
-            }
+            SessionError::Copies(
+                crate::handlers::session::secret_copies::CopyError::Occupied { .. },
+            ) => true,
+            SessionError::Copies(crate::handlers::session::secret_copies::CopyError::Api {
+                source,
+                ..
+            }) => api::is_persisting(source),
             _ => false,
         }
     }
@@ -152,7 +159,7 @@ impl SessionError {
 /// Reconciles one session; returns when to look at it again (`None`: on the next event only).
 pub async fn reconcile(
     session: Arc<AgenticSession>,
-    ctx: &Context,
+    ctx: &SessionContext,
 ) -> Result<Option<Duration>, SessionError> {
     let namespace = session.namespace().unwrap_or_default();
     if !ctx.caches.is_managed(&namespace) || session.meta().deletion_timestamp.is_some() {
@@ -184,7 +191,7 @@ async fn reconcile_session(
     session: &AgenticSession,
     namespace: &str,
     phase: Phase,
-    ctx: &Context,
+    ctx: &SessionContext,
 ) -> Result<Option<Duration>, SessionError> {
     let name = session.name_any();
     let job_name = names::job_name(&name);
@@ -231,7 +238,7 @@ async fn reconcile_session(
                 .or(Some(Timestamp::UNIX_EPOCH))
         });
     let project_settings = ctx.caches.project_settings_of(namespace);
-    let platform = crate::copies::platform_view(namespace, ctx);
+    let platform = crate::handlers::session::secret_copies::platform_view(namespace, ctx);
     let service = ctx.caches.service(namespace, &name);
     let observed = Observed {
         session,
@@ -265,13 +272,13 @@ async fn reconcile_session(
         foreign_service: service
             .as_ref()
             .is_some_and(|service| service.controller_uid() != session.meta().uid.as_deref()),
-        claimed_here: ctx.claims.contains(&claim_key(session, namespace)),
+        claimed_here: ctx.state.claims.contains(&claim_key(session, namespace)),
         pod_refusal: job
             .as_ref()
             .and_then(|j| j.metadata.uid.as_deref())
-            .and_then(|uid| ctx.refusals.of(namespace, &name, uid)),
+            .and_then(|uid| ctx.state.refusals.of(namespace, &name, uid)),
         sync: session_generation(session, namespace)
-            .map(|of| ctx.syncs.view(of))
+            .map(|of| ctx.state.syncs.view(of))
             .unwrap_or_default(),
     };
     let mut plan = phases::plan(&observed);
@@ -304,7 +311,7 @@ fn decides_on_absent_pods(phase: Phase, plan: &Plan) -> bool {
 async fn fresh_pods(
     namespace: &str,
     name: &str,
-    ctx: &Context,
+    ctx: &SessionContext,
 ) -> Result<Vec<Arc<RunnerPod>>, SessionError> {
     let api: Api<RunnerPod> = Api::namespaced(ctx.client.clone(), namespace);
     let selector = format!("{}={name}", keys::SESSION_LABEL);
@@ -359,15 +366,15 @@ impl OwnWrites {
 
 /// Whether `session` is a cached copy that this replica's own writes of it replaced. Forgets
 /// the writes once the cache has moved past them.
-fn cache_behind_own_write(session: &AgenticSession, namespace: &str, ctx: &Context) -> bool {
+fn cache_behind_own_write(session: &AgenticSession, namespace: &str, ctx: &SessionContext) -> bool {
     let key = (namespace.to_string(), session.name_any());
-    let Some(writes) = ctx.own_writes.get(&key) else {
+    let Some(writes) = ctx.state.own_writes.get(&key) else {
         return false;
     };
     let behind = writes.is_behind(&session.resource_version().unwrap_or_default());
     drop(writes);
     if !behind {
-        ctx.own_writes.remove(&key);
+        ctx.state.own_writes.remove(&key);
     }
     behind
 }
@@ -375,13 +382,15 @@ fn cache_behind_own_write(session: &AgenticSession, namespace: &str, ctx: &Conte
 /// Forgets what is kept about a session that was deleted: its own writes (a finished session is
 /// often never reconciled again, so its last writes are remembered until then), its pod
 /// refusals, its runner calls' outcome and its claims.
-pub fn forget_deleted(namespace: &str, name: &str, ctx: &Context) {
-    ctx.own_writes
+pub fn forget_deleted(namespace: &str, name: &str, state: &SessionState) {
+    state
+        .own_writes
         .remove(&(namespace.to_string(), name.to_string()));
-    ctx.refusals.forget(namespace, name);
-    ctx.syncs.forget(namespace, name);
+    state.refusals.forget(namespace, name);
+    state.syncs.forget(namespace, name);
     // Claims go when a run ends; a session deleted while running never says so.
-    ctx.claims
+    state
+        .claims
         .retain(|(n, s, _)| !(n.as_str() == namespace && s.as_str() == name));
 }
 
@@ -389,21 +398,28 @@ pub fn forget_deleted(namespace: &str, name: &str, ctx: &Context) {
 /// released (`--sharding`): another replica acts on them now, and if they come back their
 /// state is read afresh, never taken from before they left (its writes, refusals, runner calls'
 /// outcomes, claims).
-pub fn forget_released(buckets: &crate::shard::BucketSet, ctx: &Context) {
+pub fn forget_released(buckets: &crate::shard::BucketSet, state: &SessionState) {
     let leaving = |namespace: &str| buckets.contains_namespace(namespace);
-    ctx.own_writes
+    state
+        .own_writes
         .retain(|(namespace, _), _| !leaving(namespace));
-    ctx.refusals.forget_namespaces(leaving);
-    ctx.syncs.forget_namespaces(leaving);
-    ctx.claims.retain(|(namespace, _, _)| !leaving(namespace));
+    state.refusals.forget_namespaces(leaving);
+    state.syncs.forget_namespaces(leaving);
+    state.claims.retain(|(namespace, _, _)| !leaving(namespace));
 }
 
 /// Notes that a write of `session` (the copy its reconcile started from) produced `written`.
-fn note_own_write(session: &AgenticSession, namespace: &str, written: Option<&str>, ctx: &Context) {
+fn note_own_write(
+    session: &AgenticSession,
+    namespace: &str,
+    written: Option<&str>,
+    ctx: &SessionContext,
+) {
     let (Some(read), Some(written)) = (session.resource_version(), written) else {
         return;
     };
-    ctx.own_writes
+    ctx.state
+        .own_writes
         .entry((namespace.to_string(), session.name_any()))
         .or_insert_with(|| OwnWrites::starting_at(&read))
         .wrote(written);
@@ -413,7 +429,7 @@ fn note_own_write(session: &AgenticSession, namespace: &str, written: Option<&st
 async fn session_is_stale(
     session: &AgenticSession,
     namespace: &str,
-    ctx: &Context,
+    ctx: &SessionContext,
 ) -> Result<bool, SessionError> {
     let name = session.name_any();
     let api: Api<AgenticSession> = Api::namespaced(ctx.client.clone(), namespace);
@@ -463,13 +479,13 @@ pub fn inactivity_timeout(
 
 /// What `session`'s runner gets besides its spec: its runtime's shape (from the agent
 /// registry), what its namespace offers, its model's Vertex id and the project's MCP servers.
-pub fn job_inputs(session: &AgenticSession, namespace: &str, ctx: &Context) -> JobInputs {
+pub fn job_inputs(session: &AgenticSession, namespace: &str, ctx: &SessionContext) -> JobInputs {
     let runtime = shape::runtime_of(session);
     let entry = ctx.catalog.runtime(&runtime);
     let settings = ctx.caches.project_settings_of(namespace);
     JobInputs {
-        shape: shape::shape(session, entry.as_ref(), &ctx.runner.shape_defaults()),
-        platform: crate::copies::platform_view(namespace, ctx),
+        shape: shape::shape(session, entry.as_ref(), &ctx.state.runner.shape_defaults()),
+        platform: crate::handlers::session::secret_copies::platform_view(namespace, ctx),
         vertex_model_id: ctx
             .catalog
             .models()
@@ -513,7 +529,7 @@ async fn execute(
     namespace: &str,
     phase: Phase,
     plan: Plan,
-    ctx: &Context,
+    ctx: &SessionContext,
 ) -> Result<Option<Duration>, SessionError> {
     let mut version = session.resource_version();
     if session.status.as_ref() != Some(&plan.status) {
@@ -527,10 +543,10 @@ async fn execute(
         claimed.status = Some(plan.status.clone());
         let key = claim_key(&claimed, namespace);
         if phase == Phase::Pending && plan.status.phase == Phase::Creating {
-            ctx.claims.insert(key);
+            ctx.state.claims.insert(key);
         } else if plan.status.phase.is_terminal() {
-            ctx.claims.remove(&key);
-            ctx.refusals.forget(namespace, &session.name_any());
+            ctx.state.claims.remove(&key);
+            ctx.state.refusals.forget(namespace, &session.name_any());
         }
     }
     for effect in &plan.children {
@@ -553,7 +569,7 @@ async fn execute(
     }
     let name = session.name_any();
     if plan.sync_recorded {
-        ctx.syncs.forget(namespace, &name);
+        ctx.state.syncs.forget(namespace, &name);
     }
     if let (Some(calls), Some(of)) = (plan.sync, session_generation(session, namespace)) {
         // With sharding the calls hold the session's bucket until they end: its release waits
@@ -566,7 +582,9 @@ async fn execute(
             None => None,
         };
         let port = job_inputs(session, namespace, ctx).shape.port;
-        ctx.syncs.start(ctx.client.clone(), of, port, calls, hold);
+        ctx.state
+            .syncs
+            .start(ctx.client.clone(), of, port, calls, hold);
     }
     if let Some(message) = plan.sync_failed {
         // Recorded on the session; retried with the key's backoff.
@@ -585,7 +603,7 @@ async fn announce(
     namespace: &str,
     phase: Phase,
     plan: &Plan,
-    ctx: &Context,
+    ctx: &SessionContext,
 ) {
     let families = ctx.metrics.families();
     if session.status.is_none() {
@@ -627,7 +645,7 @@ async fn announce(
     }
 }
 
-async fn publish(session: &AgenticSession, note: &Note, ctx: &Context) {
+async fn publish(session: &AgenticSession, note: &Note, ctx: &SessionContext) {
     if let Err(error) = ctx.events.publish(session, note).await {
         tracing::warn!(%error, session = %session.name_any(), "could not publish an Event");
     }
@@ -643,7 +661,7 @@ async fn record_failure(
     effect: &ChildEffect,
     error: &SessionError,
     version: Option<String>,
-    ctx: &Context,
+    ctx: &SessionContext,
 ) {
     if !error.is_persisting() {
         return;
@@ -695,7 +713,7 @@ async fn write_status(
     namespace: &str,
     status: &AgenticSessionStatus,
     version: Option<&str>,
-    ctx: &Context,
+    ctx: &SessionContext,
 ) -> Result<Option<String>, SessionError> {
     let name = session.name_any();
     let api: Api<AgenticSession> = Api::namespaced(ctx.client.clone(), namespace);
@@ -735,27 +753,28 @@ async fn apply_child(
     session: &AgenticSession,
     namespace: &str,
     effect: &ChildEffect,
-    ctx: &Context,
+    ctx: &SessionContext,
 ) -> Result<(), SessionError> {
     let name = session.name_any();
     let client = ctx.client.clone();
     match effect {
         ChildEffect::EnsureWorkspace => {
-            if let Some(pvc) = children::build_workspace_pvc(session, &ctx.runner) {
+            if let Some(pvc) = children::build_workspace_pvc(session, &ctx.state.runner) {
                 let api: Api<PersistentVolumeClaim> = Api::namespaced(client, namespace);
                 api::create_owned(&api, &pvc, namespace, "PersistentVolumeClaim").await?;
             }
         }
         ChildEffect::EnsureIdentity => {
-            let mlflow = crate::copies::platform_view(namespace, ctx).mlflow_kubernetes_auth();
+            let mlflow = crate::handlers::session::secret_copies::platform_view(namespace, ctx)
+                .mlflow_kubernetes_auth();
             identity::ensure(session, namespace, mlflow, ctx).await?
         }
         ChildEffect::RefreshToken => identity::refresh(session, namespace, ctx).await?,
         ChildEffect::EnsureCopies => {
-            let view = crate::copies::platform_view(namespace, ctx);
+            let view = crate::handlers::session::secret_copies::platform_view(namespace, ctx);
             let s3 = view.s3(&ctx.config.args.s3_endpoint, &ctx.config.args.s3_bucket);
             let names = view.copies(ctx.config.vertex.is_some(), &s3);
-            crate::copies::ensure(namespace, &names, ctx).await?;
+            crate::handlers::session::secret_copies::ensure(namespace, &names, ctx).await?;
         }
         ChildEffect::EnsureService => {
             let inputs = job_inputs(session, namespace, ctx);
@@ -771,7 +790,7 @@ async fn apply_child(
         }
         ChildEffect::CreateJob(run) => {
             let inputs = job_inputs(session, namespace, ctx);
-            let job = children::build_job(session, &ctx.runner, &inputs, run);
+            let job = children::build_job(session, &ctx.state.runner, &inputs, run);
             let api: Api<Job> = Api::namespaced(client, namespace);
             api::create_owned(&api, &job, namespace, "Job").await?;
         }
@@ -803,7 +822,7 @@ async fn apply_session_effect(
     namespace: &str,
     effect: &SessionEffect,
     version: Option<&str>,
-    ctx: &Context,
+    ctx: &SessionContext,
 ) -> Result<(), SessionError> {
     match effect {
         SessionEffect::RequestInactivityStop => {
@@ -869,7 +888,7 @@ async fn clear_annotations(
     namespace: &str,
     expected: &str,
     keys_to_remove: &[&str],
-    ctx: &Context,
+    ctx: &SessionContext,
 ) -> Result<(), SessionError> {
     let annotations = session.annotations();
     let present: Vec<&&str> = keys_to_remove
@@ -911,7 +930,7 @@ async fn clear_annotation_if(
     namespace: &str,
     key: &str,
     expected: &str,
-    ctx: &Context,
+    ctx: &SessionContext,
 ) -> Result<(), SessionError> {
     if !session.annotations().contains_key(key) {
         return Ok(());
@@ -936,7 +955,7 @@ async fn patch_session<P: serde::Serialize + std::fmt::Debug>(
     session: &AgenticSession,
     namespace: &str,
     patch: &Patch<P>,
-    ctx: &Context,
+    ctx: &SessionContext,
 ) -> Result<(), SessionError> {
     let name = session.name_any();
     let api: Api<AgenticSession> = Api::namespaced(ctx.client.clone(), namespace);
@@ -958,15 +977,17 @@ async fn patch_session<P: serde::Serialize + std::fmt::Debug>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::fixtures::session;
+    use crate::handlers::session::fixtures::session;
     use agentic_crds::ProjectSettingsSpec;
 
     #[test]
     fn a_users_secret_in_the_way_of_a_copy_is_shown_as_an_api_refusal_is() {
-        let occupied = SessionError::Copies(crate::copies::CopyError::Occupied {
-            namespace: "team".into(),
-            name: "ambient-vertex".into(),
-        });
+        let occupied = SessionError::Copies(
+            crate::handlers::session::secret_copies::CopyError::Occupied {
+                namespace: "team".into(),
+                name: "ambient-vertex".into(),
+            },
+        );
         assert!(occupied.is_persisting());
         let conflict = SessionError::Conflict {
             namespace: "team".into(),

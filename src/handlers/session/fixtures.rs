@@ -12,7 +12,7 @@ use k8s_openapi::jiff::Timestamp;
 use super::children::{RUNNER_CONTAINER, RunnerSettings};
 use super::shape::RunnerShape;
 
-use crate::projections::{RunnerContainerStatus, RunnerJob, RunnerPod, RunnerPodStatus};
+use crate::cache::projections::{RunnerContainerStatus, RunnerJob, RunnerPod, RunnerPodStatus};
 
 /// `2026-01-01T00:00:00Z` plus `seconds`.
 pub fn at(seconds: i64) -> Timestamp {

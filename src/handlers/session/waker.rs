@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use crate::engine::ObjectKey;
+use crate::cache::ObjectKey;
 
 /// Wakes a key: the engine reconciles it again soon.
 pub type Waker = Arc<dyn Fn(ObjectKey) + Send + Sync>;

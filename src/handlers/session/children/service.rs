@@ -39,7 +39,7 @@ pub fn build_service(session: &AgenticSession, port: u16) -> Service {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::fixtures::session;
+    use crate::handlers::session::fixtures::session;
 
     #[test]
     fn the_service_selects_the_runner_on_its_agui_port() {

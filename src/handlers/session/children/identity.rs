@@ -153,7 +153,7 @@ pub fn build_token_secret(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::fixtures::session;
+    use crate::handlers::session::fixtures::session;
 
     #[test]
     fn role_grants_the_platforms_session_verbs_and_only_the_runner_secret() {

@@ -5,7 +5,12 @@
 //! small on purpose (SPEC: RSS ≤ 100 MiB at 10 000 sessions): only the operator's own Jobs, Pods
 //! and Secrets (label `app=ambient-code-runner`), only managed Namespaces, no managedFields, and
 //! of Jobs, Pods and Secrets only what decisions read: they are cached as the projections of
-//! [`crate::projections`] (metadata and status; no specs, no data), slimmed further by [`Slim`].
+//! [`crate::cache::projections`] (metadata and status; no specs, no data), slimmed further by [`Slim`].
+
+pub mod key;
+pub mod projections;
+
+pub use key::ObjectKey;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +22,7 @@ use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 use kube::runtime::watcher::Event;
 use parking_lot::RwLock;
 
-use crate::projections::{
+use crate::cache::projections::{
     CaBundle, NamedSecret, RunnerChild, RunnerJob, RunnerPod, RunnerSecret, RunnerService,
 };
 
@@ -620,14 +625,14 @@ mod tests {
         job.slim();
         assert!(job.metadata.owner_references.is_none() && job.metadata.labels.is_none());
         assert_eq!(
-            crate::engine::ObjectKey::owning_session(&job),
+            ObjectKey::owning_session(&job),
             None,
             "no namespace, no key"
         );
         job.metadata.namespace = Some("team".into());
         assert_eq!(
-            crate::engine::ObjectKey::owning_session(&job),
-            Some(crate::engine::ObjectKey::Session {
+            ObjectKey::owning_session(&job),
+            Some(ObjectKey::Session {
                 namespace: "team".into(),
                 name: "demo".into()
             })
@@ -636,7 +641,7 @@ mod tests {
 
     #[test]
     fn slimming_a_pod_keeps_what_decisions_read() {
-        use crate::projections::RunnerPodStatus;
+        use crate::cache::projections::RunnerPodStatus;
         use k8s_openapi::api::core::v1::PodCondition;
         let condition = |type_: &str| PodCondition {
             type_: type_.into(),

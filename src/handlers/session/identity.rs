@@ -13,11 +13,11 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 
+use super::SessionContext;
 use super::SessionError;
 use super::api::{api_error, create_owned, is_status};
 use super::children::{build_role, build_role_binding, build_service_account, build_token_secret};
-use crate::context::Context;
-use crate::projections::RunnerChild;
+use crate::cache::projections::RunnerChild;
 
 /// Lifetime asked for each runner token; refreshed well before it ends.
 const TOKEN_LIFETIME_SECONDS: i64 = 3600;
@@ -28,7 +28,7 @@ pub async fn ensure(
     session: &AgenticSession,
     namespace: &str,
     mlflow_kubernetes_auth: bool,
-    ctx: &Context,
+    ctx: &SessionContext,
 ) -> Result<(), SessionError> {
     let started = Instant::now();
     let client = ctx.client.clone();
@@ -86,7 +86,7 @@ pub async fn ensure(
 pub async fn record(
     session: &AgenticSession,
     namespace: &str,
-    ctx: &Context,
+    ctx: &SessionContext,
 ) -> Result<(), SessionError> {
     let annotations = session.annotations();
     if annotations.contains_key(keys::RUNNER_TOKEN_SECRET_ANNOTATION)
@@ -106,7 +106,7 @@ pub async fn record(
 pub async fn refresh(
     session: &AgenticSession,
     namespace: &str,
-    ctx: &Context,
+    ctx: &SessionContext,
 ) -> Result<(), SessionError> {
     let token = request_token(session, namespace, ctx).await?;
     let secret_name = names::token_secret_name(&session.name_any());
@@ -129,7 +129,7 @@ pub async fn refresh(
 async fn request_token(
     session: &AgenticSession,
     namespace: &str,
-    ctx: &Context,
+    ctx: &SessionContext,
 ) -> Result<String, SessionError> {
     let account = names::service_account_name(&session.name_any());
     let accounts: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), namespace);

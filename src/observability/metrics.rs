@@ -20,7 +20,7 @@ use prometheus::{
     TextEncoder, exponential_buckets,
 };
 
-use crate::admin::Readiness;
+use crate::observability::readiness::Readiness;
 
 /// Seconds buckets for session-scale durations (10 ms .. ~20 min).
 fn session_buckets() -> Vec<f64> {
@@ -517,7 +517,7 @@ mod tests {
             .register_operator_state(readiness.clone(), writer.as_reader())
             .unwrap();
         let session = |namespace: &str, name: &str, phase: Option<Phase>| {
-            let mut s = crate::session::fixtures::session(name);
+            let mut s = AgenticSession::new(name, agentic_crds::AgenticSessionSpec::default());
             s.metadata.namespace = Some(namespace.into());
             s.status = phase.map(|phase| AgenticSessionStatus {
                 phase,

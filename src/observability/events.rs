@@ -15,7 +15,16 @@ use kube::{Client, Resource};
 
 use agentic_crds::AgenticSession;
 
-use super::phases::Note;
+/// A Kubernetes Event to publish about the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    /// Normal or Warning.
+    pub warning: bool,
+    /// CamelCase reason.
+    pub reason: String,
+    /// Human-readable message.
+    pub message: String,
+}
 
 /// The action every session Event reports (what the operator was doing).
 pub const ACTION: &str = "Reconcile";

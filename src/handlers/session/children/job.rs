@@ -452,8 +452,8 @@ pub fn build_workspace_pvc(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::fixtures::{at, session, settings, shape};
-    use crate::session::platform::ProjectStorage;
+    use crate::handlers::session::fixtures::{at, session, settings, shape};
+    use crate::handlers::session::platform::ProjectStorage;
     use k8s_openapi::api::core::v1::PodSpec;
 
     fn run(is_resume: bool) -> RunSpec {

@@ -467,8 +467,8 @@ pub fn state_env(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::fixtures::{session, shape};
-    use crate::session::platform::ProjectStorage;
+    use crate::handlers::session::fixtures::{session, shape};
+    use crate::handlers::session::platform::ProjectStorage;
 
     fn inputs<'a>(
         session: &'a AgenticSession,

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use agentic_crds::{AgenticSession, keys};
 
-use crate::runtime::{DEFAULT_RUNTIME, RuntimeEntry};
+use crate::catalog::{DEFAULT_RUNTIME, RuntimeEntry};
 
 /// User env naming the session's runtime.
 pub const RUNNER_TYPE_ENV: &str = "RUNNER_TYPE";
@@ -210,8 +210,8 @@ pub fn is_quantity(value: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::{CpuMemory, RuntimeContainer, RuntimeResources, Sandbox, Seed};
-    use crate::session::fixtures::session;
+    use crate::catalog::{CpuMemory, RuntimeContainer, RuntimeResources, Sandbox, Seed};
+    use crate::handlers::session::fixtures::session;
 
     fn defaults() -> ShapeDefaults {
         ShapeDefaults {

@@ -8,8 +8,6 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -19,24 +17,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::engine::health::Health;
-use crate::metrics::Metrics;
-
-/// Shared readiness flag: false until the engine reports its caches synced.
-#[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
-
-impl Readiness {
-    /// Marks the operator ready (caches synced) or not.
-    pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::Release);
-    }
-
-    /// Whether the operator is ready.
-    pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::Acquire)
-    }
-}
+use crate::observability::health::Health;
+use crate::observability::metrics::Metrics;
+use crate::observability::readiness::Readiness;
 
 /// Failure to bring up an admin endpoint.
 #[derive(Debug, thiserror::Error)]

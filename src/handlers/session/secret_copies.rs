@@ -21,8 +21,8 @@ use kube::api::{DeleteParams, PostParams};
 use kube::{Api, ResourceExt};
 
 use crate::context::{Context, FIELD_MANAGER};
-use crate::session::children::copies::build_copy;
-use crate::session::platform::PlatformView;
+use crate::handlers::session::children::copies::build_copy;
+use crate::handlers::session::platform::PlatformView;
 
 /// Why a copy could not be made, refreshed or removed (retried with backoff).
 #[derive(Debug, thiserror::Error)]
@@ -85,15 +85,14 @@ pub fn source_namespace<'c>(ctx: &'c Context, name: &str) -> &'c str {
 /// What `namespace` offers runners, as the caches say.
 pub fn platform_view(namespace: &str, ctx: &Context) -> PlatformView {
     let caches = &ctx.caches;
-    let integrations =
-        caches
-            .integrations(namespace)
-            .map(|secret| crate::session::platform::ProjectStorage {
-                custom: secret.value("STORAGE_MODE") == Some("custom"),
-                endpoint: secret.value("S3_ENDPOINT").map(str::to_string),
-                bucket: secret.value("S3_BUCKET").map(str::to_string),
-                has_keys: secret.has("S3_ACCESS_KEY") && secret.has("S3_SECRET_KEY"),
-            });
+    let integrations = caches.integrations(namespace).map(|secret| {
+        crate::handlers::session::platform::ProjectStorage {
+            custom: secret.value("STORAGE_MODE") == Some("custom"),
+            endpoint: secret.value("S3_ENDPOINT").map(str::to_string),
+            bucket: secret.value("S3_BUCKET").map(str::to_string),
+            has_keys: secret.has("S3_ACCESS_KEY") && secret.has("S3_SECRET_KEY"),
+        }
+    });
     let source = |name: &str| caches.sources.get(name);
     PlatformView {
         runner_secret: caches.has_runner_secret(namespace),

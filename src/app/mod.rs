@@ -1,6 +1,8 @@
 //! Wires the operator together: client, metrics, admin servers, leader election or sharding
 //! membership, the chosen engine, and signal-driven shutdown.
 
+pub mod admin;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,15 +13,17 @@ use kube::{Api, Client, CustomResourceExt, Resource};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{self, AdminConfig, Readiness};
-use crate::caches::new_caches;
+use crate::cache::new_caches;
 use crate::config::{BindAddress, Config};
 use crate::context::{Connection, Context};
-use crate::engine::health::Health;
 use crate::engine::queued;
+use crate::handlers::session::{SessionContext, SessionState};
 use crate::leader::{LeaderElector, LeaseTiming};
-use crate::metrics::Metrics;
+use crate::observability::health::Health;
+use crate::observability::metrics::Metrics;
+use crate::observability::readiness::Readiness;
 use crate::shard::{Coordinator, Membership, ShardGate};
+use admin::AdminConfig;
 
 /// Why the operator could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +33,7 @@ pub enum AppError {
     ClientConfig(String),
     /// Metrics could not be set up.
     #[error(transparent)]
-    Metrics(#[from] crate::metrics::MetricsError),
+    Metrics(#[from] crate::observability::metrics::MetricsError),
     /// An admin endpoint could not be bound.
     #[error(transparent)]
     Admin(#[from] admin::AdminError),
@@ -146,12 +150,14 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         health,
         gate.clone(),
     );
+    let sessions = SessionState::new(&config);
     if let Some(gate) = &gate {
-        let ctx = ctx.clone();
+        let sessions = sessions.clone();
         gate.on_released(Box::new(move |buckets| {
-            crate::session::forget_released(&buckets, &ctx);
+            crate::handlers::session::forget_released(&buckets, &sessions);
         }));
     }
+    let ctx = SessionContext::new(ctx, sessions);
     let leading = Arc::new(Notify::new());
     let lost_leadership = CancellationToken::new();
     let resign = CancellationToken::new();
