@@ -33,9 +33,10 @@ cluster-down: ## stop the cluster started by cluster-up
 image: ## the operator image FROM scratch (static binary, buildah, offline): target/image/agentic-operator.oci.tar
 	image/build.sh
 
-lint: ## formatting and clippy, warnings are errors
+lint: ## formatting, clippy (warnings are errors), and no import circle between src/'s top-level modules
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+	cargo test --locked --features $(TEST_FEATURES) --test layout
 
 test-unit: ## unit tests only (no cluster)
 	cargo test --workspace --locked --lib --bins
