@@ -10,7 +10,7 @@
 //! An engine registers each watch ([`Health::watch`]) and lists and watches through the client
 //! the returned [`WatchReporter`] builds: every answer of the API server to that client is
 //! reported, so a watch that resumed after errors is seen healthy again even when no event has
-//! arrived since (kube's watcher resumes silently). [`super::handle`] registers every reconcile
+//! arrived since (kube's watcher resumes silently). [`crate::engine::handle`] registers every reconcile
 //! ([`Health::reconciling`]).
 
 use std::collections::BTreeMap;
