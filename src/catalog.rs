@@ -1,4 +1,4 @@
-//! Runtimes (SPEC §5.3): the agent registry (`AGENT_REGISTRY_PATH`, a JSON array of runtimes)
+//! The platform's catalog of runtimes (SPEC §5.3): the agent registry (`AGENT_REGISTRY_PATH`, a JSON array of runtimes)
 //! and the model manifest (`MODELS_MANIFEST_PATH`), both files mounted from ConfigMaps.
 //!
 //! Invariants:

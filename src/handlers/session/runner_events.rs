@@ -6,8 +6,8 @@
 //!
 //! The Job controller's refusals to create a runner Job's pod (`FailedCreate`: a quota, a
 //! LimitRange, an admission policy; SPEC §7.3) are recorded for the session's reconcile
-//! ([`crate::handlers::session::refusals`]), which wakes, and copied the same way: a Job's pod that was
-//! never made has no Events of its own.
+//! ([`super::refusals`]), which wakes, and copied the same way: a Job's pod that was never made
+//! has no Events of its own.
 //!
 //! Invariants: only Events about the operator's own runner pods (found in the pod cache) and
 //! runner Jobs are copied, only those that arrive after start-up (no replay of history on a

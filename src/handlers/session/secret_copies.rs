@@ -1,7 +1,10 @@
 //! Copies of shared Secrets in managed namespaces (SPEC §5.1): the runner of a session can only
 //! reference Secrets of its own namespace, so the operator copies the Vertex credentials, the
 //! Langfuse and MLflow settings, the Google OAuth client and the shared S3 keys from the
-//! backend's (or its own) namespace into each namespace whose sessions need them.
+//! backend's (or its own) namespace into each namespace whose sessions need them. The session
+//! handler ensures them before it makes a run; the engines also reconcile them per namespace
+//! (`ObjectKey::SecretCopies`) when a session finishes or starts again and when a source or a
+//! copy changes.
 //!
 //! Invariants:
 //! - a copy holds its source's data as of the source version recorded in its annotation; when
