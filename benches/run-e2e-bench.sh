@@ -16,6 +16,11 @@
 #        E2E_SETTLE=420 ...                  keep sampling the operator's RSS this long after each run
 #        E2E_RUNS_DIR=dir ...                raw results elsewhere (default target/bench-report/e2e-runs)
 #        E2E_OPERATOR_BIN=path ...           run another operator binary or a wrapper (e.g. heaptrack)
+#        E2E_SCALE=1 ...                     also the cluster that made the original run out of
+#                                            memory (ambient-code/platform #1299): 674 managed +
+#                                            89 other namespaces, 3842 finished and 477 running
+#                                            sessions; first start, then a restart (make bench-scale
+#                                            runs only this); E2E_SCALE_ENGINES="queue legacy"
 #
 # Writes target/bench-report/e2e.json, e2e.md and e2e-*.png; raw per-run results and operator
 # logs under target/bench-report/e2e-runs/.
@@ -38,7 +43,7 @@ cd "$root"
 out=$root/target/bench-report
 runs=${E2E_RUNS_DIR:-$out/e2e-runs}
 mkdir -p "$out" "$runs"
-sizes=${E2E_SIZES:-1000 5000}
+sizes=${E2E_SIZES-1000 5000}
 modes=${E2E_MODES:-baseline queue legacy}
 startup=${E2E_STARTUP:-10000}
 namespaces=${E2E_NAMESPACES:-10}
@@ -136,6 +141,18 @@ if [ "$startup" != 0 ]; then
     "$loadgen" --mode startup --kubeconfig "$KUBECONFIG" --sessions "$startup" --namespaces "$namespaces" \
       --probes 5 --operator-bin "$operator_bin" --operator-log "$runs/startup-$mode-$startup.log" \
       --timeout-secs "${E2E_STARTUP_TIMEOUT:-300}" --out "$runs/startup-$mode-$startup.json" -- \
+      --kubeconfig "$state/operator.kubeconfig" --namespace default "${runner_flags[@]}" "${engine[@]}"
+  done
+fi
+if [ "${E2E_SCALE:-0}" != 0 ]; then
+  for mode in ${E2E_SCALE_ENGINES:-queue legacy}; do
+    engine=(); [ "$mode" = legacy ] && engine=(--legacy-watch)
+    log "the #1299 cluster, $mode: fresh cluster, build the shape, start, restart"
+    fresh_cluster
+    "$loadgen" --mode scale --kubeconfig "$KUBECONFIG" --namespaces 674 --unmanaged-namespaces 89 \
+      --finished-sessions 3842 --sessions 477 --create-concurrency 64 --flow-schema bench-operator \
+      --operator-bin "$operator_bin" --operator-log "$runs/scale-$mode.log" \
+      --restart-window-secs "${E2E_RESTART_WINDOW:-30}" --out "$runs/scale-$mode.json" -- \
       --kubeconfig "$state/operator.kubeconfig" --namespace default "${runner_flags[@]}" "${engine[@]}"
   done
 fi

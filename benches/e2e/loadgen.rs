@@ -16,6 +16,13 @@
 //! - `populate`: creates the namespaces and sessions and exits (a backlog for `startup`).
 //! - `startup`: spawns the operator against an existing backlog; records the time to
 //!   `/readyz`, then creates probe sessions while the backlog drains and records their latency.
+//! - `scale`: the cluster that made the original operator run out of memory (ambient-code/platform
+//!   #1299): managed namespaces (`--namespaces`) and unmanaged ones beside them, finished
+//!   sessions given a terminal status (`--finished-sessions`), and sessions whose runners run
+//!   (`--sessions`). Starts the operator, waits until every runner runs, stops it (SIGTERM) and
+//!   starts it again, as an operator of that cluster would; records each start's peak RSS (the
+//!   kernel's high-water mark), the restart's time to ready, API requests and the time a session
+//!   created as the restart begins takes to reach Running.
 //!
 //! API requests of the operator (or of the bare client) are counted by the API server itself:
 //! `apiserver_flowcontrol_dispatched_requests_total` of a FlowSchema that matches only that
@@ -38,8 +45,7 @@ use agentic_operator::handlers::session::children::{
 use agentic_operator::handlers::session::phases::{Observed, RunSpec, plan};
 use agentic_operator::handlers::session::platform::PlatformView;
 use agentic_operator::handlers::session::shape;
-use agentic_operator::observability::events::Note;
-use agentic_operator::observability::events::{EventPublisher, Reporter};
+use agentic_operator::observability::events::{EventPublisher, Note, Reporter};
 use clap::{Parser, ValueEnum};
 use futures::StreamExt;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
@@ -65,6 +71,7 @@ enum Mode {
     Baseline,
     Populate,
     Startup,
+    Scale,
 }
 
 #[derive(Debug, Parser)]
@@ -136,6 +143,16 @@ struct Args {
     /// began, and report how long its sessions stood still and how the others fared.
     #[arg(long)]
     kill_first_after_secs: Option<f64>,
+    /// Scale: unmanaged namespaces beside the managed ones (not the operator's; no sessions).
+    #[arg(long, default_value_t = 0)]
+    unmanaged_namespaces: usize,
+    /// Scale: sessions that already ended (created, then given a terminal status directly).
+    #[arg(long, default_value_t = 0)]
+    finished_sessions: usize,
+    /// Scale: how long the restarted operator is followed after it is ready (its start-up
+    /// backlog's reconciles, and the window its API requests are counted in).
+    #[arg(long, default_value_t = 30)]
+    restart_window_secs: u64,
     /// Result file (JSON).
     #[arg(long)]
     out: PathBuf,
@@ -164,6 +181,7 @@ async fn main() {
         Mode::Operator | Mode::Baseline => burst(&args, admin).await,
         Mode::Populate => populate(&args, admin).await,
         Mode::Startup => startup(&args, admin).await,
+        Mode::Scale => scale(&args, admin).await,
     };
     std::fs::write(
         &args.out,
@@ -356,15 +374,26 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
-fn read_proc(pid: u32, ticks: f64) -> Option<(u64, f64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss = status
+/// A `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM`).
+fn status_kib(status: &str, field: &str) -> Option<u64> {
+    status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
+        .find(|l| l.starts_with(field))?
         .split_whitespace()
         .nth(1)?
         .parse()
-        .ok()?;
+        .ok()
+}
+
+/// The process's resident set high-water mark (KiB): its true peak, between samples too.
+fn high_water_mark(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status_kib(&status, "VmHWM:")
+}
+
+fn read_proc(pid: u32, ticks: f64) -> Option<(u64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status_kib(&status, "VmRSS:")?;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised command: state is field 3; utime 14, stime 15.
     let rest = stat.rsplit_once(')')?.1;
@@ -1241,4 +1270,192 @@ where
             }
         }
     }
+}
+
+/// Names of the unmanaged namespaces of the scale mode.
+fn unmanaged_namespace_name(args: &Args, i: usize) -> String {
+    format!("u{i}-{}", args.prefix)
+}
+
+/// The terminal phase finished session `i` is given: most completed, some failed or stopped.
+fn finished_phase(i: usize) -> Phase {
+    match i % 10 {
+        0 | 1 => Phase::Failed,
+        2 => Phase::Stopped,
+        _ => Phase::Completed,
+    }
+}
+
+/// Creates the finished sessions `range` and writes each one's terminal status (as the
+/// operator would have when its run ended, a day ago).
+async fn create_finished_sessions(args: &Args, admin: &Client, range: std::ops::Range<usize>) {
+    let scratch: Timelines = Arc::default();
+    create_sessions(args, admin, range.clone(), Instant::now(), &scratch, |_| {}).await;
+    let day_ago = Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_hours(24);
+    futures::stream::iter(range)
+        .map(|i| {
+            let namespace = namespace_name(args, i % args.namespaces);
+            let api: Api<AgenticSession> = Api::namespaced(admin.clone(), &namespace);
+            let name = session_name(i);
+            let phase = finished_phase(i);
+            let status = json!({"status": {
+                "phase": phase.as_str(),
+                "startTime": Time(day_ago),
+                "completionTime": Time(day_ago + k8s_openapi::jiff::SignedDuration::from_mins(20)),
+                "message": format!("run {} (scale bench)", phase.as_str().to_lowercase()),
+            }});
+            async move {
+                let (params, patch) = (PatchParams::default(), Patch::Merge(&status));
+                retry(|| api.patch_status(&name, &params, &patch)).await;
+            }
+        })
+        .buffer_unordered(args.create_concurrency)
+        .collect::<()>()
+        .await;
+}
+
+async fn create_unmanaged_namespaces(args: &Args, admin: &Client) {
+    let api: Api<Namespace> = Api::all(admin.clone());
+    for i in 0..args.unmanaged_namespaces {
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(unmanaged_namespace_name(args, i)),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        match api.create(&PostParams::default(), &ns).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => panic!("creating namespace: {e}"),
+        }
+    }
+}
+
+/// Waits until every session of `keys` has been seen Running (false: `timeout_secs` passed).
+async fn wait_running(timelines: &Timelines, keys: &[(String, String)], timeout_secs: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(timeout_secs);
+    let mut last_report = Instant::now();
+    loop {
+        let running = {
+            let all = timelines.lock();
+            keys.iter()
+                .filter(|key| all.get(*key).is_some_and(|t| t.running.is_some()))
+                .count()
+        };
+        if running == keys.len() {
+            return true;
+        }
+        if last_report.elapsed() > Duration::from_secs(10) {
+            eprintln!("[loadgen] {running}/{} Running", keys.len());
+            last_report = Instant::now();
+        }
+        if Instant::now() > deadline {
+            eprintln!("[loadgen] timed out with {running}/{} Running", keys.len());
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One start of the operator in the scale mode: its process figures, with the peak taken from
+/// the kernel's high-water mark.
+fn start_figures(sampler: Sampler, pid: u32, ready_s: f64) -> serde_json::Value {
+    let hwm = high_water_mark(pid);
+    let mut process = sampler.finish();
+    process["hwm_rss_mib"] = json!(hwm.map(|kib| kib as f64 / 1024.0));
+    json!({"ready_s": ready_s, "process": process})
+}
+
+async fn scale(args: &Args, admin: Client) -> serde_json::Value {
+    let flow = args
+        .flow_schema
+        .as_deref()
+        .expect("--flow-schema is required in this mode");
+    let built = Instant::now();
+    create_namespaces(args, &admin).await;
+    create_unmanaged_namespaces(args, &admin).await;
+    let finished = args.sessions..args.sessions + args.finished_sessions;
+    create_finished_sessions(args, &admin, finished).await;
+    let origin = Instant::now();
+    let timelines: Timelines = Arc::default();
+    watch_phases(&admin, &args.prefix, origin, &timelines);
+    create_sessions(args, &admin, 0..args.sessions, origin, &timelines, |_| {}).await;
+    // The finished sessions carry the run label too: only these are waited for.
+    let running_keys: Vec<(String, String)> = (0..args.sessions)
+        .map(|i| (namespace_name(args, i % args.namespaces), session_name(i)))
+        .collect();
+    let built_s = built.elapsed().as_secs_f64();
+    eprintln!(
+        "[loadgen] built the cluster in {built_s:.1}s: {} + {} namespaces, {} finished and {} \
+         running sessions",
+        args.namespaces, args.unmanaged_namespaces, args.finished_sessions, args.sessions
+    );
+
+    // First start: every runner comes up; the operator settles.
+    let first_started = Instant::now();
+    let mut first = OperatorChild::spawn(args, 0);
+    let sampler = Sampler::start(first.pid(), first_started);
+    let ready = first
+        .wait_ready(Duration::from_secs(300))
+        .await
+        .as_secs_f64();
+    wait_project_settings(args, &admin).await;
+    let running = wait_running(&timelines, &running_keys, args.timeout_secs).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut first_start = start_figures(sampler, first.pid(), ready);
+    first_start["all_running"] = json!(running);
+    first_start["all_running_s"] = json!(first_started.elapsed().as_secs_f64());
+    eprintln!("[loadgen] first start: {first_start}");
+    drop(first);
+
+    // The restart, and a session created as it begins.
+    let before = dispatched(&admin, flow).await;
+    let restarted = Instant::now();
+    let mut second = OperatorChild::spawn(args, 0);
+    let sampler = Sampler::start(second.pid(), restarted);
+    let probe_index = args.sessions + args.finished_sessions;
+    let probe = (
+        namespace_name(args, probe_index % args.namespaces),
+        session_name(probe_index),
+    );
+    let probe_created = origin.elapsed().as_secs_f64();
+    timelines.lock().entry(probe.clone()).or_default().created = Some(probe_created);
+    Api::<AgenticSession>::namespaced(admin.clone(), &probe.0)
+        .create(&PostParams::default(), &bench_session(args, &probe.1))
+        .await
+        .unwrap_or_else(|e| panic!("creating the probe session: {e}"));
+    let ready = second
+        .wait_ready(Duration::from_secs(300))
+        .await
+        .as_secs_f64();
+    let probe_deadline = Instant::now() + Duration::from_secs(120);
+    let probe_running = loop {
+        if let Some(running) = timelines.lock().get(&probe).and_then(|t| t.running) {
+            break Some(running - probe_created);
+        }
+        if Instant::now() > probe_deadline {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let window = Duration::from_secs(args.restart_window_secs);
+    tokio::time::sleep(window.saturating_sub(restarted.elapsed())).await;
+    let after = dispatched(&admin, flow).await;
+    let mut restart = start_figures(sampler, second.pid(), ready);
+    restart["probe_to_running_s"] = json!(probe_running);
+    restart["window_s"] = json!(restarted.elapsed().as_secs_f64());
+    restart["api_requests"] = json!(after - before);
+    eprintln!("[loadgen] restart: {restart}");
+    drop(second);
+    json!({
+        "mode": "scale",
+        "managed_namespaces": args.namespaces,
+        "unmanaged_namespaces": args.unmanaged_namespaces,
+        "finished_sessions": args.finished_sessions,
+        "running_sessions": args.sessions,
+        "built_s": built_s,
+        "first_start": first_start,
+        "restart": restart,
+    })
 }

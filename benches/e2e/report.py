@@ -40,6 +40,13 @@ for path in sorted(glob.glob(os.path.join(runs_dir, "startup-*.json"))):
     startups[engine] = load(path)
 startup = startups.get("queue")
 
+# The #1299 cluster (E2E_SCALE=1, make bench-scale): scale-<engine>.json.
+scales = {}
+for path in sorted(glob.glob(os.path.join(runs_dir, "scale-*.json"))):
+    scales[os.path.basename(path)[:-5].split("-", 1)[1]] = load(path)
+# Restart peak on that cluster: 1/8 of the 512 MiB limit that killed the original (issue 26).
+TARGET_RESTART_RSS_MIB = 64
+
 
 def fmt(x, digits=1):
     if x is None:
@@ -49,7 +56,12 @@ def fmt(x, digits=1):
     return f"{x:.{digits}f}"
 
 
-report = {"runs": {}, "startup": None, "startup_by_engine": {}, "targets": {}}
+report = {"runs": {}, "startup": None, "startup_by_engine": {}, "scale": scales, "targets": {}}
+for engine, run in scales.items():
+    peak = run["restart"]["process"].get("hwm_rss_mib")
+    report["targets"][f"memory-restart-1299-{engine}"] = {
+        "peak_rss_mib": peak, "target_mib": TARGET_RESTART_RSS_MIB,
+        "met": peak is not None and peak <= TARGET_RESTART_RSS_MIB}
 rows = []
 for n in sorted(results):
     by_mode = results[n]
@@ -312,6 +324,29 @@ for engine, run in sorted(startups.items(), key=lambda kv: MODES.index(kv[0]) if
     ]
     for p in run["probes"]:
         lines.append(f"  - {p['session']} created at {fmt(p['created_s'])} s: {fmt(p['to_running_s'], 2)} s")
+if scales:
+    any_run = next(iter(scales.values()))
+    lines += [
+        "",
+        "## The cluster that made the original run out of memory (ambient-code/platform #1299)",
+        "",
+        f"{any_run['managed_namespaces']} managed and {any_run['unmanaged_namespaces']} other namespaces, "
+        f"{any_run['finished_sessions']} finished sessions (terminal status), {any_run['running_sessions']} "
+        "sessions whose runners run. The operator starts, every runner comes up, it is stopped (SIGTERM) "
+        "and started again. Peaks are the kernel's high-water mark (`VmHWM`); *steady* is the RSS at "
+        "the end of the restart's window; the restart's API requests are counted over that window "
+        "(from the restart to its end), which includes a session created as the restart begins.",
+        "",
+        "| engine | first start: peak (MiB) | restart: peak (MiB) | restart: steady (MiB) | ready (s) | new session to Running (s) | API requests (window s) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for engine, run in sorted(scales.items()):
+        first, again = run["first_start"], run["restart"]
+        lines.append(
+            f"| {engine} | {fmt(first['process'].get('hwm_rss_mib'))} | "
+            f"{fmt(again['process'].get('hwm_rss_mib'))} | {fmt(again['process']['final_rss_mib'])} | "
+            f"{fmt(again['ready_s'], 2)} | {fmt(again.get('probe_to_running_s'), 2)} | "
+            f"{fmt(again.get('api_requests'), 0)} ({fmt(again.get('window_s'), 0)}) |")
 lines += ["", "## Targets", ""]
 for k, v in report["targets"].items():
     lines.append(f"- {k}: {'met' if v['met'] else 'MISSED'} ({json.dumps({a: b for a, b in v.items() if a != 'met'})})")
