@@ -21,8 +21,8 @@
 //!   sessions given a terminal status (`--finished-sessions`), and sessions whose runners run
 //!   (`--sessions`). Starts the operator, waits until every runner runs, stops it (SIGTERM) and
 //!   starts it again, as an operator of that cluster would; records each start's peak RSS (the
-//!   kernel's high-water mark), the restart's time to ready, API requests and the time a session
-//!   created as the restart begins takes to reach Running.
+//!   kernel's high-water mark), the restart's time to ready, API requests and the time to Running
+//!   of a session created as the restart begins and of one created once it is ready.
 //!
 //! API requests of the operator (or of the bare client) are counted by the API server itself:
 //! `apiserver_flowcontrol_dispatched_requests_total` of a FlowSchema that matches only that
@@ -1429,13 +1429,33 @@ async fn scale(args: &Args, admin: Client) -> serde_json::Value {
         .wait_ready(Duration::from_secs(300))
         .await
         .as_secs_f64();
+    // A second session created once the restarted operator is ready, while its start-up
+    // backlog is handled.
+    let later = (
+        namespace_name(args, (probe_index + 1) % args.namespaces),
+        session_name(probe_index + 1),
+    );
+    let later_created = origin.elapsed().as_secs_f64();
+    timelines.lock().entry(later.clone()).or_default().created = Some(later_created);
+    Api::<AgenticSession>::namespaced(admin.clone(), &later.0)
+        .create(&PostParams::default(), &bench_session(args, &later.1))
+        .await
+        .unwrap_or_else(|e| panic!("creating the second probe session: {e}"));
     let probe_deadline = Instant::now() + Duration::from_secs(120);
-    let probe_running = loop {
-        if let Some(running) = timelines.lock().get(&probe).and_then(|t| t.running) {
-            break Some(running - probe_created);
-        }
-        if Instant::now() > probe_deadline {
-            break None;
+    let to_running = |key: &(String, String), created: f64| {
+        timelines
+            .lock()
+            .get(key)
+            .and_then(|t| t.running)
+            .map(|running| running - created)
+    };
+    let (probe_running, later_running) = loop {
+        let (first, second) = (
+            to_running(&probe, probe_created),
+            to_running(&later, later_created),
+        );
+        if (first.is_some() && second.is_some()) || Instant::now() > probe_deadline {
+            break (first, second);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
@@ -1444,6 +1464,7 @@ async fn scale(args: &Args, admin: Client) -> serde_json::Value {
     let after = dispatched(&admin, flow).await;
     let mut restart = start_figures(sampler, second.pid(), ready);
     restart["probe_to_running_s"] = json!(probe_running);
+    restart["after_ready_to_running_s"] = json!(later_running);
     restart["window_s"] = json!(restarted.elapsed().as_secs_f64());
     restart["api_requests"] = json!(after - before);
     eprintln!("[loadgen] restart: {restart}");

@@ -62,6 +62,15 @@ for engine, run in scales.items():
     report["targets"][f"memory-restart-1299-{engine}"] = {
         "peak_rss_mib": peak, "target_mib": TARGET_RESTART_RSS_MIB,
         "met": peak is not None and peak <= TARGET_RESTART_RSS_MIB}
+    first = run["first_start"]["process"].get("hwm_rss_mib")
+    report["targets"][f"memory-first-start-1299-{engine}"] = {
+        "peak_rss_mib": first, "target_mib": TARGET_RESTART_RSS_MIB,
+        "met": first is not None and first <= TARGET_RESTART_RSS_MIB}
+    ready = run["restart"]["ready_s"]
+    report["targets"][f"restart-ready-1299-{engine}"] = {"ready_s": ready, "target_s": 2, "met": ready < 2}
+    later = run["restart"].get("after_ready_to_running_s")
+    report["targets"][f"restart-new-session-1299-{engine}"] = {
+        "to_running_s": later, "target_s": 1, "met": later is not None and later < 1}
 rows = []
 for n in sorted(results):
     by_mode = results[n]
@@ -335,9 +344,11 @@ if scales:
         "sessions whose runners run. The operator starts, every runner comes up, it is stopped (SIGTERM) "
         "and started again. Peaks are the kernel's high-water mark (`VmHWM`); *steady* is the RSS at "
         "the end of the restart's window; the restart's API requests are counted over that window "
-        "(from the restart to its end), which includes a session created as the restart begins.",
+        "(from the restart to its end), which include the two new sessions: one created as the "
+        "restart begins (it is in the restarted operator's first list, behind the start-up "
+        "backlog), one created once the operator is ready (a fresh event).",
         "",
-        "| engine | first start: peak (MiB) | restart: peak (MiB) | restart: steady (MiB) | ready (s) | new session to Running (s) | API requests (window s) |",
+        "| engine | first start: peak (MiB) | restart: peak (MiB) | restart: steady (MiB) | ready (s) | new session to Running: created once ready / as the restart began (s) | API requests (window s) |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for engine, run in sorted(scales.items()):
@@ -345,7 +356,8 @@ if scales:
         lines.append(
             f"| {engine} | {fmt(first['process'].get('hwm_rss_mib'))} | "
             f"{fmt(again['process'].get('hwm_rss_mib'))} | {fmt(again['process']['final_rss_mib'])} | "
-            f"{fmt(again['ready_s'], 2)} | {fmt(again.get('probe_to_running_s'), 2)} | "
+            f"{fmt(again['ready_s'], 2)} | {fmt(again.get('after_ready_to_running_s'), 2)} / "
+            f"{fmt(again.get('probe_to_running_s'), 2)} | "
             f"{fmt(again.get('api_requests'), 0)} ({fmt(again.get('window_s'), 0)}) |")
 lines += ["", "## Targets", ""]
 for k, v in report["targets"].items():

@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backlog::Backlog;
 use crate::retry::RetryDelays;
 
-/// Page size of a list.
+/// Page size of a list unless [`WatchLoop::with_page_size`] says otherwise.
 const PAGE_SIZE: u32 = 500;
 /// Server-side timeout of one watch request (the loop resumes after it).
 const WATCH_TIMEOUT_SECONDS: u32 = 290;
@@ -128,6 +128,7 @@ pub struct WatchLoop<K> {
     api: Api<K>,
     label_selector: Option<String>,
     field_selector: Option<String>,
+    page_size: u32,
     modify: fn(&mut K),
     filter: Option<Filter<K>>,
     relist: Option<tokio::sync::watch::Receiver<u64>>,
@@ -147,6 +148,7 @@ where
             api,
             label_selector,
             field_selector: None,
+            page_size: PAGE_SIZE,
             modify: |_| {},
             filter: None,
             relist: None,
@@ -161,6 +163,13 @@ where
     #[must_use]
     pub fn with_field_selector(mut self, selector: String) -> Self {
         self.field_selector = Some(selector);
+        self
+    }
+
+    /// Lists `size` objects a page (a page is held whole while it is parsed).
+    #[must_use]
+    pub fn with_page_size(mut self, size: u32) -> Self {
+        self.page_size = size;
         self
     }
 
@@ -263,7 +272,7 @@ where
             .relist
             .as_mut()
             .map_or(0, |relist| *relist.borrow_and_update());
-        let mut params = ListParams::default().limit(PAGE_SIZE);
+        let mut params = ListParams::default().limit(self.page_size);
         if let Some(selector) = &self.label_selector {
             params = params.labels(selector);
         }

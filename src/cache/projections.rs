@@ -11,14 +11,63 @@
 //! half-kilobyte node): the one label the operator reads, the owning session's name, and the
 //! token Secret's refreshed-at annotation are kept in fields of their own
 //! ([`RunnerChild::session_name`], [`RunnerSecret::token_refreshed_at`]).
+//!
+//! Their metadata is read without its `managedFields` ([`metadata_without_managed_fields`]):
+//! the server's record of who set which field is often larger than the rest of the object, and
+//! read into k8s-openapi's `ObjectMeta` it is a tree of JSON maps, built for a whole list page
+//! before any object of it can be slimmed.
 
 use agentic_crds::keys;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::{Job, JobStatus};
 use k8s_openapi::api::core::v1::{ConfigMap, ContainerState, Pod, PodCondition, Secret, Service};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
+
+/// Reads an object's metadata as k8s-openapi's `ObjectMeta`, skipping `managedFields` as it is
+/// parsed (serde passes over an unknown field without allocating), so it never exists in
+/// memory. Every other field is kept.
+pub fn metadata_without_managed_fields<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<ObjectMeta, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Wire {
+        annotations: Option<BTreeMap<String, String>>,
+        creation_timestamp: Option<Time>,
+        deletion_grace_period_seconds: Option<i64>,
+        deletion_timestamp: Option<Time>,
+        finalizers: Option<Vec<String>>,
+        generate_name: Option<String>,
+        generation: Option<i64>,
+        labels: Option<BTreeMap<String, String>>,
+        name: Option<String>,
+        namespace: Option<String>,
+        owner_references: Option<Vec<OwnerReference>>,
+        resource_version: Option<String>,
+        self_link: Option<String>,
+        uid: Option<String>,
+    }
+    let wire = Wire::deserialize(deserializer)?;
+    Ok(ObjectMeta {
+        annotations: wire.annotations,
+        creation_timestamp: wire.creation_timestamp,
+        deletion_grace_period_seconds: wire.deletion_grace_period_seconds,
+        deletion_timestamp: wire.deletion_timestamp,
+        finalizers: wire.finalizers,
+        generate_name: wire.generate_name,
+        generation: wire.generation,
+        labels: wire.labels,
+        managed_fields: None,
+        name: wire.name,
+        namespace: wire.namespace,
+        owner_references: wire.owner_references,
+        resource_version: wire.resource_version,
+        self_link: wire.self_link,
+        uid: wire.uid,
+    })
+}
 
 /// Implements k8s-openapi's `Resource` and `Metadata` for a projection of `$full` (kube's
 /// `Resource` follows from them), so `Api`, watchers and reflectors accept it.
@@ -105,7 +154,7 @@ macro_rules! runner_child {
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 pub struct RunnerJob {
     /// The Job's metadata.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "metadata_without_managed_fields")]
     pub metadata: ObjectMeta,
     /// The Job's status (its conditions decide a session's fate).
     pub status: Option<JobStatus>,
@@ -159,7 +208,7 @@ impl From<Job> for RunnerJob {
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 pub struct RunnerPod {
     /// The Pod's metadata.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "metadata_without_managed_fields")]
     pub metadata: ObjectMeta,
     /// The Pod's status (phase, scheduling, the runner container's state).
     pub status: Option<RunnerPodStatus>,
@@ -240,7 +289,7 @@ impl From<Pod> for RunnerPod {
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 pub struct RunnerSecret {
     /// The Secret's metadata.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "metadata_without_managed_fields")]
     pub metadata: ObjectMeta,
     /// The owning session, once moved out of the labels.
     #[serde(skip)]
@@ -314,7 +363,7 @@ impl<'de> Deserialize<'de> for NamedSecret {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
         struct Raw {
-            #[serde(default)]
+            #[serde(default, deserialize_with = "metadata_without_managed_fields")]
             metadata: ObjectMeta,
             #[serde(default)]
             data: BTreeMap<String, ByteString>,
@@ -364,7 +413,7 @@ impl<'de> Deserialize<'de> for CaBundle {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Raw {
-            #[serde(default)]
+            #[serde(default, deserialize_with = "metadata_without_managed_fields")]
             metadata: ObjectMeta,
             #[serde(default)]
             data: BTreeMap<String, serde::de::IgnoredAny>,
@@ -385,7 +434,7 @@ impl<'de> Deserialize<'de> for CaBundle {
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 pub struct RunnerService {
     /// The Service's metadata.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "metadata_without_managed_fields")]
     pub metadata: ObjectMeta,
     /// The owning session, once moved out of the labels.
     #[serde(skip)]
@@ -401,6 +450,48 @@ projection_of!(RunnerService, Service);
 mod tests {
     use super::*;
     use kube::Resource;
+
+    #[test]
+    fn metadata_is_read_whole_but_for_its_managed_fields() {
+        let pod = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "demo-job-x1",
+                "namespace": "team",
+                "uid": "pod-uid",
+                "resourceVersion": "42",
+                "generation": 3,
+                "generateName": "demo-job-",
+                "creationTimestamp": "2026-01-01T00:00:00Z",
+                "deletionTimestamp": "2026-01-01T00:05:00Z",
+                "deletionGracePeriodSeconds": 30,
+                "finalizers": ["f"],
+                "labels": {"agentic-session": "demo"},
+                "annotations": {"a": "b"},
+                "selfLink": "/api/v1/pods/x",
+                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "demo-job",
+                                     "uid": "job-uid", "controller": true}],
+                "managedFields": [{"manager": "kubelet", "operation": "Update",
+                                   "fieldsType": "FieldsV1",
+                                   "fieldsV1": {"f:status": {"f:phase": {}}}}]
+            },
+            "status": {"phase": "Running"}
+        });
+        let full: Pod = serde_json::from_value(pod.clone()).unwrap();
+        let projected: RunnerPod = serde_json::from_value(pod).unwrap();
+        assert!(full.metadata.managed_fields.is_some());
+        assert_eq!(
+            projected.metadata,
+            ObjectMeta {
+                managed_fields: None,
+                ..full.metadata
+            }
+        );
+        // A list item without metadata still reads.
+        let bare: RunnerPod = serde_json::from_value(serde_json::json!({})).unwrap();
+        assert_eq!(bare.metadata, ObjectMeta::default());
+    }
 
     #[test]
     fn projections_are_a_fraction_of_the_full_types() {

@@ -45,7 +45,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{SyncTracker, WatchedKind, handle, session_fingerprint, sessions_in};
+use super::{CRD_PAGE_SIZE, SyncTracker, WatchedKind, handle, session_fingerprint, sessions_in};
 use crate::cache::ObjectKey;
 use crate::cache::projections::{
     CaBundle, NamedSecret, RunnerChild, RunnerJob, RunnerPod, RunnerSecret, RunnerService,
@@ -212,14 +212,17 @@ impl Engine {
             .as_ref()
             .map_or_else(|| client.clone(), |p| p.client.clone());
         let children = Some(child_selector());
-        tasks.spawn(self.clone().watch(
-            Part::narrow(
-                &part,
-                WatchLoop::new(Api::<AgenticSession>::all(mine.clone()), None),
+        tasks.spawn(
+            self.clone().watch(
+                Part::narrow(
+                    &part,
+                    WatchLoop::new(Api::<AgenticSession>::all(mine.clone()), None)
+                        .with_page_size(CRD_PAGE_SIZE),
+                ),
+                writers.sessions,
+                Engine::on_session,
             ),
-            writers.sessions,
-            Engine::on_session,
-        ));
+        );
         tasks.spawn(self.clone().watch(
             Part::narrow(
                 &part,
@@ -318,14 +321,17 @@ impl Engine {
             writers.namespaces,
             Engine::on_namespace,
         ));
-        tasks.spawn(self.clone().watch(
-            Part::narrow(
-                &part,
-                WatchLoop::new(Api::<ProjectSettings>::all(mine), None),
+        tasks.spawn(
+            self.clone().watch(
+                Part::narrow(
+                    &part,
+                    WatchLoop::new(Api::<ProjectSettings>::all(mine), None)
+                        .with_page_size(CRD_PAGE_SIZE),
+                ),
+                writers.project_settings,
+                Engine::on_project_settings,
             ),
-            writers.project_settings,
-            Engine::on_project_settings,
-        ));
+        );
     }
 
     /// One kind's loop: each change is applied to the cache as soon as it is read and noted

@@ -175,7 +175,9 @@ impl Watches {
         let children = watcher::Config::default()
             .labels(&child_selector())
             .page_size(500);
-        let all = watcher::Config::default().page_size(500);
+        // Sessions and ProjectSettings are read whole, managedFields included (their types are
+        // the CRDs'): a smaller page holds fewer of those at once while a list is read.
+        let all = watcher::Config::default().page_size(super::CRD_PAGE_SIZE);
 
         let fingerprints: Arc<DashMap<ObjectKey, (u64, bool)>> = Arc::default();
         let this = self.clone();
