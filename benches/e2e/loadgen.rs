@@ -212,27 +212,12 @@ fn session_name(i: usize) -> String {
 }
 
 async fn create_namespaces(args: &Args, admin: &Client) {
-    let api: Api<Namespace> = Api::all(admin.clone());
+    let managed = [(
+        keys::MANAGED_NAMESPACE_LABEL.to_string(),
+        keys::MANAGED_NAMESPACE_VALUE.to_string(),
+    )];
     for i in 0..args.namespaces {
-        let ns = Namespace {
-            metadata: ObjectMeta {
-                name: Some(namespace_name(args, i)),
-                labels: Some(
-                    [(
-                        keys::MANAGED_NAMESPACE_LABEL.to_string(),
-                        keys::MANAGED_NAMESPACE_VALUE.to_string(),
-                    )]
-                    .into(),
-                ),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        match api.create(&PostParams::default(), &ns).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => panic!("creating namespace: {e}"),
-        }
+        create_namespace(admin, namespace_name(args, i), Some(managed.clone().into())).await;
         // The runner's model credentials: without them sessions wait in Pending (SPEC §5.1).
         let secrets: Api<Secret> = Api::namespaced(admin.clone(), &namespace_name(args, i));
         let credentials = Secret {
@@ -1315,20 +1300,28 @@ async fn create_finished_sessions(args: &Args, admin: &Client, range: std::ops::
 }
 
 async fn create_unmanaged_namespaces(args: &Args, admin: &Client) {
-    let api: Api<Namespace> = Api::all(admin.clone());
     for i in 0..args.unmanaged_namespaces {
-        let ns = Namespace {
-            metadata: ObjectMeta {
-                name: Some(unmanaged_namespace_name(args, i)),
-                ..Default::default()
-            },
+        create_namespace(admin, unmanaged_namespace_name(args, i), None).await;
+    }
+}
+
+/// Creates namespace `name` with `labels` (one that exists already is left as it is).
+async fn create_namespace(admin: &Client, name: String, labels: Option<BTreeMap<String, String>>) {
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name),
+            labels,
             ..Default::default()
-        };
-        match api.create(&PostParams::default(), &ns).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => panic!("creating namespace: {e}"),
-        }
+        },
+        ..Default::default()
+    };
+    match Api::<Namespace>::all(admin.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => panic!("creating namespace: {e}"),
     }
 }
 
