@@ -7,9 +7,10 @@
 //! never waits for handling, so a slow handler never leaves the cache behind the stream, nor
 //! the API server holding a watch the loop does not read.
 //!
-//! States: [`WatchState::Empty`] (nothing listed yet, or history lost) → list every page, hand
-//! over every new or changed object and, for objects known before but absent now, a synthesised
-//! deletion ([`Change::Vanished`]) → [`WatchState::Watching`] from the list's resourceVersion,
+//! States: [`WatchState::Empty`] (nothing listed yet, or history lost) → list page by page,
+//! handing over each page's new or changed objects before the next page is requested, then, for
+//! objects known before but absent from every page, a synthesised deletion
+//! ([`Change::Vanished`]) → [`WatchState::Watching`] from the list's resourceVersion,
 //! advancing with every event and bookmark. To tell what changed across a relist the loop keeps
 //! each object's name and resourceVersion, never the object: the caller's cache has those. A
 //! watch that ends (server timeout, disconnect) resumes from the last version seen; 410 Gone (history compacted) sends the loop back to `Empty`; other errors are retried
@@ -279,7 +280,7 @@ where
         if let Some(selector) = &self.field_selector {
             params = params.fields(selector);
         }
-        let mut listed = Vec::new();
+        let mut relist = RelistDiff::default();
         let mut resource_version = String::new();
         loop {
             let page = self.api.list(&params).await.map_err(LegacyError::List)?;
@@ -288,25 +289,26 @@ where
                 .resource_version
                 .clone()
                 .unwrap_or(resource_version);
+            let next = page.metadata.continue_.filter(|c| !c.is_empty());
+            // Each page is handed over before the next is requested: the caller's cache takes
+            // its objects while the page is the only copy of them held here.
             for mut item in page.items {
                 if self.accepts(&item) {
                     (self.modify)(&mut item);
-                    listed.push(item);
+                    if relist.listed(&self.known, &item) {
+                        self.remember(&item);
+                        hand_over(Change::Applied(item));
+                    }
                 }
             }
-            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            match next {
                 Some(token) => params = params.continue_token(&token),
                 None => break,
             }
         }
-        let (changed, vanished) = diff_relist(&self.known, listed);
-        for name in vanished {
+        for name in relist.vanished(&self.known) {
             self.known.remove(&name);
             hand_over(Change::Vanished(name));
-        }
-        for object in changed {
-            self.remember(&object);
-            hand_over(Change::Applied(object));
         }
         hand_over(Change::Listed {
             first: !self.listed_once,
@@ -402,24 +404,33 @@ async fn relist_requested(relist: &mut Option<tokio::sync::watch::Receiver<u64>>
     std::future::pending().await
 }
 
-/// Compares a fresh list with what was known: objects new or changed (by resourceVersion), and
-/// the names of known objects missing from the list (deleted while the loop was away).
-fn diff_relist<K: Resource>(known: &Known, listed: Vec<K>) -> (Vec<K>, Vec<ObjectName>) {
-    let present: BTreeSet<ObjectName> = listed.iter().map(ObjectName::of).collect();
-    let vanished = known
-        .keys()
-        .filter(|name| !present.contains(*name))
-        .cloned()
-        .collect();
-    let changed = listed
-        .into_iter()
-        .filter(|object| {
-            known.get(&ObjectName::of(object)).is_none_or(|version| {
-                object.resource_version().as_deref() != Some(version.as_str())
-            })
-        })
-        .collect();
-    (changed, vanished)
+/// What a relist has read so far: the names of the objects it listed, page by page.
+#[derive(Default)]
+struct RelistDiff {
+    present: BTreeSet<ObjectName>,
+}
+
+impl RelistDiff {
+    /// Notes that `object` is in the list; returns whether it is new or changed (by
+    /// resourceVersion) against what was `known` before.
+    fn listed<K: Resource>(&mut self, known: &Known, object: &K) -> bool {
+        let name = ObjectName::of(object);
+        let changed = known
+            .get(&name)
+            .is_none_or(|version| object.resource_version().as_deref() != Some(version.as_str()));
+        self.present.insert(name);
+        changed
+    }
+
+    /// Once every page is read: the known objects no page listed (deleted while the loop was
+    /// away).
+    fn vanished(self, known: &Known) -> Vec<ObjectName> {
+        known
+            .keys()
+            .filter(|name| !self.present.contains(*name))
+            .cloned()
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -440,23 +451,39 @@ mod tests {
         }
     }
 
-    fn names(objects: &[ConfigMap]) -> Vec<String> {
-        objects.iter().map(|o| o.name_any()).collect()
+    /// Lists `pages` against `known` the way the loop does: the changed objects of each page
+    /// right after it, then what vanished.
+    fn relist(known: &Known, pages: &[Vec<ConfigMap>]) -> (Vec<Vec<String>>, Vec<ObjectName>) {
+        let mut diff = RelistDiff::default();
+        let changed = pages
+            .iter()
+            .map(|page| {
+                page.iter()
+                    .filter(|object| diff.listed(known, *object))
+                    .map(|object| object.name_any())
+                    .collect()
+            })
+            .collect();
+        (changed, diff.vanished(known))
     }
 
     #[test]
-    fn relist_reports_new_changed_and_vanished_objects() {
-        let known: Known = [("same", "1"), ("edited", "1"), ("gone", "1")]
-            .into_iter()
-            .map(|(name, version)| (ObjectName::of(&object(name, "")), version.to_string()))
-            .collect();
-        let listed = vec![
-            object("same", "1"),
-            object("edited", "2"),
-            object("new", "3"),
+    fn relist_reports_new_and_changed_objects_page_by_page_then_what_vanished() {
+        let known: Known = [
+            ("same", "1"),
+            ("edited", "1"),
+            ("gone", "1"),
+            ("later", "1"),
+        ]
+        .into_iter()
+        .map(|(name, version)| (ObjectName::of(&object(name, "")), version.to_string()))
+        .collect();
+        let pages = [
+            vec![object("same", "1"), object("edited", "2")],
+            vec![object("new", "3"), object("later", "1")],
         ];
-        let (changed, vanished) = diff_relist(&known, listed);
-        assert_eq!(names(&changed), vec!["edited", "new"]);
+        let (changed, vanished) = relist(&known, &pages);
+        assert_eq!(changed, vec![vec!["edited"], vec!["new"]]);
         assert_eq!(
             vanished,
             vec![ObjectName {
@@ -468,8 +495,8 @@ mod tests {
 
     #[test]
     fn first_list_reports_everything_as_new() {
-        let (changed, vanished) = diff_relist(&Known::new(), vec![object("a", "1")]);
-        assert_eq!(names(&changed), vec!["a"]);
+        let (changed, vanished) = relist(&Known::new(), &[vec![object("a", "1")]]);
+        assert_eq!(changed, vec![vec!["a"]]);
         assert!(vanished.is_empty());
     }
 
