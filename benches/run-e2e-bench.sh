@@ -12,7 +12,7 @@
 #                                            --sharding, failover killing one of them
 #                                            E2E_KILL_AFTER seconds into the burst)
 #        E2E_STARTUP_ENGINES="queue" ...     engines measured at start-up (default: queue legacy)
-#        E2E_STARTUP_TIMEOUT=300             how long to follow the start-up backlog (s)
+#        E2E_STARTUP_TIMEOUT=1200            how long to follow the start-up backlog (s)
 #        E2E_SETTLE=420 ...                  keep sampling the operator's RSS this long after each run
 #        E2E_RUNS_DIR=dir ...                raw results elsewhere (default target/bench-report/e2e-runs)
 #        E2E_OPERATOR_BIN=path ...           run another operator binary or a wrapper (e.g. heaptrack)
@@ -140,7 +140,7 @@ if [ "$startup" != 0 ]; then
     log "start-up, $mode: operator against the backlog, probes while it drains"
     "$loadgen" --mode startup --kubeconfig "$KUBECONFIG" --sessions "$startup" --namespaces "$namespaces" \
       --probes 5 --operator-bin "$operator_bin" --operator-log "$runs/startup-$mode-$startup.log" \
-      --timeout-secs "${E2E_STARTUP_TIMEOUT:-300}" --out "$runs/startup-$mode-$startup.json" -- \
+      --timeout-secs "${E2E_STARTUP_TIMEOUT:-1200}" --out "$runs/startup-$mode-$startup.json" -- \
       --kubeconfig "$state/operator.kubeconfig" --namespace default "${runner_flags[@]}" "${engine[@]}"
   done
 fi

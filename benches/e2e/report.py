@@ -124,9 +124,13 @@ for entry in rows:
             "met": entry["ratio_vs_baseline"] >= TARGET_RATIO}
 rss_runs = [e for e in rows if e["mode"] == "queue" and e["peak_rss_mib"]]
 if startup:
+    # The target is the memory with every session of the backlog Running (each with its
+    # children cached); a run that ended before that did not measure it.
+    drained = startup.get("backlog_running") == startup["backlog"]
     report["targets"]["memory-startup"] = {
-        "sessions": startup["backlog"], "peak_rss_mib": startup["process"]["peak_rss_mib"],
-        "target_mib": TARGET_RSS_MIB, "met": startup["process"]["peak_rss_mib"] <= TARGET_RSS_MIB}
+        "sessions": startup["backlog"], "running": startup.get("backlog_running"),
+        "peak_rss_mib": startup["process"]["peak_rss_mib"], "target_mib": TARGET_RSS_MIB,
+        "met": (startup["process"]["peak_rss_mib"] <= TARGET_RSS_MIB) if drained else None}
 for e in rss_runs:
     report["targets"][f"memory-{e['sessions']}"] = {
         "peak_rss_mib": e["peak_rss_mib"], "target_mib": TARGET_RSS_MIB,
@@ -361,7 +365,8 @@ if scales:
             f"{fmt(again.get('api_requests'), 0)} ({fmt(again.get('window_s'), 0)}) |")
 lines += ["", "## Targets", ""]
 for k, v in report["targets"].items():
-    lines.append(f"- {k}: {'met' if v['met'] else 'MISSED'} ({json.dumps({a: b for a, b in v.items() if a != 'met'})})")
+    verdict = "NOT MEASURED" if v["met"] is None else ("met" if v["met"] else "MISSED")
+    lines.append(f"- {k}: {verdict} ({json.dumps({a: b for a, b in v.items() if a != 'met'})})")
 lines += [""] + [f"![{p}]({p})" for p in plots]
 with open(os.path.join(out, "e2e.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
