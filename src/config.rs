@@ -82,7 +82,8 @@ pub struct Args {
     #[arg(long, env = "DEFAULT_INACTIVITY_TIMEOUT", default_value_t = 86_400)]
     pub default_inactivity_timeout: u64,
 
-    /// A session whose runner is not running this long after its Job was created fails (StartTimeout).
+    /// A session whose runner is not running this long after its Job was created fails (StartTimeout);
+    /// so does one Pending this long after the operator first reached it (never counted from its creation).
     #[arg(long, env = "START_TIMEOUT", default_value = "10m", value_parser = parse_positive_duration)]
     pub start_timeout: Duration,
 

@@ -1090,6 +1090,8 @@ impl Baseline {
             now: Timestamp::now(),
             inactivity_timeout: Some(Duration::from_secs(86_400)),
             start_timeout: Duration::from_secs(600),
+            // Reached as soon as created: its Pending clock starts now.
+            pending_since: None,
             token_refresh_after: Duration::from_secs(45 * 60),
             enforce_timeout: false,
             status_schema: agentic_crds::StatusSchema::OURS,

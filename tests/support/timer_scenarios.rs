@@ -14,9 +14,9 @@ use kube::Api;
 use tokio::sync::Mutex;
 
 use super::operator::{Engine, annotate, create, operator, ready_reason, session, wait_for_phase};
-use super::{ClusterInfo, TestNamespace, wait_until, wait_until_gone};
+use super::{ClusterInfo, MANAGED_LABEL, TestNamespace, wait_until, wait_until_gone};
 
-const START_TIMEOUT: &str = "8s";
+const START_TIMEOUT: Duration = Duration::from_secs(8);
 const REFRESH_AFTER: &str = "3s";
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -32,6 +32,7 @@ macro_rules! timer_tests {
             runner_token_is_refreshed_while_running,
             a_restart_hands_its_run_a_fresh_token,
             pod_stuck_terminating_is_force_deleted_after_its_grace_period_and_30s,
+            a_session_older_than_the_start_timeout_when_first_reached_still_starts,
         );
     };
     (@tests $engine:expr; $($name:ident),* $(,)?) => {
@@ -57,7 +58,7 @@ pub fn start(cluster: &ClusterInfo, engine: Engine) {
         engine,
         &[
             "--start-timeout",
-            START_TIMEOUT,
+            &format!("{}s", START_TIMEOUT.as_secs()),
             "--token-refresh-after",
             REFRESH_AFTER,
             "--enforce-session-timeout",
@@ -342,4 +343,54 @@ pub async fn pod_stuck_terminating_is_force_deleted_after_its_grace_period_and_3
             .map(|p| &p.metadata.name)
             .collect::<Vec<_>>()
     );
+}
+
+/// The start timeout counts from when the operator first reaches a session, never from the
+/// session's creation: a session that waited for the operator longer than the timeout (an
+/// outage, a long start-up backlog; here its namespace became managed late) still waits the
+/// whole timeout for its runner Secret (SPEC §5.1), and starts once the Secret is there.
+pub async fn a_session_older_than_the_start_timeout_when_first_reached_still_starts(
+    cluster: &ClusterInfo,
+) {
+    let ns = TestNamespace::create_with_labels(cluster, "late", &[]).await;
+    create(
+        &ns.client,
+        &ns.name,
+        &session("late", &[("SIM_OUTCOME", "hang")]),
+    )
+    .await;
+    tokio::time::sleep(START_TIMEOUT + Duration::from_secs(2)).await;
+    let api = ns.api::<agentic_crds::AgenticSession>();
+    let untouched = api.get("late").await.expect("reading the session");
+    assert_eq!(
+        untouched.status.map(|s| s.phase).unwrap_or_default(),
+        Phase::Pending,
+        "not the operator's until its namespace is managed"
+    );
+
+    let managed = format!("{MANAGED_LABEL}=true");
+    kubectl(cluster, &["label", "namespace", &ns.name, &managed]);
+    let waiting = wait_until("SecretsReady=False", LIMIT, || async {
+        let status = api.get("late").await.ok()?.status?;
+        assert_ne!(
+            status.phase,
+            Phase::Failed,
+            "failed on first sight: {status:?}"
+        );
+        status
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "SecretsReady" && c.status == agentic_crds::ConditionStatus::False)
+    })
+    .await;
+    assert_eq!(waiting.reason.as_deref(), Some("RunnerSecretMissing"));
+
+    ns.add_runner_credentials().await;
+    let running = wait_until("Running", LIMIT, || async {
+        let status = api.get("late").await.ok()?.status?;
+        assert_ne!(status.phase, Phase::Failed, "failed: {status:?}");
+        (status.phase == Phase::Running).then_some(status)
+    })
+    .await;
+    assert!(running.start_time.is_some());
 }

@@ -10,6 +10,7 @@ pub mod drift;
 #[cfg(feature = "fault-injection")]
 pub mod fault_injection;
 mod identity;
+pub mod pending_clocks;
 pub mod phases;
 pub mod platform;
 pub mod refusals;
@@ -240,18 +241,27 @@ async fn reconcile_session(
     let project_settings = ctx.caches.project_settings_of(namespace);
     let platform = crate::handlers::session::secret_copies::platform_view(namespace, ctx);
     let service = ctx.caches.service(namespace, &name);
+    let now = Timestamp::now();
+    let pending_since = ctx.state.pending_clocks.read(
+        namespace,
+        &name,
+        session.meta().uid.as_deref().unwrap_or_default(),
+        phase,
+        now,
+    );
     let observed = Observed {
         session,
         job: job.as_deref(),
         pods: pods.iter().map(Arc::as_ref).collect(),
         token_refreshed_at,
-        now: Timestamp::now(),
+        now,
         inactivity_timeout: inactivity_timeout(
             session,
             project_settings.as_deref(),
             ctx.config.args.default_inactivity_timeout,
         ),
         start_timeout: ctx.config.args.start_timeout,
+        pending_since,
         token_refresh_after: ctx.config.args.token_refresh_after,
         enforce_timeout: ctx.config.args.enforce_session_timeout,
         status_schema: ctx.status_schema,
@@ -387,6 +397,7 @@ pub fn forget_deleted(namespace: &str, name: &str, state: &SessionState) {
         .own_writes
         .remove(&(namespace.to_string(), name.to_string()));
     state.refusals.forget(namespace, name);
+    state.pending_clocks.forget(namespace, name);
     state.syncs.forget(namespace, name);
     // Claims go when a run ends; a session deleted while running never says so.
     state
@@ -404,6 +415,7 @@ pub fn forget_released(buckets: &crate::shard::BucketSet, state: &SessionState) 
         .own_writes
         .retain(|(namespace, _), _| !leaving(namespace));
     state.refusals.forget_namespaces(leaving);
+    state.pending_clocks.forget_namespaces(leaving);
     state.syncs.forget_namespaces(leaving);
     state.claims.retain(|(namespace, _, _)| !leaving(namespace));
 }

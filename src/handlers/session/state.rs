@@ -12,6 +12,7 @@ use crate::context::Context;
 
 use super::OwnWrites;
 use super::children::RunnerSettings;
+use super::pending_clocks::PendingClocks;
 use super::refusals::PodRefusals;
 use super::runner_sync::RunnerSyncs;
 use super::waker::SessionWaker;
@@ -36,6 +37,8 @@ pub struct SessionStateInner {
     pub syncs: RunnerSyncs,
     /// Refusals to create runner pods, by session (the Job controller's `FailedCreate`).
     pub refusals: PodRefusals,
+    /// Since when each Pending session has waited for its run, as this replica counts it.
+    pub pending_clocks: PendingClocks,
     /// Makes a session due again from outside its reconcile (set by the engine).
     pub waker: SessionWaker,
 }
@@ -71,6 +74,7 @@ impl SessionState {
                 own_writes: dashmap::DashMap::new(),
                 syncs,
                 refusals: PodRefusals::default(),
+                pending_clocks: PendingClocks::default(),
                 waker,
             }),
         }

@@ -150,6 +150,12 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
         is_condition_true(&self.status.conditions, types::RUNNER_STARTED)
     }
 
+    /// Since when a Pending session has waited for its run: its Pending clock, `now` when the
+    /// caller has none.
+    pub(super) fn pending_since(&self) -> Timestamp {
+        self.observed.pending_since.unwrap_or(self.observed.now)
+    }
+
     /// When the current run started: `status.startTime`, else the session's creation.
     pub(super) fn run_start(&self) -> Timestamp {
         self.status

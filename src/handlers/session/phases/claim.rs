@@ -161,7 +161,7 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
             reasons::RUNNER_SECRET_MISSING,
             &message,
         );
-        let since = self.run_start();
+        let since = self.pending_since();
         if self.start_deadline_passed(since) {
             let message = format!(
                 "Secret {} not found in namespace {namespace} within {}s",

@@ -63,7 +63,7 @@ pub(super) fn pending(b: &mut PlanBuilder<'_, '_>) {
     if !b.observed.vertex && !b.observed.platform.runner_secret {
         return b.wait_for_runner_secret();
     }
-    if b.start_deadline_passed(b.run_start()) {
+    if b.start_deadline_passed(b.pending_since()) {
         let message = format!("not started within {}s", b.observed.start_timeout.as_secs());
         return b.fail(reasons::START_TIMEOUT, message);
     }

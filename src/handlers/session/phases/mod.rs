@@ -121,6 +121,10 @@ pub struct Observed<'a> {
     pub inactivity_timeout: Option<Duration>,
     /// `--start-timeout`.
     pub start_timeout: Duration,
+    /// While the session is Pending: when this replica first reached it in this Pending stint,
+    /// the start of its Pending clock (`--start-timeout`). Never its creation: a session that
+    /// waited for the operator (an outage, a start-up backlog) has not waited for its run.
+    pub pending_since: Option<Timestamp>,
     /// `--token-refresh-after`.
     pub token_refresh_after: Duration,
     /// `--enforce-session-timeout`: `spec.timeout` bounds the whole run.

@@ -45,6 +45,8 @@ pub(super) fn observe<'a>(
         now: at(now),
         inactivity_timeout: None,
         start_timeout: START_TIMEOUT,
+        // First reached as it was created.
+        pending_since: Some(at(0)),
         token_refresh_after: REFRESH,
         enforce_timeout: false,
         status_schema: StatusSchema::OURS,

@@ -121,6 +121,24 @@ mod tests {
     }
 
     #[test]
+    fn a_session_first_reached_long_after_its_creation_has_the_whole_start_timeout() {
+        let s = session("demo");
+        let mut observed = observe(&s, None, vec![], 700);
+        observed.pending_since = Some(at(700));
+        let claimed = plan(&observed);
+        assert_eq!(claimed.status.phase, Phase::Creating, "started, not failed");
+
+        observed.platform.runner_secret = false;
+        let waiting = plan(&observed);
+        assert_eq!(waiting.status.phase, Phase::Pending);
+        assert_eq!(waiting.requeue_after, Some(START_TIMEOUT));
+        let mut late = observe(&s, None, vec![], 1300);
+        late.pending_since = Some(at(700));
+        late.platform.runner_secret = false;
+        assert_eq!(plan(&late).status.phase, Phase::Failed);
+    }
+
+    #[test]
     fn runner_not_started_within_start_timeout_fails_and_its_job_goes_after_the_write() {
         let s = in_phase(Phase::Creating, None);
         let j = job(0, None);
