@@ -295,8 +295,9 @@ where
             for mut item in page.items {
                 if self.accepts(&item) {
                     (self.modify)(&mut item);
-                    if relist.listed(&self.known, &item) {
-                        self.remember(&item);
+                    if let Some(name) = relist.listed(&self.known, &item) {
+                        self.known
+                            .insert(name, item.resource_version().unwrap_or_default());
                         hand_over(Change::Applied(item));
                     }
                 }
@@ -411,15 +412,15 @@ struct RelistDiff {
 }
 
 impl RelistDiff {
-    /// Notes that `object` is in the list; returns whether it is new or changed (by
+    /// Notes that `object` is in the list; returns its name when it is new or changed (by
     /// resourceVersion) against what was `known` before.
-    fn listed<K: Resource>(&mut self, known: &Known, object: &K) -> bool {
+    fn listed<K: Resource>(&mut self, known: &Known, object: &K) -> Option<ObjectName> {
         let name = ObjectName::of(object);
         let changed = known
             .get(&name)
             .is_none_or(|version| object.resource_version().as_deref() != Some(version.as_str()));
-        self.present.insert(name);
-        changed
+        self.present.insert(name.clone());
+        changed.then_some(name)
     }
 
     /// Once every page is read: the known objects no page listed (deleted while the loop was
@@ -459,7 +460,7 @@ mod tests {
             .iter()
             .map(|page| {
                 page.iter()
-                    .filter(|object| diff.listed(known, *object))
+                    .filter(|object| diff.listed(known, *object).is_some())
                     .map(|object| object.name_any())
                     .collect()
             })
