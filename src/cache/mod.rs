@@ -273,6 +273,10 @@ impl Slim for AgenticSession {
         self.metadata.managed_fields = None;
         self.metadata.labels = None;
         self.annotations_mut().remove(LAST_APPLIED);
+        if self.annotations().is_empty() {
+            // An emptied map still holds its node (half a kilobyte).
+            self.metadata.annotations = None;
+        }
         if let Some(status) = self.status.as_mut() {
             status.conditions.shrink_to_fit();
         }
@@ -694,5 +698,12 @@ mod tests {
             vec![keys::DESIRED_PHASE_ANNOTATION]
         );
         assert!(session.metadata.labels.is_none());
+
+        let mut applied = AgenticSession::new("applied", Default::default());
+        applied
+            .annotations_mut()
+            .insert(LAST_APPLIED.into(), "{...}".into());
+        applied.slim();
+        assert_eq!(applied.metadata.annotations, None, "no empty map kept");
     }
 }

@@ -278,7 +278,8 @@ pub fn ready_reason(session: &AgenticSession) -> Option<String> {
         .iter()
         .find(|c| c.type_ == "Ready")?
         .reason
-        .clone()
+        .as_deref()
+        .map(str::to_owned)
 }
 
 /// The Ready condition's message: what a failure says (the platform's CRD prunes
@@ -288,8 +289,9 @@ pub fn ready_message(session: &AgenticSession) -> String {
         .status
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-        .and_then(|c| c.message.clone())
+        .and_then(|c| c.message.as_deref())
         .unwrap_or_default()
+        .to_owned()
 }
 
 /// Waits until the runner has been told about the session's current generation

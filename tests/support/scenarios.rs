@@ -154,7 +154,8 @@ fn ready_reason_of(status: &agentic_crds::AgenticSessionStatus) -> Option<String
         .iter()
         .find(|c| c.type_ == "Ready")?
         .reason
-        .clone()
+        .as_deref()
+        .map(str::to_owned)
 }
 
 /// Exit 1 → Failed, the exit code in the message.

@@ -48,22 +48,22 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
             types::RUNNER_IDENTITY_READY,
             true,
             reasons::PROVISIONED,
-            "runner identity provisioned",
+            messages::IDENTITY_PROVISIONED,
         );
         self.condition(
             types::JOB_CREATED,
             true,
             reasons::CREATING,
-            "runner Job created",
+            messages::JOB_CREATED,
         );
         self.condition(
             types::READY,
             false,
             reasons::CREATING,
-            "waiting for the runner to start",
+            messages::WAITING_FOR_RUNNER,
         );
         self.record_platform();
-        self.enter(Phase::Creating, "runner Job created", false);
+        self.enter(Phase::Creating, messages::JOB_CREATED, false);
         let deadline = self
             .observed
             .enforce_timeout
@@ -117,14 +117,14 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
             types::SECRETS_READY,
             true,
             reasons::ALL_REQUIRED_SECRETS_FOUND,
-            "runner secrets available",
+            messages::SECRETS_AVAILABLE,
         );
         if self.observed.platform.integrations.is_some() {
             self.condition(
                 types::INTEGRATION_SECRETS_READY,
                 true,
                 reasons::OPTIONAL_SECRET_FOUND,
-                &format!("Secret {} present", keys::INTEGRATIONS_SECRET),
+                messages::INTEGRATIONS_PRESENT,
             );
         }
         let s3 = &self.observed.s3;
@@ -136,9 +136,7 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
                 types::S3_AVAILABLE,
                 false,
                 reasons::NOT_CONFIGURED,
-                "S3 storage not configured: session state will not persist across runs; \
-                 configure S3 in the project's ambient-non-vertex-integrations Secret \
-                 (STORAGE_MODE=custom) or the operator's minio-credentials",
+                messages::S3_NOT_CONFIGURED,
             );
         }
     }

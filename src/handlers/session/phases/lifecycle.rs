@@ -10,9 +10,9 @@ pub(super) fn pending(b: &mut PlanBuilder<'_, '_>) {
             types::READY,
             false,
             reasons::STOPPING,
-            "stopped before it started",
+            messages::STOPPED_BEFORE_START,
         );
-        b.enter(Phase::Stopping, "stopped before it started", false);
+        b.enter(Phase::Stopping, messages::STOPPED_BEFORE_START, false);
         b.requeue(Duration::ZERO);
         return;
     }
@@ -145,11 +145,14 @@ pub(super) fn stopping(b: &mut PlanBuilder<'_, '_>) {
         let reason = *b.status.stopped_reason.get_or_insert(StoppedReason::User);
         b.status.completion_time = Some(b.now());
         let (ready_reason, message) = match reason {
-            StoppedReason::Inactivity => (reasons::INACTIVITY_TIMEOUT, "stopped after inactivity"),
-            _ => (reasons::STOPPED_BY_USER, "session stopped"),
+            StoppedReason::Inactivity => (
+                reasons::INACTIVITY_TIMEOUT,
+                messages::STOPPED_AFTER_INACTIVITY,
+            ),
+            _ => (reasons::STOPPED_BY_USER, messages::SESSION_STOPPED),
         };
         b.condition(types::READY, false, ready_reason, message);
-        b.enter(Phase::Stopped, "runner stopped", false);
+        b.enter(Phase::Stopped, messages::RUNNER_STOPPED, false);
         return;
     }
     b.requeue(next_check);
@@ -192,10 +195,15 @@ pub(super) fn terminal(b: &mut PlanBuilder<'_, '_>) {
             types::JOB_CREATED,
             false,
             reasons::CREATING,
-            "restart requested",
+            messages::RESTART_REQUESTED,
         );
-        b.condition(types::READY, false, reasons::CREATING, "restart requested");
-        b.enter(Phase::Pending, "restart requested", false);
+        b.condition(
+            types::READY,
+            false,
+            reasons::CREATING,
+            messages::RESTART_REQUESTED,
+        );
+        b.enter(Phase::Pending, messages::RESTART_REQUESTED, false);
         b.session(SessionEffect::ClearStartRequest);
         b.requeue(Duration::ZERO);
         return;
@@ -211,7 +219,7 @@ pub(super) fn terminal(b: &mut PlanBuilder<'_, '_>) {
                     types::CLEANED_UP,
                     true,
                     reasons::PROVISIONED,
-                    "nothing left to delete",
+                    messages::NOTHING_LEFT_TO_DELETE,
                 );
             }
         }

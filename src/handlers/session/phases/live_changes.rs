@@ -79,7 +79,7 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
                 types::REPOS_RECONCILED,
                 true,
                 reasons::NO_REPOS,
-                "No repositories defined",
+                messages::NO_REPOS,
             );
         } else {
             self.condition(
@@ -110,7 +110,7 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
                 types::WORKFLOW_RECONCILED,
                 true,
                 reasons::NOT_CONFIGURED,
-                "No workflow selected",
+                messages::NO_WORKFLOW,
             ),
         }
         if announce {

@@ -33,7 +33,7 @@
 use std::cmp::Ordering;
 use std::time::Duration;
 
-use agentic_crds::condition::{is_condition_true, reasons, types};
+use agentic_crds::condition::{is_condition_true, messages, reasons, types};
 use agentic_crds::{
     AgenticSession, AgenticSessionStatus, Condition, ConditionStatus, Phase, StatusSchema,
     StoppedReason, keys, set_condition,

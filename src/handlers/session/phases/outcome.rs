@@ -12,15 +12,15 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
             types::JOB_CREATED,
             true,
             reasons::PROVISIONED,
-            "runner Job created",
+            messages::JOB_CREATED,
         );
         self.condition(
             types::READY,
             false,
             reasons::COMPLETED,
-            "runner finished successfully",
+            messages::RUNNER_SUCCEEDED,
         );
-        self.enter(Phase::Completed, "runner finished successfully", false);
+        self.enter(Phase::Completed, messages::RUNNER_SUCCEEDED, false);
     }
 
     pub(super) fn fail_from_job(&mut self, job_uid: &str, job_reason: &str, job_message: &str) {

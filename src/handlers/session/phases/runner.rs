@@ -23,28 +23,33 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
             types::RUNNER_IDENTITY_READY,
             true,
             reasons::PROVISIONED,
-            "runner identity provisioned",
+            messages::IDENTITY_PROVISIONED,
         );
         self.condition(
             types::JOB_CREATED,
             true,
             reasons::PROVISIONED,
-            "runner Job created",
+            messages::JOB_CREATED,
         );
         self.condition(
             types::POD_SCHEDULED,
             true,
             reasons::RUNNING,
-            "runner pod scheduled",
+            messages::POD_SCHEDULED,
         );
         self.condition(
             types::RUNNER_STARTED,
             true,
             reasons::RUNNING,
-            "runner container running",
+            messages::CONTAINER_RUNNING,
         );
-        self.condition(types::READY, true, reasons::RUNNING, "session is running");
-        self.enter(Phase::Running, "runner is running", false);
+        self.condition(
+            types::READY,
+            true,
+            reasons::RUNNING,
+            messages::SESSION_RUNNING,
+        );
+        self.enter(Phase::Running, messages::RUNNER_RUNNING, false);
         let generation = self.observed.session.metadata.generation;
         if self.status.observed_generation == generation {
             // The runner started with the spec as it is: that is what it was told.
@@ -169,6 +174,31 @@ mod tests {
             plan.observations
                 .contains(&Observation::PodCreation(Duration::from_secs(8)))
         );
+    }
+
+    #[test]
+    fn a_running_sessions_conditions_are_all_the_operators_own_texts() {
+        // Claimed in Pending, then running: the steady state most cached sessions are in, whose
+        // conditions then borrow every text instead of holding copies.
+        let mut s = session("demo");
+        let claimed = plan(&observe(&s, None, vec![], 0));
+        assert_eq!(claimed.status.phase, Phase::Creating);
+        s.status = Some(claimed.status);
+        let running = plan(&observe(&s, Some(&job(2, None)), vec![&running_pod(3)], 10));
+        assert_eq!(running.status.phase, Phase::Running);
+        assert!(running.status.conditions.len() >= 8);
+        for c in &running.status.conditions {
+            let texts = [Some(&c.type_), c.reason.as_ref(), c.message.as_ref()];
+            for text in texts.into_iter().flatten() {
+                assert!(
+                    agentic_crds::condition::known_text(text).is_some(),
+                    "{text:?} of {} is not one of the operator's texts",
+                    c.type_
+                );
+            }
+        }
+        let message = running.status.message.as_deref();
+        assert_eq!(message, Some(messages::RUNNER_RUNNING));
     }
 
     #[test]
