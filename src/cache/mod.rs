@@ -1,14 +1,17 @@
 //! In-memory views of the cluster that handlers read instead of the API server.
 //!
-//! Both engines fill the same [`Caches`] through [`CacheWriters`]: kube's reflector stores, fed by
-//! whichever watch loop the engine runs, plus a pod-by-session index. What is cached is kept
-//! small on purpose (SPEC: RSS ≤ 100 MiB at 10 000 sessions): only the operator's own Jobs, Pods
-//! and Secrets (label `app=ambient-code-runner`), only managed Namespaces, no managedFields, and
-//! of Jobs, Pods and Secrets only what decisions read: they are cached as the projections of
-//! [`crate::cache::projections`] (metadata and status; no specs, no data), slimmed further by [`Slim`].
+//! Both engines fill the same [`Caches`] through [`CacheWriters`]: the stores of [`store`] (kube's
+//! reflector semantics, smaller keys), fed by kube's watchers in whichever watch loop the engine
+//! runs, plus a pod-by-session index. What is cached is kept small on purpose (SPEC: RSS ≤ 100
+//! MiB at 10 000 sessions): only the operator's own Jobs, Pods and Secrets (label
+//! `app=ambient-code-runner`), only managed Namespaces, no managedFields, and of Jobs, Pods and
+//! Secrets only what decisions read: they are cached as the projections of
+//! [`crate::cache::projections`] (metadata and status; no specs, no data), slimmed further by
+//! [`Slim`].
 
 pub mod key;
 pub mod projections;
+pub mod store;
 
 pub use key::ObjectKey;
 
@@ -18,9 +21,9 @@ use std::sync::Arc;
 use agentic_crds::{AgenticSession, ProjectSettings, keys};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
-use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 use kube::runtime::watcher::Event;
 use parking_lot::RwLock;
+pub use store::{Store, Writer};
 
 use crate::cache::projections::{
     CaBundle, NamedSecret, RunnerChild, RunnerJob, RunnerPod, RunnerSecret, RunnerService,
@@ -112,7 +115,7 @@ impl SourceStores {
         self.stores
             .iter()
             .find(|(_, n, _)| *n == name)
-            .and_then(|(namespace, n, store)| store.get(&ObjectRef::new(n).within(namespace)))
+            .and_then(|(namespace, n, store)| store.get(namespace, n))
     }
 }
 
@@ -198,12 +201,12 @@ pub fn new_caches(sources: &[(String, &'static str)]) -> (Caches, CacheWriters) 
 impl Caches {
     /// Whether `namespace` carries the managed label.
     pub fn is_managed(&self, namespace: &str) -> bool {
-        self.namespaces.get(&ObjectRef::new(namespace)).is_some()
+        self.namespaces.get("", namespace).is_some()
     }
 
     /// The cached Job `name` in `namespace`.
     pub fn job(&self, namespace: &str, name: &str) -> Option<Arc<RunnerJob>> {
-        self.jobs.get(&ObjectRef::new(name).within(namespace))
+        self.jobs.get(namespace, name)
     }
 
     /// The cached pods of a session.
@@ -211,45 +214,45 @@ impl Caches {
         self.pods_by_session
             .names(namespace, session)
             .into_iter()
-            .filter_map(|name| self.pods.get(&ObjectRef::new(&name).within(namespace)))
+            .filter_map(|name| self.pods.get(namespace, &name))
             .collect()
     }
 
     /// The cached Secret `name` in `namespace`.
     pub fn secret(&self, namespace: &str, name: &str) -> Option<Arc<RunnerSecret>> {
-        self.secrets.get(&ObjectRef::new(name).within(namespace))
+        self.secrets.get(namespace, name)
     }
 
     /// The session's Service `session-<session>`, if cached.
     pub fn service(&self, namespace: &str, session: &str) -> Option<Arc<RunnerService>> {
         let name = agentic_crds::names::service_name(session);
-        self.services.get(&ObjectRef::new(&name).within(namespace))
+        self.services.get(namespace, &name)
     }
 
     /// Whether `namespace` has `ambient-runner-secrets`.
     pub fn has_runner_secret(&self, namespace: &str) -> bool {
         self.runner_secrets
-            .get(&ObjectRef::new(keys::RUNNER_SECRETS).within(namespace))
+            .get(namespace, keys::RUNNER_SECRETS)
             .is_some()
     }
 
     /// The namespace's `ambient-non-vertex-integrations`, if any.
     pub fn integrations(&self, namespace: &str) -> Option<Arc<NamedSecret>> {
         self.integration_secrets
-            .get(&ObjectRef::new(keys::INTEGRATIONS_SECRET).within(namespace))
+            .get(namespace, keys::INTEGRATIONS_SECRET)
     }
 
     /// Whether `namespace` has a `trusted-ca-bundle` ConfigMap with the bundle's key.
     pub fn has_ca_bundle(&self, namespace: &str) -> bool {
         self.ca_bundles
-            .get(&ObjectRef::new(keys::CA_BUNDLE_CONFIGMAP).within(namespace))
+            .get(namespace, keys::CA_BUNDLE_CONFIGMAP)
             .is_some_and(|c| c.has_bundle)
     }
 
     /// The namespace's ProjectSettings singleton.
     pub fn project_settings_of(&self, namespace: &str) -> Option<Arc<ProjectSettings>> {
         self.project_settings
-            .get(&ObjectRef::new(keys::PROJECT_SETTINGS_NAME).within(namespace))
+            .get(namespace, keys::PROJECT_SETTINGS_NAME)
     }
 }
 

@@ -1,6 +1,6 @@
 //! Read-only projections of the runner's Jobs, Pods and token Secrets, as the caches hold them.
 //!
-//! kube's reflector keeps each object in an `Arc<K>`, so the size of `K` itself is paid once per
+//! The caches keep each object in an `Arc<K>`, so the size of `K` itself is paid once per
 //! cached object, set or not: a `Job` is about 2.6 kB and a `Pod` 2.4 kB before any field is
 //! filled, nearly all of it the spec the operator never reads. These types have the same
 //! `metadata` and `status` fields as the full k8s-openapi types and nothing else; they

@@ -36,8 +36,6 @@ use agentic_legacy::{Change, KeyLocks, Timers, WatchLoop};
 use dashmap::{DashMap, DashSet};
 use futures::FutureExt;
 use k8s_openapi::api::core::v1::Namespace;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher::Event;
 use kube::{Api, Resource, ResourceExt};
 use parking_lot::RwLock;
@@ -51,8 +49,8 @@ use crate::cache::projections::{
     CaBundle, NamedSecret, RunnerChild, RunnerJob, RunnerPod, RunnerSecret, RunnerService,
 };
 use crate::cache::{
-    CacheWriters, Slim, child_selector, managed_namespace_selector, name_selector, secret_selector,
-    service_selector,
+    CacheWriters, Slim, Writer, child_selector, managed_namespace_selector, name_selector,
+    secret_selector, service_selector,
 };
 use crate::context::Context;
 use crate::handlers::session::SessionContext;
@@ -361,12 +359,8 @@ impl Engine {
                 Change::Deleted(object) => Event::Delete(object),
                 // Gone while the loop was away: the cache has its last state.
                 Change::Vanished(name) => {
-                    let reference = ObjectRef::<K>::new(&name.name);
-                    let reference = match &name.namespace {
-                        Some(namespace) => reference.within(namespace),
-                        None => reference,
-                    };
-                    match store.get(&reference) {
+                    let namespace = name.namespace.as_deref().unwrap_or_default();
+                    match store.get(namespace, &name.name) {
                         Some(object) => Event::Delete(K::clone(&object)),
                         None => return Vec::new(),
                     }
@@ -666,7 +660,7 @@ impl Engine {
                 .ctx
                 .caches
                 .sessions
-                .get(&ObjectRef::new(name).within(namespace))
+                .get(namespace, name)
                 .is_some_and(|session| session.status.is_some()),
             ObjectKey::Namespace(_)
             | ObjectKey::ProjectSettings(_)

@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use agentic_crds::AgenticSession;
-use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tokio::sync::Notify;
 
@@ -146,10 +145,7 @@ async fn reconcile(
 ) -> Result<Option<Duration>, HandlerError> {
     match key {
         ObjectKey::Session { namespace, name } => {
-            let found = ctx
-                .caches
-                .sessions
-                .get(&ObjectRef::new(name).within(namespace));
+            let found = ctx.caches.sessions.get(namespace, name);
             match found {
                 Some(session) => {
                     #[cfg(feature = "fault-injection")]
@@ -181,7 +177,7 @@ fn count_timeout(key: &ObjectKey, ctx: &Context, took: Duration) {
     let phase = ctx
         .caches
         .sessions
-        .get(&ObjectRef::new(name).within(namespace))
+        .get(namespace, name)
         .and_then(|session| session.status.as_ref().map(|status| status.phase))
         .unwrap_or_default();
     let families = ctx.metrics.families();

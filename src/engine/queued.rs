@@ -23,8 +23,8 @@ use agentic_queue::{
 use dashmap::{DashMap, DashSet};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::{WatchStreamExt, reflector::store::Writer};
 use kube::{Api, Resource, ResourceExt};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -36,8 +36,8 @@ use crate::cache::projections::{
     CaBundle, NamedSecret, RunnerChild, RunnerJob, RunnerPod, RunnerSecret, RunnerService,
 };
 use crate::cache::{
-    CacheWriters, Slim, child_selector, managed_namespace_selector, name_selector, secret_selector,
-    service_selector,
+    CacheWriters, Slim, Writer, child_selector, managed_namespace_selector, name_selector,
+    secret_selector, service_selector,
 };
 use crate::config::Config;
 use crate::handlers::session::SessionContext;

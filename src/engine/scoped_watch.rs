@@ -21,10 +21,11 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use crate::cache::Writer;
 use futures::StreamExt;
 use futures::stream::{BoxStream, SelectAll};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::reflector::{ObjectRef, store::Writer};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Resource};
 use tokio::sync::watch;

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cache::Store;
 use agentic_crds::{AgenticSession, Phase};
-use kube::runtime::reflector::Store;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
@@ -511,7 +511,7 @@ mod tests {
         use agentic_crds::AgenticSessionStatus;
         use kube::runtime::watcher::Event;
         let metrics = Metrics::new().unwrap();
-        let mut writer = kube::runtime::reflector::store::Writer::<AgenticSession>::default();
+        let mut writer = crate::cache::Writer::<AgenticSession>::default();
         let readiness = Readiness::default();
         metrics
             .register_operator_state(readiness.clone(), writer.as_reader())

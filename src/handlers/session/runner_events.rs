@@ -207,7 +207,7 @@ fn runner_pod_session(ctx: &SessionContext, event: &CoreEvent) -> Option<String>
     }
     ctx.caches
         .pods
-        .get(&kube::runtime::reflector::ObjectRef::new(pod).within(namespace))
+        .get(namespace, pod)
         .and_then(|p| p.session_name().map(str::to_string))
 }
 
