@@ -23,6 +23,7 @@
 //! are history by the time the new watch lists them).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -46,10 +47,18 @@ pub const REPEAT_WINDOW: Duration = Duration::from_secs(600);
 pub const PER_SESSION_PER_MINUTE: u32 = 20;
 
 /// Decides which Events are copied: dedup and a per-session rate limit.
+///
+/// Both windows are keyed by a hash of what they track (seeded per process), not by copies of
+/// its strings: the dedup window is ten minutes long, so during a start-up it holds several
+/// Events of nearly every session. Two different Events colliding on 64 bits would only make
+/// one of them look repeated.
 #[derive(Default)]
 pub struct Limiter {
-    seen: HashMap<(String, String, String, String), Instant>,
-    minute: HashMap<(String, String), (Instant, u32)>,
+    hasher: RandomState,
+    /// Hash of `(namespace, session, reason, message)` → when it was last copied.
+    seen: HashMap<u64, Instant>,
+    /// Hash of `(namespace, session)` → the current minute's start and count.
+    minute: HashMap<u64, (Instant, u32)>,
     swept: Option<Instant>,
 }
 
@@ -58,22 +67,17 @@ impl Limiter {
     pub fn admit(&mut self, namespace: &str, session: &str, reason: &str, message: &str) -> bool {
         let now = Instant::now();
         self.sweep(now);
-        let key = (
-            namespace.to_string(),
-            session.to_string(),
-            reason.to_string(),
-            message.to_string(),
-        );
+        let event = self.hasher.hash_one((namespace, session, reason, message));
         if self
             .seen
-            .get(&key)
+            .get(&event)
             .is_some_and(|at| now.duration_since(*at) < REPEAT_WINDOW)
         {
             return false;
         }
         let window = self
             .minute
-            .entry((namespace.to_string(), session.to_string()))
+            .entry(self.hasher.hash_one((namespace, session)))
             .or_insert((now, 0));
         if now.duration_since(window.0) >= Duration::from_secs(60) {
             *window = (now, 0);
@@ -82,7 +86,7 @@ impl Limiter {
             return false;
         }
         window.1 += 1;
-        self.seen.insert(key, now);
+        self.seen.insert(event, now);
         true
     }
 
@@ -292,6 +296,10 @@ mod tests {
         assert!(
             limiter.admit("ns", "other", "Pulled", "image pulled"),
             "another session"
+        );
+        assert!(
+            limiter.admit("n", "ss", "Pulled", "image pulled"),
+            "names that only concatenate alike are another session"
         );
         for i in 1..PER_SESSION_PER_MINUTE {
             assert!(limiter.admit("ns", "s", "BackOff", &format!("try {i}")));
