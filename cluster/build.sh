@@ -5,6 +5,9 @@
 # Prints the directory holding the binaries on its last line of stdout. A warm run (same versions,
 # same Go, same go.sum files) only prints that directory. Progress goes to stderr.
 #
+# `build.sh kueue` builds Kueue instead (cluster/go/kueue), cached apart under its own key, with
+# its CRDs copied from the module's source into `crds/` beside the binary.
+#
 # Cache root: $AGENTIC_CACHE_DIR (default ~/.cache/agentic-operator).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -14,8 +17,31 @@ export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 
 command -v go >/dev/null || { echo "build.sh: go is not on PATH" >&2; exit 1; }
 cache_root=${AGENTIC_CACHE_DIR:-$HOME/.cache/agentic-operator}
-key=$( { cat "$here/versions.env"; go version; cat "$here"/go/*/go.mod "$here"/go/*/go.sum; } \
-      | sha256sum | cut -c1-16)
+
+if [ "${1:-}" = kueue ]; then
+  module=$here/go/kueue
+  key=$( { go version; cat "$module/go.mod" "$module/go.sum"; } | sha256sum | cut -c1-16)
+  bin="$cache_root/kueue-bin/$key"
+  if [ -x "$bin/kueue" ] && [ -d "$bin/crds" ]; then echo "$bin"; exit 0; fi
+  mkdir -p "$cache_root/kueue-bin"
+  tmp=$(mktemp -d "$cache_root/kueue-bin/.build-XXXXXX")
+  trap 'rm -rf "$tmp"' EXIT
+  version=$(cd "$module" && go list -m -f '{{.Version}}' sigs.k8s.io/kueue)
+  printf '[cluster build] kueue %s (cold: a few minutes on 2 cores)\n' "$version" >&2
+  (cd "$module" && go build -trimpath \
+    -ldflags "-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion=$version" \
+    -o "$tmp/kueue" sigs.k8s.io/kueue/cmd/kueue)
+  mkdir "$tmp/crds"
+  cp "$(cd "$module" && go list -m -f '{{.Dir}}' sigs.k8s.io/kueue)"/config/components/crd/bases/*.yaml "$tmp/crds/"
+  chmod u+w "$tmp"/crds/*.yaml
+  rm -rf "$bin"; mv "$tmp" "$bin"; trap - EXIT
+  echo "$bin"; exit 0
+fi
+
+# The control plane's modules only: Kueue's has a key of its own.
+modules=("$here"/go/{etcd,kubernetes,kwok})
+key=$( { cat "$here/versions.env"; go version; for m in "${modules[@]}"; do cat "$m/go.mod"; done
+         for m in "${modules[@]}"; do cat "$m/go.sum"; done; } | sha256sum | cut -c1-16)
 bin="$cache_root/cluster-bin/$key"
 wanted=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok)
 

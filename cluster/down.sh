@@ -6,11 +6,14 @@ set -uo pipefail
 check=false
 if [ "${1:-}" = "--check" ]; then check=true; shift; fi
 state=${1:?usage: down.sh [--check] STATE_DIR}
-order=(kwok kube-scheduler kube-controller-manager kube-apiserver etcd)
+order=(kueue kwok kube-scheduler kube-controller-manager kube-apiserver etcd)
 
 if $check; then
   for p in "${order[@]}"; do
-    [ -f "$state/pids/$p.pid" ] && kill -0 "$(cat "$state/pids/$p.pid")" 2>/dev/null || exit 1
+    f=$state/pids/$p.pid
+    # Kueue runs only when the cluster was started with CLUSTER_KUEUE=1.
+    [ -f "$f" ] || [ "$p" != kueue ] || continue
+    [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null || exit 1
   done
   exit 0
 fi

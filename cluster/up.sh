@@ -3,6 +3,8 @@
 # kube-controller-manager -> kube-scheduler -> kwok, then a few fake Nodes.
 #
 # Usage: cluster/up.sh STATE_DIR
+#        CLUSTER_KUEUE=1 cluster/up.sh STATE_DIR   also Kueue (cluster/go/kueue), its CRDs and
+#                                                  namespace kueue-system; no webhooks (see below)
 # Everything listens on 127.0.0.1 on free ports. STATE_DIR receives the PKI, data, logs, PIDs,
 # `kubeconfig`, and `cluster.env` (shell-sourceable facts that tests read). Stop with down.sh.
 set -euo pipefail
@@ -15,6 +17,8 @@ nodes=${CLUSTER_NODES:-3}
 # the operator's shard selectors are honoured; tests switch it with restart-apiserver.sh.
 sharded_list=${CLUSTER_SHARDED_LIST_AND_WATCH:-true}
 case $sharded_list in true|false) ;; *) echo "CLUSTER_SHARDED_LIST_AND_WATCH must be true or false" >&2; exit 1;; esac
+kueue=${CLUSTER_KUEUE:-0}
+case $kueue in 0|1) ;; *) echo "CLUSTER_KUEUE must be 0 or 1" >&2; exit 1;; esac
 started=$SECONDS
 log() { printf '[cluster up] %s\n' "$*" >&2; }
 die() { printf '[cluster up] error: %s\n' "$*" >&2; exit 1; }
@@ -27,6 +31,10 @@ mkdir -p "$state/pki" "$state/pids" "$state/logs"
 
 bin=$("$here/build.sh" | tail -n 1)
 [ -x "$bin/kube-apiserver" ] || die "build.sh did not produce binaries in $bin"
+if [ "$kueue" = 1 ]; then
+  kueue_bin=$("$here/build.sh" kueue | tail -n 1)
+  [ -x "$kueue_bin/kueue" ] || die "build.sh kueue did not produce a binary in $kueue_bin"
+fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 etcd_port=$(free_port); etcd_peer_port=$(free_port); api_port=$(free_port)
@@ -179,7 +187,54 @@ wait_for "untainted nodes" 60 bash -c "[ -z \"\$('$bin/kubectl' --kubeconfig '$k
 # OpenShift's restricted-v2 SCC as an admission policy, for namespaces carrying its range
 # annotations (SPEC §7.4; see policies/restricted-v2.yaml).
 kc apply -f "$here/policies/restricted-v2.yaml" >/dev/null
-for p in etcd kube-apiserver kube-controller-manager kube-scheduler kwok; do
+
+# --- Kueue (CLUSTER_KUEUE=1) -------------------------------------------------------------------
+# Out of a cluster: no leader election, no internal certificates (they need a Secret mounted by a
+# kubelet), no visibility API server. No webhook is registered: the operator creates its Jobs
+# suspended and labelled, which is all Kueue's Job webhook would add. The webhook server still
+# starts and needs a certificate, and the manager always reads its metrics certificate from the
+# fixed path /etc/kueue/metrics/certs (the metrics listener itself is off).
+components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+if [ "$kueue" = 1 ]; then
+  kdir=$state/kueue
+  mkdir -p "$kdir/certs"
+  printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > "$pki/kueue.ext"
+  openssl_q req -newkey rsa:2048 -nodes -keyout "$kdir/certs/tls.key" -out "$pki/kueue.csr" \
+    -subj "/CN=kueue-webhook"
+  openssl_q x509 -req -in "$pki/kueue.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+    -out "$kdir/certs/tls.crt" -days 30 -extfile "$pki/kueue.ext"
+  metrics_certs=/etc/kueue/metrics/certs
+  if [ ! -r "$metrics_certs/tls.crt" ] || [ ! -r "$metrics_certs/tls.key" ]; then
+    sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo mkdir -p "$metrics_certs" && $sudo cp "$kdir/certs/tls.crt" "$kdir/certs/tls.key" "$metrics_certs/" \
+      || die "Kueue reads its metrics certificate from $metrics_certs, which cannot be written"
+  fi
+  kc create namespace kueue-system >/dev/null
+  # Server-side: the Workload CRD (1.4 MB) is too large for client-side apply's annotation.
+  kc apply --server-side --field-manager=cluster-up -f "$kueue_bin/crds/" >/dev/null
+  kc wait --for condition=Established --timeout=60s -f "$kueue_bin/crds/" >/dev/null
+  kueue_webhook_port=$(free_port); kueue_health_port=$(free_port)
+  log "kueue (health on 127.0.0.1:$kueue_health_port)"
+  cat > "$kdir/config.yaml" <<CFG
+apiVersion: config.kueue.x-k8s.io/v1beta2
+kind: Configuration
+namespace: kueue-system
+manageJobsWithoutQueueName: false
+leaderElection: {leaderElect: false}
+internalCertManagement: {enable: false}
+webhook: {host: 127.0.0.1, port: $kueue_webhook_port, certDir: $kdir/certs}
+metrics: {bindAddress: "0"}
+health: {healthProbeBindAddress: "127.0.0.1:$kueue_health_port"}
+clientConnection: {qps: 100, burst: 200}
+integrations: {frameworks: ["batch/job"]}
+featureGates: {VisibilityOnDemand: false}
+CFG
+  start kueue "$kueue_bin/kueue" --config "$kdir/config.yaml" --kubeconfig "$kubeconfig" --zap-log-level=2
+  wait_for kueue 90 curl -fsS "http://127.0.0.1:$kueue_health_port/readyz"
+  components+=(kueue)
+  echo "KUEUE=1" >> "$state/cluster.env"
+fi
+for p in "${components[@]}"; do
   alive "$p" || { tail -n 30 "$state/logs/$p.log" >&2; die "$p exited"; }
 done
 log "ready in $((SECONDS - started))s: $(kc version -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])')"
