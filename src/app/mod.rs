@@ -221,17 +221,21 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         Ok::<_, AppError>(())
     };
     // A replica that lost the Lease must not finish its queue: another one is reconciling now.
-    // Dropping the engine aborts its workers at their next await.
+    // Dropping the engine aborts its workers at their next await. Losing the Lease cancels
+    // `lost_leadership` first and `shutdown` right after (which lets an idle engine return at
+    // once), so both branches can be ready at the same poll: the loss is looked at first
+    // (`biased`), or a random pick could let the engine return as if shut down gracefully.
     let lease_kind = if config.args.sharding {
         "member"
     } else {
         "leader"
     };
     tokio::select! {
-        result = engine => result?,
+        biased;
         _ = lost_leadership.cancelled() => {
             tracing::error!("stopped reconciling: lost the {lease_kind} Lease");
         }
+        result = engine => result?,
     }
     shutdown.cancel();
     // The Lease is given up only now that the engine has drained, so the next leader never
