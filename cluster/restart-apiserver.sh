@@ -23,13 +23,27 @@ cmd_file=$state/pids/kube-apiserver.cmdline
 # shellcheck disable=SC1091
 source "$state/cluster.env"
 
+stop_pid() { # pid, signal: sends it, waits up to 10 s for the process to exit, then KILLs it
+  kill "-$2" "$1"
+  for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+  kill -KILL "$1"; sleep 0.2
+}
+wait_ready() { # name, seconds, url, curl options...: until the URL answers; dies if name exits
+  local name=$1 limit=$2 url=$3; shift 3
+  local since=$SECONDS
+  until curl -fsS "$@" "$url" >/dev/null 2>&1; do
+    kill -0 "$(cat "$state/pids/$name.pid")" 2>/dev/null \
+      || { tail -n 20 "$state/logs/$name.log" >&2; die "$name exited"; }
+    [ $((SECONDS - since)) -lt "$limit" ] || die "$name is not ready after $limit s"
+    sleep 0.1
+  done
+}
+
 pid=$(cat "$pid_file")
 if kill -0 "$pid" 2>/dev/null; then
   grep -qa kube-apiserver "/proc/$pid/cmdline" || die "PID $pid is not a kube-apiserver"
   cp "/proc/$pid/cmdline" "$cmd_file"
-  kill "-$signal" "$pid"
-  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$pid" 2>/dev/null && { kill -KILL "$pid"; sleep 0.2; }
+  stop_pid "$pid" "$signal"
 fi
 [ -s "$cmd_file" ] || die "no recorded command line in $cmd_file"
 
@@ -50,12 +64,8 @@ setsid "${argv[@]}" >> "$state/logs/kube-apiserver.log" 2>&1 < /dev/null &
 echo $! > "$pid_file"
 started=$SECONDS
 pki=$state/pki
-until curl -fsS --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" \
-    "$API_SERVER/readyz" >/dev/null 2>&1; do
-  kill -0 "$(cat "$pid_file")" 2>/dev/null || { tail -n 20 "$state/logs/kube-apiserver.log" >&2; die "the apiserver exited"; }
-  [ $((SECONDS - started)) -lt 90 ] || die "the apiserver is not ready after 90 s"
-  sleep 0.1
-done
+wait_ready kube-apiserver 90 "$API_SERVER/readyz" \
+  --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key"
 log "kube-apiserver restarted (pid $(cat "$pid_file")) and ready in $((SECONDS - started))s"
 
 # --- the controllers that watch it -------------------------------------------------------------
@@ -75,31 +85,19 @@ value_after() { # flag, argv...: the argument that follows flag
   while [ $# -gt 1 ]; do [ "$1" = "$flag" ] && { printf '%s' "$2"; return 0; }; shift; done
   return 1
 }
-wait_ready() { # what, url, curl options...
-  local what=$1 url=$2; shift 2
-  local since=$SECONDS
-  until curl -fsS "$@" "$url" >/dev/null 2>&1; do
-    [ $((SECONDS - since)) -lt 60 ] || die "$what is not ready after 60 s"
-    sleep 0.1
-  done
-}
 for name in kube-controller-manager kube-scheduler kueue; do
   file=$state/pids/$name.pid
   [ -f "$file" ] || continue # Kueue runs only with CLUSTER_KUEUE=1
   pid=$(cat "$file")
   kill -0 "$pid" 2>/dev/null && grep -qa "$name" "/proc/$pid/cmdline" || die "$name (PID $pid) is not running"
   mapfile -d '' argv < "/proc/$pid/cmdline"
-  kill -TERM "$pid"
-  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$pid" 2>/dev/null && { kill -KILL "$pid"; sleep 0.2; }
+  stop_pid "$pid" TERM
   setsid "${argv[@]}" >> "$state/logs/$name.log" 2>&1 < /dev/null &
   echo $! > "$file"
   case $name in
     kube-controller-manager|kube-scheduler)
-      wait_ready "$name" "https://127.0.0.1:$(value_after --secure-port "${argv[@]}")/healthz" -k ;;
-    kueue)
-      probe=$(sed -n 's/.*healthProbeBindAddress: *"\([^"]*\)".*/\1/p' "$(value_after --config "${argv[@]}")")
-      wait_ready kueue "http://$probe/readyz" ;;
+      wait_ready "$name" 60 "https://127.0.0.1:$(value_after --secure-port "${argv[@]}")/healthz" -k ;;
+    kueue) wait_ready kueue 60 "http://${KUEUE_HEALTH:?cluster.env has no KUEUE_HEALTH}/readyz" ;;
   esac
 done
 log "restarted the controllers that watch it"

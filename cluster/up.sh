@@ -232,7 +232,7 @@ CFG
   start kueue "$kueue_bin/kueue" --config "$kdir/config.yaml" --kubeconfig "$kubeconfig" --zap-log-level=2
   wait_for kueue 90 curl -fsS "http://127.0.0.1:$kueue_health_port/readyz"
   components+=(kueue)
-  echo "KUEUE=1" >> "$state/cluster.env"
+  printf 'KUEUE=1\nKUEUE_HEALTH=127.0.0.1:%s\n' "$kueue_health_port" >> "$state/cluster.env"
 fi
 for p in "${components[@]}"; do
   alive "$p" || { tail -n 30 "$state/logs/$p.log" >&2; die "$p exited"; }
