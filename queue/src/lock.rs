@@ -197,6 +197,10 @@ pub(crate) mod tests {
             self.producer_entries.load(Ordering::SeqCst)
         }
 
+        fn workers_waited(&self) -> u64 {
+            self.workers_waited.load(Ordering::SeqCst)
+        }
+
         pub(super) fn producer_entered(&self) {
             self.producer_entries.fetch_add(1, Ordering::SeqCst);
         }
@@ -245,8 +249,18 @@ pub(crate) mod tests {
             .map(|_| {
                 let lock = lock.clone();
                 std::thread::spawn(move || {
-                    for _ in 0..20_000 {
+                    // 20k entries, and on until the workers have met a held lock often enough
+                    // to measure: on a starved machine (the producers seldom scheduled) a fixed
+                    // count could pass without one wait. Bounded, so a test that cannot measure
+                    // fails rather than hangs.
+                    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                    let mut entries = 0u32;
+                    while entries < 20_000
+                        || (lock.contention.workers_waited() < 100
+                            && std::time::Instant::now() < give_up)
+                    {
                         *lock.lock_for_worker() += 1;
+                        entries += 1;
                     }
                 })
             })
