@@ -94,6 +94,20 @@ pub struct Args {
           num_args = 0..=1, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
     pub enforce_session_timeout: bool,
 
+    /// Queue runner Jobs with Kueue where ProjectSettings set `spec.kueue` (Kueue and its CRDs
+    /// must be installed): their Jobs are created suspended in the named LocalQueue, Workloads
+    /// (`kueue.x-k8s.io/v1beta2`) are watched, the sessions say where they stand in the queue,
+    /// and a preempted run is queued again. Off: `spec.kueue` is ignored and no Workload is read.
+    #[arg(long, env = "KUEUE", default_value_t = false, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub kueue: bool,
+
+    /// Fail a session (Failed / QueueTimeout) whose runner Job waited this long for Kueue's
+    /// admission (counted from when it was queued; a preempted run counts afresh). Unset: a
+    /// queued session waits as long as it takes; `--start-timeout` counts from admission.
+    #[arg(long, env = "QUEUE_TIMEOUT", value_parser = parse_positive_duration)]
+    pub queue_timeout: Option<Duration>,
+
     /// Refresh the runner's Kubernetes token when it is older than this.
     #[arg(long, env = "TOKEN_REFRESH_AFTER", default_value = "45m", value_parser = parse_positive_duration)]
     pub token_refresh_after: Duration,

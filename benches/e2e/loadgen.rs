@@ -1104,6 +1104,8 @@ impl Baseline {
             claimed_here: true,
             pod_refusal: None,
             sync: agentic_operator::handlers::session::phases::SyncView::Idle,
+            queue: None,
+            queue_timeout: None,
         }
     }
 
@@ -1168,6 +1170,7 @@ impl Baseline {
             platform: platform(),
             vertex_model_id: None,
             project_mcp_servers: None,
+            queue: None,
         };
         create(
             &Api::<Service>::namespaced(c.clone(), &namespace),

@@ -46,6 +46,10 @@ pub mod types {
         /// The runner container has started running (once True during a run, it stays True until
         /// the next run).
         RUNNER_STARTED = "RunnerStarted";
+        /// The runner Job waits for Kueue's admission (ProjectSettings `spec.kueue`): True with
+        /// Kueue's reason and message (`Pending`: no quota yet; `Preempted`: the run was ended
+        /// for a higher-priority session and waits again); False `Admitted` once admitted.
+        QUEUED = "Queued";
         /// What the session no longer needs (a finished run's Job, stopped pods) is gone; False
         /// with reason `CleanupFailed` and the API error while deleting it keeps failing.
         CLEANED_UP = "CleanedUp";
@@ -102,6 +106,12 @@ pub mod reasons {
         CREATING = "Creating";
         /// The runner container is running.
         RUNNING = "Running";
+        /// Kueue admitted the runner Job (condition `Queued` False).
+        ADMITTED = "Admitted";
+        /// Kueue preempted the run for a higher-priority session; it waits in the queue again.
+        PREEMPTED = "Preempted";
+        /// The runner Job waited in Kueue's queue longer than `--queue-timeout`. Terminal.
+        QUEUE_TIMEOUT = "QueueTimeout";
         /// The runner Job disappeared while the session was active; it is being recreated.
         JOB_MISSING = "JobMissing";
         /// An object (Job, identity, PVC, RoleBinding, LimitRange) was created or is up to date.
@@ -170,6 +180,8 @@ pub mod messages {
         S3_NOT_CONFIGURED = "S3 storage not configured: session state will not persist \
             across runs; configure S3 in the project's ambient-non-vertex-integrations Secret \
             (STORAGE_MODE=custom) or the operator's minio-credentials";
+        /// `Queued=False` once Kueue admitted the runner Job.
+        ADMITTED = "admitted by Kueue";
         /// `PodScheduled=True`.
         POD_SCHEDULED = "runner pod scheduled";
         /// `RunnerStarted=True`.

@@ -49,6 +49,12 @@ pub const FORCE_EXECUTE_PROMPT_ANNOTATION: &str = "ambient-code.io/force-execute
 pub const SCHEDULED_SESSION_NAME_LABEL: &str = "ambient-code.io/scheduled-session-name";
 /// Session label set by `session-trigger` on every session it creates (`true`).
 pub const SCHEDULED_RUN_LABEL: &str = "ambient-code.io/scheduled-run";
+/// Runner Job label read by Kueue: the LocalQueue (in the Job's namespace) it waits in.
+pub const KUEUE_QUEUE_NAME_LABEL: &str = "kueue.x-k8s.io/queue-name";
+/// Runner Job label read by Kueue: the WorkloadPriorityClass of its Workload.
+pub const KUEUE_PRIORITY_CLASS_LABEL: &str = "kueue.x-k8s.io/priority-class";
+/// Workload label set by Kueue: the UID of the Job it was made for.
+pub const KUEUE_JOB_UID_LABEL: &str = "kueue.x-k8s.io/job-uid";
 /// ServiceAccount, Role and RoleBinding a `ProjectSettings` gives its namespace for
 /// `session-trigger` (the scheduled sessions' CronJobs run as this ServiceAccount).
 pub const SESSION_TRIGGER_NAME: &str = "ambient-session-trigger";
@@ -186,6 +192,9 @@ mod tests {
             SCHEDULED_SESSION_NAME_LABEL,
             SCHEDULED_RUN_LABEL,
             MANAGED_BY_LABEL,
+            KUEUE_QUEUE_NAME_LABEL,
+            KUEUE_PRIORITY_CLASS_LABEL,
+            KUEUE_JOB_UID_LABEL,
         ] {
             let (prefix, name) = key.split_once('/').expect("prefixed key");
             assert!(!prefix.is_empty() && prefix.len() <= 253, "{key}");

@@ -19,7 +19,8 @@ pub mod validate;
 pub use condition::{Condition, ConditionStatus, set_condition};
 pub use env::RESERVED_ENV_NAMES;
 pub use project_settings::{
-    GroupAccess, GroupRole, ProjectSettings, ProjectSettingsSpec, ProjectSettingsStatus,
+    GroupAccess, GroupRole, KueueSettings, ProjectSettings, ProjectSettingsSpec,
+    ProjectSettingsStatus,
 };
 pub use render::render_crds;
 pub use session::{AgenticSession, AgenticSessionSpec, AgenticSessionStatus, Phase, StoppedReason};

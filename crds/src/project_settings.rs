@@ -68,6 +68,53 @@ pub struct ProjectSettingsSpec {
     /// field).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub installed_items: Vec<InstalledItem>,
+    /// Kueue queueing of the project's runner Jobs. Absent: a Job starts as soon as it is
+    /// made, as the original's did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kueue: Option<KueueSettings>,
+}
+
+/// Where the project's runner Jobs wait for admission, and at which priority.
+///
+/// With it, every runner Job is created suspended and labelled for Kueue
+/// (`kueue.x-k8s.io/queue-name`, and `kueue.x-k8s.io/priority-class` when a class applies);
+/// Kueue unsuspends it once the queue's quota admits it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KueueSettings {
+    /// Name of the LocalQueue in this namespace (a DNS subdomain).
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub local_queue_name: String,
+    /// WorkloadPriorityClass of interactive sessions (all but scheduled runs); none: the
+    /// queue's default priority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub interactive_priority_class: Option<String>,
+    /// WorkloadPriorityClass of scheduled runs (sessions labelled
+    /// `ambient-code.io/scheduled-run=true`); none: the queue's default priority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub scheduled_priority_class: Option<String>,
+}
+
+impl KueueSettings {
+    /// The priority class of a session: the scheduled class for a scheduled run, the
+    /// interactive one otherwise.
+    pub fn priority_class(&self, scheduled: bool) -> Option<&str> {
+        match scheduled {
+            true => self.scheduled_priority_class.as_deref(),
+            false => self.interactive_priority_class.as_deref(),
+        }
+    }
 }
 
 impl ProjectSettingsSpec {
@@ -81,6 +128,7 @@ impl ProjectSettingsSpec {
             runner_secrets_name: None,
             repositories: Vec::new(),
             installed_items: Vec::new(),
+            kueue: None,
         }
     }
 }
@@ -200,6 +248,10 @@ pub struct ProjectSettingsStatus {
         skip_serializing_if = "Option::is_none"
     )]
     pub scheduled_session_rbac_ready: Option<bool>,
+    /// The Kueue settings in effect: `spec.kueue` as last reconciled (absent: runner Jobs are
+    /// not queued).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kueue: Option<KueueSettings>,
     /// The `metadata.generation` last reconciled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

@@ -27,6 +27,7 @@ pub use store::{Store, Writer};
 
 use crate::cache::projections::{
     CaBundle, NamedSecret, RunnerChild, RunnerJob, RunnerPod, RunnerSecret, RunnerService,
+    RunnerWorkload,
 };
 
 /// Label selector of the Jobs and pods the operator caches.
@@ -98,6 +99,8 @@ pub struct Caches {
     pub ca_bundles: Store<CaBundle>,
     /// The sessions' Services (label-selected, metadata only).
     pub services: Store<RunnerService>,
+    /// Kueue's Workloads of queued runner Jobs (watched only with `--kueue`; empty otherwise).
+    pub workloads: Store<RunnerWorkload>,
 }
 
 /// One store per shared Secret the operator may copy (each a watch on one name in one
@@ -143,6 +146,8 @@ pub struct CacheWriters {
     pub ca_bundles: Writer<CaBundle>,
     /// Feeds [`Caches::services`].
     pub services: Writer<RunnerService>,
+    /// Feeds [`Caches::workloads`].
+    pub workloads: Writer<RunnerWorkload>,
 }
 
 /// Makes an empty set of caches and the writers that fill them; `sources` are the shared
@@ -162,6 +167,7 @@ pub fn new_caches(sources: &[(String, &'static str)]) -> (Caches, CacheWriters) 
     let secrets = Writer::default();
     let namespaces = Writer::default();
     let project_settings = Writer::default();
+    let workloads = Writer::default();
     let caches = Caches {
         sessions: sessions.as_reader(),
         jobs: jobs.as_reader(),
@@ -181,6 +187,7 @@ pub fn new_caches(sources: &[(String, &'static str)]) -> (Caches, CacheWriters) 
         },
         ca_bundles: ca_bundles.as_reader(),
         services: services.as_reader(),
+        workloads: workloads.as_reader(),
     };
     let writers = CacheWriters {
         sessions,
@@ -194,6 +201,7 @@ pub fn new_caches(sources: &[(String, &'static str)]) -> (Caches, CacheWriters) 
         sources: source_writers,
         ca_bundles,
         services,
+        workloads,
     };
     (caches, writers)
 }
@@ -249,6 +257,12 @@ impl Caches {
             .is_some_and(|c| c.has_bundle)
     }
 
+    /// Kueue's Workload of the Job `job_uid` in `namespace` (label `kueue.x-k8s.io/job-uid`).
+    pub fn workload_of_job(&self, namespace: &str, job_uid: &str) -> Option<Arc<RunnerWorkload>> {
+        self.workloads
+            .find_in(namespace, |workload| workload.job_uid() == Some(job_uid))
+    }
+
     /// The namespace's ProjectSettings singleton.
     pub fn project_settings_of(&self, namespace: &str) -> Option<Arc<ProjectSettings>> {
         self.project_settings
@@ -270,11 +284,17 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 impl Slim for AgenticSession {
     /// Keeps spec, status and annotations (the desired-phase and runner-env annotations are
-    /// read), minus managedFields and `kubectl apply`'s copy. Labels go: they are for users'
-    /// selectors, and no decision of the operator reads them.
+    /// read), minus managedFields and `kubectl apply`'s copy. Of the labels, only
+    /// `ambient-code.io/scheduled-run` stays (it picks a queued run's Kueue priority class);
+    /// the rest are for users' selectors.
     fn slim(&mut self) {
         self.metadata.managed_fields = None;
-        self.metadata.labels = None;
+        if let Some(labels) = self.metadata.labels.as_mut() {
+            labels.retain(|key, _| key == keys::SCHEDULED_RUN_LABEL);
+            if labels.is_empty() {
+                self.metadata.labels = None;
+            }
+        }
         self.annotations_mut().remove(LAST_APPLIED);
         if self.annotations().is_empty() {
             // An emptied map still holds its node (half a kilobyte).
@@ -377,6 +397,34 @@ impl Slim for RunnerService {
     fn slim(&mut self) {
         slim_child_metadata(self);
         self.metadata.annotations = None;
+    }
+}
+
+impl Slim for RunnerWorkload {
+    /// Keeps name, namespace, the `kueue.x-k8s.io/job-uid` label (whose Workload it is) and
+    /// the conditions that say where it stands in the queue.
+    fn slim(&mut self) {
+        const READ: [&str; 5] = [
+            "QuotaReserved",
+            "Admitted",
+            "Evicted",
+            "Preempted",
+            "Finished",
+        ];
+        let metadata = &mut self.metadata;
+        metadata.managed_fields = None;
+        metadata.annotations = None;
+        metadata.owner_references = None;
+        metadata.finalizers = None;
+        if let Some(labels) = metadata.labels.as_mut() {
+            labels.retain(|key, _| key == keys::KUEUE_JOB_UID_LABEL);
+        }
+        if let Some(status) = self.status.as_mut() {
+            status
+                .conditions
+                .retain(|c| READ.contains(&c.type_.as_str()));
+            status.conditions.shrink_to_fit();
+        }
     }
 }
 
@@ -686,7 +734,7 @@ mod tests {
     }
 
     #[test]
-    fn slimming_a_session_keeps_its_annotations_but_kubectls_copy() {
+    fn slimming_a_session_keeps_its_annotations_but_kubectls_copy_and_one_label() {
         let mut session = AgenticSession::new("demo", Default::default());
         session.metadata.labels = Some([("team".to_string(), "a".to_string())].into());
         session
@@ -701,6 +749,21 @@ mod tests {
             vec![keys::DESIRED_PHASE_ANNOTATION]
         );
         assert!(session.metadata.labels.is_none());
+
+        let mut scheduled = AgenticSession::new("nightly", Default::default());
+        scheduled.metadata.labels = Some(
+            [
+                ("team".to_string(), "a".to_string()),
+                (keys::SCHEDULED_RUN_LABEL.to_string(), "true".to_string()),
+            ]
+            .into(),
+        );
+        scheduled.slim();
+        assert_eq!(
+            scheduled.labels().keys().collect::<Vec<_>>(),
+            vec![keys::SCHEDULED_RUN_LABEL],
+            "the label that picks a Kueue priority class stays"
+        );
 
         let mut applied = AgenticSession::new("applied", Default::default());
         applied

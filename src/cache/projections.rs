@@ -167,8 +167,21 @@ pub struct RunnerJob {
     /// The run the Job was made for, once moved out of the annotations.
     #[serde(skip)]
     pub run: Option<String>,
+    /// `spec.suspend`: a queued Job waits for Kueue's admission (or was preempted).
+    #[serde(default, rename = "spec", deserialize_with = "suspended_of_spec")]
+    pub suspended: bool,
 }
 runner_child!(RunnerJob);
+
+/// Reads a Job's spec as whether it is suspended; every other field is skipped unread.
+fn suspended_of_spec<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    struct Spec {
+        #[serde(default)]
+        suspend: Option<bool>,
+    }
+    Ok(Spec::deserialize(deserializer)?.suspend.unwrap_or(false))
+}
 projection_of!(RunnerJob, Job);
 
 impl RunnerJob {
@@ -195,6 +208,11 @@ impl RunnerJob {
 impl From<Job> for RunnerJob {
     fn from(job: Job) -> Self {
         RunnerJob {
+            suspended: job
+                .spec
+                .as_ref()
+                .and_then(|spec| spec.suspend)
+                .unwrap_or(false),
             metadata: job.metadata,
             status: job.status,
             session: None,
@@ -445,6 +463,66 @@ pub struct RunnerService {
 }
 runner_child!(RunnerService);
 projection_of!(RunnerService, Service);
+
+/// A Kueue Workload (`kueue.x-k8s.io/v1beta2`): the Job it was made for (its
+/// `kueue.x-k8s.io/job-uid` label) and Kueue's conditions on it. Kueue's types are not in
+/// k8s-openapi; this is the part the operator reads.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct RunnerWorkload {
+    /// The Workload's metadata.
+    #[serde(default, deserialize_with = "metadata_without_managed_fields")]
+    pub metadata: ObjectMeta,
+    /// Its conditions (QuotaReserved, Admitted, Evicted, Preempted, Requeued, Finished).
+    #[serde(default)]
+    pub status: Option<RunnerWorkloadStatus>,
+}
+
+/// What the operator reads of a Workload's status.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct RunnerWorkloadStatus {
+    /// Kueue's conditions, `metav1.Condition`s.
+    #[serde(default)]
+    pub conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+}
+
+impl k8s_openapi::Resource for RunnerWorkload {
+    const API_VERSION: &'static str = "kueue.x-k8s.io/v1beta2";
+    const GROUP: &'static str = "kueue.x-k8s.io";
+    const KIND: &'static str = "Workload";
+    const VERSION: &'static str = "v1beta2";
+    const URL_PATH_SEGMENT: &'static str = "workloads";
+    type Scope = k8s_openapi::NamespaceResourceScope;
+}
+
+impl k8s_openapi::Metadata for RunnerWorkload {
+    type Ty = ObjectMeta;
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+impl RunnerWorkload {
+    /// The UID of the Job the Workload queues (label `kueue.x-k8s.io/job-uid`).
+    pub fn job_uid(&self) -> Option<&str> {
+        let labels = self.metadata.labels.as_ref()?;
+        labels.get(keys::KUEUE_JOB_UID_LABEL).map(String::as_str)
+    }
+
+    /// The condition of type `type_`, if Kueue set it.
+    pub fn condition(
+        &self,
+        type_: &str,
+    ) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+        self.status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+    }
+}
 
 #[cfg(test)]
 mod tests {

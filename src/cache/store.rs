@@ -39,6 +39,16 @@ impl<K> Store<K> {
         self.objects.read().get(namespace)?.get(name).cloned()
     }
 
+    /// The first object of `namespace` that `matches`, in no particular order.
+    pub fn find_in(&self, namespace: &str, matches: impl Fn(&K) -> bool) -> Option<Arc<K>> {
+        let objects = self.objects.read();
+        objects
+            .get(namespace)?
+            .values()
+            .find(|object| matches(object))
+            .cloned()
+    }
+
     /// Every cached object, in no particular order.
     pub fn state(&self) -> Vec<Arc<K>> {
         let objects = self.objects.read();

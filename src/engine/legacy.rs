@@ -47,6 +47,7 @@ use super::{CRD_PAGE_SIZE, SyncTracker, WatchedKind, handle, session_fingerprint
 use crate::cache::ObjectKey;
 use crate::cache::projections::{
     CaBundle, NamedSecret, RunnerChild, RunnerJob, RunnerPod, RunnerSecret, RunnerService,
+    RunnerWorkload,
 };
 use crate::cache::{
     CacheWriters, Slim, Writer, child_selector, managed_namespace_selector, name_selector,
@@ -186,6 +187,7 @@ impl Engine {
             ctx.config.args.retry_base_delay,
             ctx.config.args.retry_max_delay,
         );
+        let watches = KINDS + usize::from(ctx.config.args.kueue) + sources;
         Engine {
             ctx,
             locks: KeyLocks::default(),
@@ -193,7 +195,7 @@ impl Engine {
             stale: Arc::default(),
             seen: Arc::default(),
             active: CancellationToken::new(),
-            synced: Arc::new(SyncTracker::new(KINDS + sources, readiness)),
+            synced: Arc::new(SyncTracker::new(watches, readiness)),
             shutdown,
         }
     }
@@ -295,6 +297,16 @@ impl Engine {
                 |_, _| Vec::new(),
             ),
         );
+        if self.ctx.config.args.kueue {
+            tasks.spawn(self.clone().watch(
+                Part::narrow(
+                    &part,
+                    WatchLoop::new(Api::<RunnerWorkload>::all(mine.clone()), None),
+                ),
+                writers.workloads,
+                Engine::on_workload,
+            ));
+        }
         // Every replica copies the shared Secret sources and follows every managed namespace.
         for (namespace, name, writer) in writers.sources {
             tasks.spawn(
@@ -450,6 +462,28 @@ impl Engine {
                 .collect(),
             Event::Init | Event::InitApply(_) | Event::InitDone => Vec::new(),
         }
+    }
+
+    /// A Workload changed: its runner Job's session (found through the Job's UID in the Job
+    /// cache) is looked at again.
+    fn on_workload(&self, event: &Event<RunnerWorkload>) -> Work {
+        let (Event::Apply(workload) | Event::Delete(workload)) = event else {
+            return Vec::new();
+        };
+        let (Some(namespace), Some(job_uid)) = (workload.namespace(), workload.job_uid()) else {
+            return Vec::new();
+        };
+        self.ctx
+            .caches
+            .jobs
+            .find_in(&namespace, |job| {
+                job.metadata.uid.as_deref() == Some(job_uid)
+            })
+            .as_deref()
+            .and_then(ObjectKey::owning_session)
+            .map(|key| (key, Trigger::Child))
+            .into_iter()
+            .collect()
     }
 
     /// Of a session's own Secrets only deletion matters: it is provisioned again (other

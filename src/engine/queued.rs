@@ -34,6 +34,7 @@ use super::{SyncTracker, WatchedKind, handle, session_fingerprint, sessions_in};
 use crate::cache::ObjectKey;
 use crate::cache::projections::{
     CaBundle, NamedSecret, RunnerChild, RunnerJob, RunnerPod, RunnerSecret, RunnerService,
+    RunnerWorkload,
 };
 use crate::cache::{
     CacheWriters, Slim, Writer, child_selector, managed_namespace_selector, name_selector,
@@ -47,7 +48,7 @@ use crate::observability::readiness::Readiness;
 /// The `name` label of the `workqueue_*` metrics (the controller's name, as in controller-runtime).
 pub const QUEUE_NAME: &str = "agenticsession";
 /// Number of watch streams whose initial list must complete before workers start, besides
-/// one per shared Secret source.
+/// one per shared Secret source and, with `--kueue`, the Workloads'.
 const WATCHES: usize = 10;
 
 /// Failure to start the engine.
@@ -106,7 +107,11 @@ pub async fn run(
             }
         }));
     }
-    let synced = Arc::new(SyncTracker::new(WATCHES + writers.sources.len(), readiness));
+    let kueue = usize::from(ctx.config.args.kueue);
+    let synced = Arc::new(SyncTracker::new(
+        WATCHES + kueue + writers.sources.len(),
+        readiness,
+    ));
     let watches = Watches {
         ctx: ctx.clone(),
         queue: queue.clone(),
@@ -252,6 +257,20 @@ impl Watches {
             writers.services,
             move |event| this.on_child(event),
         )?;
+
+        if self.ctx.config.args.kueue {
+            // Every Workload: Kueue copies none of the Job's labels to it by default, so no
+            // selector can pick the runners'; the handler maps one to its session.
+            let this = self.clone();
+            self.spawn::<RunnerWorkload, _>(
+                "workloads",
+                Part::Mine,
+                Api::all,
+                watcher::Config::default().page_size(500),
+                writers.workloads,
+                move |event| this.on_workload(event),
+            )?;
+        }
 
         // Credentials watched by name: their appearance starts waiting sessions.
         let this = self.clone();
@@ -507,6 +526,27 @@ impl Watches {
                 }
             }
             Event::Init | Event::InitDone => {}
+        }
+    }
+
+    /// A Workload changed: its runner Job's session is looked at again (found through the
+    /// Job's UID in the Job cache; a Workload of another Job is nobody's here).
+    fn on_workload(&self, event: &Event<RunnerWorkload>) {
+        let (Event::InitApply(workload) | Event::Apply(workload) | Event::Delete(workload)) = event
+        else {
+            return;
+        };
+        let (Some(namespace), Some(job_uid)) = (workload.namespace(), workload.job_uid()) else {
+            return;
+        };
+        let job = self.ctx.caches.jobs.find_in(&namespace, |job| {
+            job.metadata.uid.as_deref() == Some(job_uid)
+        });
+        if let Some(key) = job.as_deref().and_then(ObjectKey::owning_session) {
+            match event {
+                Event::InitApply(_) => self.queue.add_with(&key, Priority::Low),
+                _ => self.queue.add(&key),
+            }
         }
     }
 

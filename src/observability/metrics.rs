@@ -4,15 +4,17 @@
 //!
 //! Three gauges of our own feed the alerts and the dashboard of `deploy/monitoring/`:
 //! `ambient_operator_leader` (this replica reconciles), and, read at scrape time by
-//! [`OperatorStateCollector`], `ambient_operator_ready` (caches synced) and
-//! `ambient_sessions_in_phase{namespace,phase}` (sessions in the cache by phase).
+//! [`OperatorStateCollector`], `ambient_operator_ready` (caches synced),
+//! `ambient_sessions_in_phase{namespace,phase}` (sessions in the cache by phase) and
+//! `ambient_sessions_queued{namespace}` (sessions whose runner Job waits for Kueue).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cache::Store;
-use agentic_crds::{AgenticSession, Phase};
+use agentic_crds::condition::types;
+use agentic_crds::{AgenticSession, ConditionStatus, Phase};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
@@ -380,14 +382,16 @@ const PHASES: [Phase; 7] = [
     Phase::Failed,
 ];
 
-/// Gauges computed when scraped: `ambient_operator_ready` from the readiness flag and
-/// `ambient_sessions_in_phase{namespace,phase}` from the session cache (a count over the cache,
-/// so nothing has to be kept in step with it).
+/// Gauges computed when scraped: `ambient_operator_ready` from the readiness flag, and from the
+/// session cache `ambient_sessions_in_phase{namespace,phase}` and `ambient_sessions_queued
+/// {namespace}` (`Queued` True: waiting for Kueue's admission). Counts over the cache, so
+/// nothing has to be kept in step with it; a namespace with sessions reports zeros too.
 pub struct OperatorStateCollector {
     readiness: Readiness,
     sessions: Store<AgenticSession>,
     ready: IntGauge,
     in_phase: IntGaugeVec,
+    queued: IntGaugeVec,
     descs: Vec<Desc>,
 }
 
@@ -410,10 +414,19 @@ impl OperatorStateCollector {
             &["namespace", "phase"],
         )
         .map_err(MetricsError::Register)?;
+        let queued = IntGaugeVec::new(
+            Opts::new(
+                "ambient_sessions_queued",
+                "AgenticSessions whose runner Job waits for Kueue's admission, by namespace",
+            ),
+            &["namespace"],
+        )
+        .map_err(MetricsError::Register)?;
         let descs = ready
             .desc()
             .into_iter()
             .chain(in_phase.desc())
+            .chain(queued.desc())
             .cloned()
             .collect();
         Ok(OperatorStateCollector {
@@ -421,6 +434,7 @@ impl OperatorStateCollector {
             sessions,
             ready,
             in_phase,
+            queued,
             descs,
         })
     }
@@ -433,29 +447,47 @@ impl Collector for OperatorStateCollector {
 
     fn collect(&self) -> Vec<MetricFamily> {
         self.ready.set(i64::from(self.readiness.is_ready()));
-        let mut counts: BTreeMap<String, [i64; PHASES.len()]> = BTreeMap::new();
+        // Per namespace: sessions by phase, then the queued ones.
+        let mut counts: BTreeMap<String, ([i64; PHASES.len()], i64)> = BTreeMap::new();
         for session in self.sessions.state() {
             let phase = session.status.as_ref().map(|s| s.phase).unwrap_or_default();
             let namespace = session.metadata.namespace.clone().unwrap_or_default();
+            let (by_phase, queued) = counts.entry(namespace).or_default();
             if let Some(slot) = PHASES.iter().position(|p| *p == phase) {
-                counts.entry(namespace).or_default()[slot] += 1;
+                by_phase[slot] += 1;
             }
+            *queued += i64::from(is_queued(&session));
         }
         // Namespaces whose sessions are all gone disappear instead of reporting zeros forever.
         self.in_phase.reset();
-        for (namespace, by_phase) in &counts {
+        self.queued.reset();
+        for (namespace, (by_phase, queued)) in &counts {
             for (phase, count) in PHASES.iter().zip(by_phase) {
                 self.in_phase
                     .with_label_values(&[namespace.as_str(), phase.as_str()])
                     .set(*count);
             }
+            self.queued
+                .with_label_values(&[namespace.as_str()])
+                .set(*queued);
         }
         self.ready
             .collect()
             .into_iter()
             .chain(self.in_phase.collect())
+            .chain(self.queued.collect())
             .collect()
     }
+}
+
+/// Whether `session` waits for Kueue's admission (condition `Queued` True).
+fn is_queued(session: &AgenticSession) -> bool {
+    session.status.as_ref().is_some_and(|status| {
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == types::QUEUED && c.status == ConditionStatus::True)
+    })
 }
 
 #[cfg(test)]
@@ -529,14 +561,26 @@ mod tests {
         writer.apply_watcher_event(&Event::InitApply(session("a", "one", Some(Phase::Running))));
         writer.apply_watcher_event(&Event::InitApply(session("a", "two", Some(Phase::Running))));
         writer.apply_watcher_event(&Event::InitApply(session("b", "x", Some(Phase::Failed))));
+        let mut waiting = session("a", "waiting", Some(Phase::Creating));
+        if let Some(status) = waiting.status.as_mut() {
+            status.conditions.push(agentic_crds::Condition::new(
+                types::QUEUED,
+                ConditionStatus::True,
+                "Pending",
+                "couldn't assign flavors to pod set main",
+            ));
+        }
+        writer.apply_watcher_event(&Event::InitApply(waiting));
         writer.apply_watcher_event(&Event::InitDone);
         let body = text(&metrics);
         for line in [
             "ambient_sessions_in_phase{namespace=\"a\",phase=\"Pending\"} 1",
             "ambient_sessions_in_phase{namespace=\"a\",phase=\"Running\"} 2",
-            "ambient_sessions_in_phase{namespace=\"a\",phase=\"Creating\"} 0",
+            "ambient_sessions_in_phase{namespace=\"a\",phase=\"Creating\"} 1",
             "ambient_sessions_in_phase{namespace=\"b\",phase=\"Failed\"} 1",
             "ambient_sessions_in_phase{namespace=\"b\",phase=\"Pending\"} 0",
+            "ambient_sessions_queued{namespace=\"a\"} 1",
+            "ambient_sessions_queued{namespace=\"b\"} 0",
             "ambient_operator_ready 0",
         ] {
             assert!(body.contains(line), "missing {line} in\n{body}");

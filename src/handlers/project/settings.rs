@@ -313,6 +313,12 @@ pub async fn reconcile(
     status.group_bindings_created = Some(i64::try_from(desired.len()).unwrap_or(i64::MAX));
     status.limit_range_ready = Some(true);
     status.scheduled_session_rbac_ready = Some(true);
+    // In effect only when the operator watches Workloads (`--kueue`); otherwise Jobs start at once.
+    status.kueue = settings
+        .spec
+        .kueue
+        .clone()
+        .filter(|_| ctx.config.args.kueue);
     set_condition(
         &mut status.conditions,
         Condition::new(
@@ -353,6 +359,7 @@ pub async fn reconcile(
             "groupBindingsCreated": status.group_bindings_created,
             "limitRangeReady": status.limit_range_ready,
             "scheduledSessionRBACReady": status.scheduled_session_rbac_ready,
+            "kueue": status.kueue, // null removes it once spec.kueue is gone
             "observedGeneration": status.observed_generation,
             "conditions": status.conditions,
         }});

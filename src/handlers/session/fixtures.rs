@@ -90,6 +90,7 @@ pub fn job(created: i64, condition: Option<(&str, &str)>) -> RunnerJob {
         session: None,
         controller: Some("uid-demo".into()),
         run: Some("2026-01-01T00:00:00Z".into()),
+        suspended: false,
     }
 }
 

@@ -44,7 +44,7 @@ use crate::cache::projections::{RunnerChild, RunnerJob, RunnerPod};
 use crate::context::FIELD_MANAGER;
 use crate::observability::events::Note;
 use api::{api_error, is_status};
-use children::JobInputs;
+use children::{JobInputs, JobQueue};
 use phases::{ChildEffect, Observation, Observed, Plan, SessionEffect};
 use runner_sync::SessionGeneration;
 pub use state::{SessionContext, SessionState};
@@ -261,6 +261,7 @@ async fn reconcile_session(
             ctx.config.args.default_inactivity_timeout,
         ),
         start_timeout: ctx.config.args.start_timeout,
+        queue_timeout: ctx.config.args.queue_timeout,
         pending_since,
         token_refresh_after: ctx.config.args.token_refresh_after,
         enforce_timeout: ctx.config.args.enforce_session_timeout,
@@ -290,6 +291,7 @@ async fn reconcile_session(
         sync: session_generation(session, namespace)
             .map(|of| ctx.state.syncs.view(of))
             .unwrap_or_default(),
+        queue: queued_job_admission(session, job.as_deref(), project_settings.as_deref(), ctx),
     };
     let mut plan = phases::plan(&observed);
     if !pods_are_fresh && decides_on_absent_pods(phase, &plan) {
@@ -489,6 +491,25 @@ pub fn inactivity_timeout(
     (seconds > 0).then(|| Duration::from_secs(seconds))
 }
 
+/// Kueue's verdict on `job` when it is the session's, suspended, and its namespace queues
+/// runner Jobs (ProjectSettings `spec.kueue`, honoured with `--kueue`); `None` otherwise.
+fn queued_job_admission(
+    session: &AgenticSession,
+    job: Option<&RunnerJob>,
+    settings: Option<&ProjectSettings>,
+    ctx: &SessionContext,
+) -> Option<phases::Admission> {
+    if !ctx.config.args.kueue {
+        return None;
+    }
+    settings?.spec.kueue.as_ref()?;
+    let job = job.filter(|j| j.suspended && j.controller_uid() == session.meta().uid.as_deref())?;
+    let job_uid = job.metadata.uid.as_deref()?;
+    let namespace = job.metadata.namespace.as_deref()?;
+    let workload = ctx.caches.workload_of_job(namespace, job_uid);
+    Some(phases::admission(workload.as_deref()))
+}
+
 /// What `session`'s runner gets besides its spec: its runtime's shape (from the agent
 /// registry), what its namespace offers, its model's Vertex id and the project's MCP servers.
 pub fn job_inputs(session: &AgenticSession, namespace: &str, ctx: &SessionContext) -> JobInputs {
@@ -504,8 +525,14 @@ pub fn job_inputs(session: &AgenticSession, namespace: &str, ctx: &SessionContex
             .vertex_id(&session.spec.llm_settings.model)
             .map(str::to_string),
         project_mcp_servers: settings
+            .as_ref()
             .and_then(|s| s.spec.mcp_servers.clone())
             .filter(|servers| !servers.is_null()),
+        queue: settings
+            .as_ref()
+            .filter(|_| ctx.config.args.kueue)
+            .and_then(|s| s.spec.kueue.as_ref())
+            .map(|kueue| JobQueue::of(session, kueue)),
     }
 }
 
@@ -554,7 +581,14 @@ async fn execute(
         let mut claimed = session.clone();
         claimed.status = Some(plan.status.clone());
         let key = claim_key(&claimed, namespace);
-        if phase == Phase::Pending && plan.status.phase == Phase::Creating {
+        // A claim: Pending → Creating, or a new run claimed over the current one (a run
+        // preempted by Kueue: a new start time, back to Creating).
+        let new_run = session.status.as_ref().and_then(|s| s.start_time.as_ref())
+            != plan.status.start_time.as_ref();
+        if plan.status.phase == Phase::Creating && (phase == Phase::Pending || new_run) {
+            if phase != Phase::Pending {
+                ctx.state.claims.remove(&claim_key(session, namespace));
+            }
             ctx.state.claims.insert(key);
         } else if plan.status.phase.is_terminal() {
             ctx.state.claims.remove(&key);

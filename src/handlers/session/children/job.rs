@@ -116,6 +116,34 @@ pub struct JobInputs {
     pub vertex_model_id: Option<String>,
     /// The namespace's ProjectSettings `spec.mcpServers`.
     pub project_mcp_servers: Option<serde_json::Value>,
+    /// The Kueue queue the Job waits in (the namespace's ProjectSettings `spec.kueue`); none:
+    /// the Job starts at once.
+    pub queue: Option<JobQueue>,
+}
+
+/// Where a runner Job waits for Kueue's admission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobQueue {
+    /// The LocalQueue (`kueue.x-k8s.io/queue-name`).
+    pub local_queue: String,
+    /// The WorkloadPriorityClass (`kueue.x-k8s.io/priority-class`), if one applies.
+    pub priority_class: Option<String>,
+}
+
+impl JobQueue {
+    /// The queue of `session` under its namespace's Kueue settings: scheduled runs (label
+    /// `ambient-code.io/scheduled-run=true`) take the scheduled priority class, every other
+    /// session the interactive one.
+    pub fn of(session: &AgenticSession, settings: &agentic_crds::KueueSettings) -> Self {
+        let scheduled = session
+            .labels()
+            .get(keys::SCHEDULED_RUN_LABEL)
+            .is_some_and(|v| v == "true");
+        JobQueue {
+            local_queue: settings.local_queue_name.clone(),
+            priority_class: settings.priority_class(scheduled).map(str::to_string),
+        }
+    }
 }
 
 /// A run's start time as stamped on its Job: the same text `status.startTime` holds.
@@ -384,12 +412,24 @@ pub fn build_job(
         keys::RUN_STARTED_AT_ANNOTATION.to_string(),
         run_stamp(&run.started_at),
     )]));
+    if let Some(queue) = &inputs.queue {
+        let labels = metadata.labels.get_or_insert_with(BTreeMap::new);
+        labels.insert(
+            keys::KUEUE_QUEUE_NAME_LABEL.to_string(),
+            queue.local_queue.clone(),
+        );
+        if let Some(class) = &queue.priority_class {
+            labels.insert(keys::KUEUE_PRIORITY_CLASS_LABEL.to_string(), class.clone());
+        }
+    }
     Job {
         metadata,
         spec: Some(JobSpec {
             backoff_limit: Some(0),
             active_deadline_seconds: run.deadline_seconds.map(|seconds| seconds.max(1)),
             ttl_seconds_after_finished: Some(JOB_TTL_BACKSTOP_SECONDS),
+            // Queued: Kueue unsuspends the Job once its queue admits it.
+            suspend: inputs.queue.is_some().then_some(true),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(child_labels(&name)),
@@ -474,6 +514,7 @@ mod tests {
             },
             vertex_model_id: None,
             project_mcp_servers: None,
+            queue: None,
         }
     }
 
@@ -836,5 +877,66 @@ mod tests {
             "2026-01-01T00:00:05Z"
         );
         assert_eq!(job.spec.unwrap().active_deadline_seconds, Some(117));
+    }
+
+    #[test]
+    fn a_queued_job_is_created_suspended_with_kueues_labels() {
+        let kueue = agentic_crds::KueueSettings {
+            local_queue_name: "runners".into(),
+            interactive_priority_class: Some("interactive".into()),
+            scheduled_priority_class: None,
+        };
+        let interactive = session("demo");
+        let mut scheduled = session("nightly");
+        scheduled
+            .labels_mut()
+            .insert(keys::SCHEDULED_RUN_LABEL.into(), "true".into());
+        let queue = JobQueue::of(&interactive, &kueue);
+        assert_eq!(
+            queue,
+            JobQueue {
+                local_queue: "runners".into(),
+                priority_class: Some("interactive".into())
+            }
+        );
+        let job = build_job(
+            &interactive,
+            &settings(),
+            &JobInputs {
+                queue: Some(queue),
+                ..inputs()
+            },
+            &run(false),
+        );
+        let labels = job.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels[keys::KUEUE_QUEUE_NAME_LABEL], "runners");
+        assert_eq!(labels[keys::KUEUE_PRIORITY_CLASS_LABEL], "interactive");
+        assert_eq!(job.spec.as_ref().unwrap().suspend, Some(true));
+
+        // A scheduled run without a scheduled class: queued, at the queue's default priority.
+        let queue = JobQueue::of(&scheduled, &kueue);
+        assert_eq!(queue.priority_class, None);
+        let job = build_job(
+            &scheduled,
+            &settings(),
+            &JobInputs {
+                queue: Some(queue),
+                ..inputs()
+            },
+            &run(false),
+        );
+        let labels = job.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels[keys::KUEUE_QUEUE_NAME_LABEL], "runners");
+        assert!(!labels.contains_key(keys::KUEUE_PRIORITY_CLASS_LABEL));
+
+        // Without a queue nothing changes: no labels, not suspended.
+        let job = build_job(&interactive, &settings(), &inputs(), &run(false));
+        assert!(
+            !job.metadata
+                .labels
+                .unwrap()
+                .contains_key(keys::KUEUE_QUEUE_NAME_LABEL)
+        );
+        assert_eq!(job.spec.unwrap().suspend, None);
     }
 }

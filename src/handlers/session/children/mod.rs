@@ -21,7 +21,7 @@ use kube::{Resource, ResourceExt};
 
 pub use identity::{build_role, build_role_binding, build_service_account, build_token_secret};
 pub use job::{
-    JOB_TTL_BACKSTOP_SECONDS, JobInputs, RUNNER_CONTAINER, RunnerSettings, build_job,
+    JOB_TTL_BACKSTOP_SECONDS, JobInputs, JobQueue, RUNNER_CONTAINER, RunnerSettings, build_job,
     build_workspace_pvc, run_stamp,
 };
 pub use service::build_service;

@@ -108,6 +108,10 @@ pub(super) fn active(b: &mut PlanBuilder<'_, '_>) {
             JobState::Active => uid,
         },
     };
+    if let Some(admission) = b.observed.queue.clone() {
+        return b.queued(admission);
+    }
+    b.note_admission();
     let state = b.runner_state(&job_uid);
     b.follow(Runner::Job(job_uid), state);
 }

@@ -54,6 +54,7 @@ mod claim;
 mod lifecycle;
 mod live_changes;
 mod outcome;
+pub mod queue;
 mod recovery;
 mod runner;
 #[cfg(test)]
@@ -63,6 +64,7 @@ mod view;
 
 use builder::{signed, until, whole_seconds};
 use lifecycle::{active, pending, stopping, terminal};
+pub use queue::{Admission, admission};
 use view::{JobState, JobView, Runner, RunnerState, pod_state};
 
 /// Extra wait past a terminating pod's grace period before it is force-deleted.
@@ -150,6 +152,12 @@ pub struct Observed<'a> {
     pub pod_refusal: Option<PodRefusal>,
     /// How telling the runner about the current generation's spec is going.
     pub sync: SyncView,
+    /// Kueue's verdict on the current Job while it is suspended (ProjectSettings
+    /// `spec.kueue`); `None`: not queued (no queue configured, or the Job runs).
+    pub queue: Option<Admission>,
+    /// How long a run may wait for Kueue's admission before it fails (`--queue-timeout`);
+    /// `None`: as long as it takes.
+    pub queue_timeout: Option<Duration>,
 }
 
 /// The state of the runner calls for the session's current generation (SPEC §5.6).

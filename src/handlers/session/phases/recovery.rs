@@ -140,7 +140,10 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
             }
             deadline = Some(left);
         }
-        if self.start_deadline_passed(started) {
+        // A preempted run waits for Kueue (and first for its predecessor's pods, which sync
+        // state in their grace period): its start timeout counts from admission.
+        let queued = self.condition_is(types::QUEUED, ConditionStatus::True);
+        if !queued && self.start_deadline_passed(started) {
             // Its Job could never be made (or kept): the start timeout bounds this too.
             let message = format!(
                 "no runner Job could be made within {}s",

@@ -62,6 +62,8 @@ pub(super) fn observe<'a>(
         claimed_here: true,
         pod_refusal: None,
         sync: SyncView::Idle,
+        queue: None,
+        queue_timeout: None,
     }
 }
 

@@ -5,7 +5,7 @@ use super::*;
 
 impl<'o, 'a> PlanBuilder<'o, 'a> {
     /// While Creating: fail after the start timeout, counted from the Job's creation (or, with
-    /// no Job yet, from the run's start).
+    /// no Job yet, from the run's start), or from Kueue's admission when the Job was queued.
     pub(super) fn wait_for_start(&mut self) {
         let since = self
             .observed
@@ -13,6 +13,7 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
             .and_then(|j| j.metadata.creation_timestamp.clone())
             .map(|t| t.0)
             .unwrap_or_else(|| self.run_start());
+        let since = self.admitted_at().map_or(since, |at| at.max(since));
         if self.start_deadline_passed(since) {
             let message = format!(
                 "runner did not start within {}s",
@@ -77,15 +78,18 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
         }
     }
 
+    /// The runner's last activity; a run that waited in Kueue's queue counts as active when
+    /// admitted (time in the queue is not idle time).
     pub(super) fn last_activity(&self) -> Timestamp {
         let status = &self.status;
-        status
+        let last = status
             .last_activity_time
             .as_ref()
             .or(status.start_time.as_ref())
             .or(self.observed.session.metadata.creation_timestamp.as_ref())
             .map(|t| t.0)
-            .unwrap_or(self.observed.now)
+            .unwrap_or(self.observed.now);
+        self.admitted_at().map_or(last, |at| at.max(last))
     }
 
     /// `Some(idle time)` when the session has been idle at least its inactivity timeout.
