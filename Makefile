@@ -43,6 +43,7 @@ test-unit: ## unit tests only (no cluster)
 
 test: deps lint ## the whole suite: lint, unit tests, integration tests on a real control plane, RBAC check
 	cluster/build.sh >/dev/null
+	cluster/build.sh kueue >/dev/null
 	image/build.sh
 	cargo test --workspace --locked --features $(TEST_FEATURES) --no-run
 	cluster/with-cluster.sh tests/suite.sh --locked --features $(TEST_FEATURES)

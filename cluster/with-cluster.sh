@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs a command with a control plane available, exporting AGENTIC_CLUSTER_DIR to it.
 # If AGENTIC_CLUSTER_DIR already names a running cluster (made by up.sh) it is used as is;
-# otherwise a fresh cluster is started in target/test-cluster and stopped afterwards.
+# otherwise a fresh cluster, with Kueue (tests/kueue.rs), is started in target/test-cluster and
+# stopped afterwards.
 # Usage: cluster/with-cluster.sh COMMAND [ARGS...]
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -14,5 +15,5 @@ fi
 export AGENTIC_CLUSTER_DIR=$repo/target/test-cluster
 "$here/down.sh" "$AGENTIC_CLUSTER_DIR" 2>/dev/null || true
 trap '"$here/down.sh" "$AGENTIC_CLUSTER_DIR"' EXIT
-"$here/up.sh" "$AGENTIC_CLUSTER_DIR"
+CLUSTER_KUEUE=1 "$here/up.sh" "$AGENTIC_CLUSTER_DIR"
 "$@"

@@ -20,7 +20,7 @@ use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
 use support::backend::FakeBackend;
-use support::operator::{Engine, operator, wait_for_phase};
+use support::operator::{Engine, operator, runner_env, wait_for_phase};
 use support::{ClusterInfo, TestNamespace, client_from_kubeconfig, rbac, wait_until};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -145,23 +145,6 @@ impl Project {
     async fn wait_for(&self, session: &str, phase: Phase) -> AgenticSession {
         wait_for_phase(&self.ns.client, &self.ns.name, session, phase, LIMIT).await
     }
-}
-
-fn runner_env(job: &Job, name: &str) -> Option<String> {
-    job.spec
-        .as_ref()?
-        .template
-        .spec
-        .as_ref()?
-        .containers
-        .iter()
-        .find(|c| c.name == "ambient-code-runner")?
-        .env
-        .as_ref()?
-        .iter()
-        .find(|e| e.name == name)?
-        .value
-        .clone()
 }
 
 /// `<prefix>-<unix seconds>` with the seconds within `[from, to]`: the seconds.

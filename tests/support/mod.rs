@@ -8,6 +8,7 @@ pub mod audit;
 pub mod backend;
 pub mod fake_runner;
 pub mod faults;
+pub mod kueue_scenarios;
 pub mod monitoring;
 pub mod operator;
 pub mod platform;
@@ -43,6 +44,8 @@ pub struct ClusterInfo {
     pub etcd_endpoint: String,
     /// Directory holding the control-plane binaries.
     pub bin_dir: PathBuf,
+    /// Whether Kueue runs on it (`CLUSTER_KUEUE=1 cluster/up.sh`).
+    pub kueue: bool,
 }
 
 impl ClusterInfo {
@@ -78,6 +81,7 @@ impl ClusterInfo {
             kubeconfig: PathBuf::from(fact("KUBECONFIG")),
             etcd_endpoint: fact("ETCD_ENDPOINT"),
             bin_dir: PathBuf::from(fact("BIN_DIR")),
+            kueue: facts.get("KUEUE") == Some(&"1"),
         }
     }
 

@@ -99,6 +99,11 @@ pub fn operator_on(
         argv.extend_from_slice(extra_args);
         let args = Args::try_parse_from(argv).expect("valid operator arguments");
         let config = Config::from_args(args).expect("consistent operator arguments");
+        // The in-process operator's log, human-readable on the test's output (with
+        // `-- --nocapture`; RUST_LOG filters), for a test being debugged.
+        if std::env::var_os("AGENTIC_TEST_OPERATOR_LOG").is_some() {
+            agentic_operator::observability::logging::init_logging(true);
+        }
         std::thread::Builder::new()
             .name("operator".into())
             .spawn(move || {
@@ -311,4 +316,38 @@ pub async fn wait_until_applied(client: &Client, namespace: &str, name: &str) ->
         },
     )
     .await
+}
+
+/// Merges `patch` into the namespace's ProjectSettings once the operator has made them.
+pub async fn patch_project_settings(client: &Client, namespace: &str, patch: serde_json::Value) {
+    let settings: Api<agentic_crds::ProjectSettings> = Api::namespaced(client.clone(), namespace);
+    let name = agentic_crds::keys::PROJECT_SETTINGS_NAME;
+    super::wait_until(
+        "the operator to create ProjectSettings",
+        Duration::from_secs(60),
+        || async { settings.get_opt(name).await.ok().flatten() },
+    )
+    .await;
+    settings
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patching ProjectSettings");
+}
+
+/// The value of the runner container's environment variable `name` in `job`.
+pub fn runner_env(job: &k8s_openapi::api::batch::v1::Job, name: &str) -> Option<String> {
+    job.spec
+        .as_ref()?
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .iter()
+        .find(|c| c.name == "ambient-code-runner")?
+        .env
+        .as_ref()?
+        .iter()
+        .find(|e| e.name == name)?
+        .value
+        .clone()
 }

@@ -13,7 +13,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 
 use super::audit::JobLedger;
 use super::operator::{
-    annotate, create, ready_message, ready_reason, session, started, wait_for_phase,
+    annotate, create, ready_message, ready_reason, runner_env, session, started, wait_for_phase,
 };
 use super::{
     ClusterInfo, CreationBlocked, JobCreationBlocked, JobDeletionRefused, TestNamespace,
@@ -80,22 +80,6 @@ macro_rules! lifecycle_tests {
             support::scenarios::$name(&cluster).await;
         }
     };
-}
-
-fn job_env(job: &Job, name: &str) -> Option<String> {
-    job.spec
-        .as_ref()?
-        .template
-        .spec
-        .as_ref()?
-        .containers
-        .first()?
-        .env
-        .as_ref()?
-        .iter()
-        .find(|e| e.name == name)?
-        .value
-        .clone()
 }
 
 async fn running_job(client: &Client, namespace: &str, session: &str) -> Job {
@@ -201,7 +185,7 @@ pub async fn a_timeout_is_advisory_by_default(cluster: &ClusterInfo) {
         "no deadline unless --enforce-session-timeout"
     );
     assert_eq!(
-        job_env(&job, "TIMEOUT").as_deref(),
+        runner_env(&job, "TIMEOUT").as_deref(),
         Some("2"),
         "passed to the runner"
     );
@@ -240,7 +224,10 @@ pub async fn stop_while_running_then_restart_resumes(cluster: &ClusterInfo) {
     .await;
     wait_for_phase(&ns.client, &ns.name, "pausable", Phase::Running, LIMIT).await;
     let first_job = running_job(&ns.client, &ns.name, "pausable").await;
-    assert_eq!(job_env(&first_job, "IS_RESUME").as_deref(), Some("false"));
+    assert_eq!(
+        runner_env(&first_job, "IS_RESUME").as_deref(),
+        Some("false")
+    );
 
     annotate(
         &ns.client,
@@ -278,7 +265,10 @@ pub async fn stop_while_running_then_restart_resumes(cluster: &ClusterInfo) {
     wait_for_phase(&ns.client, &ns.name, "pausable", Phase::Running, LIMIT).await;
     let second_job = running_job(&ns.client, &ns.name, "pausable").await;
     assert_ne!(first_job.metadata.uid, second_job.metadata.uid);
-    assert_eq!(job_env(&second_job, "IS_RESUME").as_deref(), Some("true"));
+    assert_eq!(
+        runner_env(&second_job, "IS_RESUME").as_deref(),
+        Some("true")
+    );
 }
 
 /// A Job creation that fails for a while (quota) is retried; the eventual first run is not a
@@ -319,7 +309,7 @@ pub async fn first_run_after_a_transient_error_is_not_a_resume(cluster: &Cluster
     blocked.lift().await;
     wait_for_phase(&ns.client, &ns.name, "retried", Phase::Running, LIMIT).await;
     let job = running_job(&ns.client, &ns.name, "retried").await;
-    assert_eq!(job_env(&job, "IS_RESUME").as_deref(), Some("false"));
+    assert_eq!(runner_env(&job, "IS_RESUME").as_deref(), Some("false"));
 }
 
 /// Someone deletes the Job of a running session: the run is lost (its outcome is unknown), so
@@ -362,7 +352,7 @@ pub async fn job_deleted_after_the_runner_started_fails_the_session_as_lost(clus
         job.metadata.deletion_timestamp.is_none().then_some(job)
     })
     .await;
-    assert_eq!(job_env(&again, "IS_RESUME").as_deref(), Some("true"));
+    assert_eq!(runner_env(&again, "IS_RESUME").as_deref(), Some("true"));
     wait_for_phase(&ns.client, &ns.name, "resilient", Phase::Running, LIMIT).await;
 }
 
@@ -442,7 +432,7 @@ pub async fn orphans_of_an_earlier_session_with_the_same_name_are_never_adopted(
     let job = owned_by(&ns.api::<Job>(), "reborn-job", &uid).await;
     assert_ne!(job.metadata.uid, orphan_job.metadata.uid);
     assert_eq!(
-        job_env(&job, "IS_RESUME").as_deref(),
+        runner_env(&job, "IS_RESUME").as_deref(),
         Some("false"),
         "a first run"
     );
@@ -583,24 +573,8 @@ pub async fn a_failing_cleanup_keeps_the_transitions_event_and_metric(cluster: &
 }
 
 async fn set_project_inactivity(client: &Client, namespace: &str, seconds: i64) {
-    let settings: Api<ProjectSettings> = Api::namespaced(client.clone(), namespace);
-    wait_until("the operator to create ProjectSettings", LIMIT, || async {
-        settings
-            .get_opt(keys::PROJECT_SETTINGS_NAME)
-            .await
-            .ok()
-            .flatten()
-    })
-    .await;
     let patch = serde_json::json!({"spec": {"inactivityTimeoutSeconds": seconds}});
-    settings
-        .patch(
-            keys::PROJECT_SETTINGS_NAME,
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-        .expect("patching ProjectSettings");
+    super::operator::patch_project_settings(client, namespace, patch).await;
 }
 
 /// Waits until session `name` is Stopped and asserts inactivity stopped it.
