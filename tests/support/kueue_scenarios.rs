@@ -276,7 +276,8 @@ async fn stop(ns: &TestNamespace, name: &str) {
 /// Quota of 2 runners, 5 sessions: 2 Running, 3 Creating with `Queued` True and Kueue's own
 /// message, their Jobs suspended in the project's queue; queued past the start timeout without
 /// failing; stopping a running one admits a queued one within seconds; deleting a queued
-/// session removes its Workload.
+/// session removes its Workload; stopping a queued one ends its wait, and restarting it queues
+/// it again.
 pub async fn a_quota_of_two_runs_two_and_queues_the_rest_with_kueues_message(
     cluster: &ClusterInfo,
 ) {
@@ -386,27 +387,74 @@ pub async fn a_quota_of_two_runs_two_and_queues_the_rest_with_kueues_message(
         .metadata
         .uid
         .expect("a uid");
-    let workloads =
-        Api::<DynamicObject>::namespaced_with(client.clone(), &ns.name, &kueue_kind("Workload"));
-    let selector = format!("{}={job_uid}", keys::KUEUE_JOB_UID_LABEL);
-    wait_until("its Workload", LIMIT, || async {
-        let list = workloads
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .ok()?;
-        (!list.items.is_empty()).then_some(())
-    })
-    .await;
+    wait_for_workloads(&client, &ns, &job_uid, 1).await;
     ns.api::<AgenticSession>()
         .delete(&still, &DeleteParams::background())
         .await
         .expect("deleting the queued session");
-    wait_until("its Workload gone", LIMIT, || async {
+    wait_for_workloads(&client, &ns, &job_uid, 0).await;
+
+    // Stopping the last queued session ends its wait (its suspended Job and its Workload go,
+    // the gauge says so); restarting it queues it again behind the two that run.
+    let last = wait_until("the last session still queued", LIMIT, || async {
+        let now = standing(&ns).await?;
+        (now.queued.len() == 1).then(|| now.queued[0].0.clone())
+    })
+    .await;
+    let job_name = format!("{last}-job");
+    let job_uid = jobs
+        .get(&job_name)
+        .await
+        .expect("its Job")
+        .metadata
+        .uid
+        .expect("a uid");
+    wait_for_workloads(&client, &ns, &job_uid, 1).await;
+    stop(&ns, &last).await;
+    wait_until("its suspended Job gone", LIMIT, || async {
+        let job = jobs.get_opt(&job_name).await.ok()?;
+        job.is_none_or(|j| j.metadata.uid.as_deref() != Some(&job_uid))
+            .then_some(())
+    })
+    .await;
+    wait_for_workloads(&client, &ns, &job_uid, 0).await;
+    gauge_reads(0.0).await;
+    annotate(
+        &ns.client,
+        &ns.name,
+        &last,
+        keys::DESIRED_PHASE_ANNOTATION,
+        Some("Running"),
+    )
+    .await;
+    wait_until("the restarted session queued again", LIMIT, || async {
+        let now = standing(&ns).await?;
+        assert!(now.failed.is_empty(), "failed: {:?}", now.failed);
+        let again = now.queued.iter().any(|(name, reason, message)| {
+            name == &last && reason == "Pending" && message.contains("insufficient unused quota")
+        });
+        (again && now.running.len() == 2).then_some(())
+    })
+    .await;
+    let job = jobs.get(&job_name).await.expect("the restarted run's Job");
+    assert_ne!(job.metadata.uid.as_deref(), Some(job_uid.as_str()));
+    assert_eq!(job.spec.as_ref().and_then(|s| s.suspend), Some(true));
+    gauge_reads(1.0).await;
+}
+
+/// Waits until the Workloads of the Job `job_uid` number `expected` (Kueue makes one per Job;
+/// it goes with the Job, by owner reference).
+async fn wait_for_workloads(client: &Client, ns: &TestNamespace, job_uid: &str, expected: usize) {
+    let workloads =
+        Api::<DynamicObject>::namespaced_with(client.clone(), &ns.name, &kueue_kind("Workload"));
+    let selector = format!("{}={job_uid}", keys::KUEUE_JOB_UID_LABEL);
+    let what = format!("{expected} Workload(s) of Job {job_uid}");
+    wait_until(&what, LIMIT, || async {
         let list = workloads
             .list(&ListParams::default().labels(&selector))
             .await
             .ok()?;
-        list.items.is_empty().then_some(())
+        (list.items.len() == expected).then_some(())
     })
     .await;
 }

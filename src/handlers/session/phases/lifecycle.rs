@@ -259,6 +259,7 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
             _ => "stop requested",
         };
         self.condition(types::READY, false, reasons::STOPPING, message);
+        self.leave_queue(reasons::STOPPING, message);
         self.enter(Phase::Stopping, message, false);
         self.requeue(POLL_WHILE_WAITING);
     }

@@ -73,6 +73,7 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
         self.end_service();
         self.status.completion_time = Some(self.now());
         self.condition(types::READY, false, reason, &message);
+        self.leave_queue(reason, &message);
         if self.status.phase != Phase::Failed {
             self.notes.push(Note {
                 warning: true,

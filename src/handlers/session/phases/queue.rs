@@ -142,6 +142,15 @@ impl<'o, 'a> PlanBuilder<'o, 'a> {
         });
     }
 
+    /// The run ends while its Job waits in the queue (stopped, or failed): `Queued` False
+    /// with why, so neither the condition nor `ambient_sessions_queued` counts a wait that is
+    /// over. (Its turn to False predates any next run, whose start the timers take instead.)
+    pub(super) fn leave_queue(&mut self, reason: &str, message: &str) {
+        if self.condition_is(types::QUEUED, ConditionStatus::True) {
+            self.condition(types::QUEUED, false, reason, message);
+        }
+    }
+
     /// When Kueue admitted the current run's Job: the `Queued` condition's turn to False.
     /// (A condition of an earlier run is older than this run's Job, which the callers take
     /// the later of.)
@@ -283,6 +292,28 @@ mod tests {
             Some(reasons::QUEUE_TIMEOUT)
         );
         assert_eq!(late.children, vec![delete_job()]);
+        let queued = condition(&late, types::QUEUED);
+        assert_eq!(queued.status, ConditionStatus::False, "the wait is over");
+        assert_eq!(queued.reason.as_deref(), Some(reasons::QUEUE_TIMEOUT));
+    }
+
+    #[test]
+    fn stopping_a_queued_run_ends_its_wait() {
+        let mut s = in_phase(Phase::Creating, Some("Stopped"));
+        set(&mut s, types::QUEUED, true, "Pending", 100);
+        let j = suspended_job();
+        let mut observed = observe(&s, Some(&j), vec![], 200);
+        observed.queue = Some(waiting());
+        let plan = plan(&observed);
+        assert_eq!(plan.status.phase, Phase::Stopping);
+        assert_eq!(plan.children, vec![delete_job()]);
+        let queued = condition(&plan, types::QUEUED);
+        assert_eq!(
+            queued.status,
+            ConditionStatus::False,
+            "no longer counted as queued"
+        );
+        assert_eq!(queued.reason.as_deref(), Some(reasons::STOPPING));
     }
 
     #[test]
