@@ -10,7 +10,8 @@
 #        E2E_MODES="baseline queue" ...      a subset of the modes (baseline queue legacy, and
 #                                            sharded failover: E2E_REPLICAS replicas with
 #                                            --sharding, failover killing one of them
-#                                            E2E_KILL_AFTER seconds into the burst)
+#                                            E2E_KILL_AFTER seconds into the burst; and
+#                                            finishing kueue: see below)
 #        E2E_STARTUP_ENGINES="queue" ...     engines measured at start-up (default: queue legacy)
 #        E2E_STARTUP_TIMEOUT=1200            how long to follow the start-up backlog (s)
 #        E2E_SETTLE=420 ...                  keep sampling the operator's RSS this long after each run
@@ -21,6 +22,13 @@
 #                                            89 other namespaces, 3842 finished and 477 running
 #                                            sessions; first start, then a restart (make bench-scale
 #                                            runs only this); E2E_SCALE_ENGINES="queue legacy"
+#
+#        E2E_MODES="finishing kueue" ...     queueing with Kueue (issue 27): runners that succeed after
+#                                            1 s, followed until every session has ended; kueue runs
+#                                            the cluster with Kueue and the operator with --kueue, every
+#                                            namespace's runners queued in one ClusterQueue admitting
+#                                            E2E_KUEUE_QUOTA (100) at once; finishing is the same work
+#                                            without Kueue (the comparison); not in the default modes
 #
 # Writes target/bench-report/e2e.json, e2e.md and e2e-*.png; raw per-run results and operator
 # logs under target/bench-report/e2e-runs/.
@@ -66,6 +74,7 @@ cleanup() { if [ -n "$state" ]; then cluster/down.sh "$state" >/dev/null 2>&1 ||
 trap cleanup EXIT
 
 # Fresh cluster with the CRDs, two bench identities (operator, baseline) and their FlowSchemas.
+# CLUSTER_KUEUE=1 in the environment: Kueue runs too.
 fresh_cluster() {
   cleanup
   state=$(mktemp -d /tmp/e2e-cluster.XXXXXX)
@@ -104,7 +113,7 @@ FS
 for n in $sizes; do
   for mode in $modes; do
     log "$n sessions, $mode: fresh cluster"
-    fresh_cluster
+    if [ "$mode" = kueue ]; then CLUSTER_KUEUE=1 fresh_cluster; else CLUSTER_KUEUE=0 fresh_cluster; fi
     result=$runs/$mode-$n.json
     case $mode in
       baseline)
@@ -125,6 +134,14 @@ for n in $sizes; do
           --settle-secs "${E2E_SETTLE:-0}" --replicas "${E2E_REPLICAS:-3}" "${kill[@]}" \
           --out "$result" -- --kubeconfig "$state/operator.kubeconfig" --namespace default \
           "${runner_flags[@]}" --sharding --sharding-ring bench ;;
+      finishing|kueue)
+        kueue=(); flag=(); [ "$mode" = kueue ] && { kueue=(--kueue-quota "${E2E_KUEUE_QUOTA:-100}"); flag=(--kueue); }
+        "$loadgen" --mode operator --kubeconfig "$KUBECONFIG" --sessions "$n" --namespaces "$namespaces" \
+          --flow-schema bench-operator --operator-bin "$operator_bin" --operator-log "$runs/$mode-$n.log" \
+          --outcome succeed --run-for 1s --until terminal "${kueue[@]}" \
+          --settle-secs "${E2E_SETTLE:-0}" \
+          --out "$result" -- --kubeconfig "$state/operator.kubeconfig" --namespace default \
+          "${runner_flags[@]}" "${flag[@]}" ;;
       *) log "unknown mode $mode"; exit 2 ;;
     esac
   done

@@ -24,6 +24,10 @@
 //!   kernel's high-water mark), the restart's time to ready, API requests and the time to Running
 //!   of a session created as the restart begins and of one created once it is ready.
 //!
+//! With `--kueue-quota N` (operator mode, the operator run with `--kueue`, Kueue running), every
+//! namespace queues its runners in one ClusterQueue admitting N at once (see `kueue.rs`) and the
+//! result adds each Workload's wait for admission.
+//!
 //! API requests of the operator (or of the bare client) are counted by the API server itself:
 //! `apiserver_flowcontrol_dispatched_requests_total` of a FlowSchema that matches only that
 //! identity (`--flow-schema`; the script creates it), read before and after the burst.
@@ -62,6 +66,8 @@ use kube::{Api, Client, Resource, ResourceExt};
 use parking_lot::Mutex;
 use serde_json::json;
 use tokio::sync::Semaphore;
+
+mod kueue;
 
 const RUN_LABEL: &str = "bench-run";
 
@@ -153,6 +159,10 @@ struct Args {
     /// backlog's reconciles, and the window its API requests are counted in).
     #[arg(long, default_value_t = 30)]
     restart_window_secs: u64,
+    /// Operator mode: queue every namespace's runners in one Kueue ClusterQueue admitting this
+    /// many at once (the operator must run with `--kueue`), and time each Workload's admission.
+    #[arg(long)]
+    kueue_quota: Option<usize>,
     /// Result file (JSON).
     #[arg(long)]
     out: PathBuf,
@@ -620,6 +630,8 @@ fn summarize(timelines: &BTreeMap<(String, String), Timeline>) -> serde_json::Va
     };
     let all_running = last(|t| t.running);
     let n_running = timelines.values().filter(|t| t.running.is_some()).count();
+    let all_terminal = last(|t| t.terminal);
+    let n_terminal = timelines.values().filter(|t| t.terminal.is_some()).count();
     let mut terminal_phases: BTreeMap<String, usize> = BTreeMap::new();
     for t in timelines.values() {
         if let Some(p) = t.terminal_phase {
@@ -632,6 +644,9 @@ fn summarize(timelines: &BTreeMap<(String, String), Timeline>) -> serde_json::Va
         "last_created_s": last(|t| t.created),
         "all_running_s": all_running - first_created,
         "running_per_s": n_running as f64 / (all_running - first_created),
+        "reached_terminal": n_terminal,
+        "all_terminal_s": all_terminal - first_created,
+        "terminal_per_s": n_terminal as f64 / (all_terminal - first_created),
         "to_creating": stats(latencies(|t| t.creating)),
         "to_running": stats(latencies(|t| t.running)),
         "to_terminal": stats(latencies(|t| t.terminal)),
@@ -669,10 +684,19 @@ async fn burst(args: &Args, admin: Client) -> serde_json::Value {
         }
         ready_after = Some(slowest);
         wait_project_settings(args, &admin).await;
+        if let Some(quota) = args.kueue_quota {
+            let namespaces: Vec<String> = (0..args.namespaces)
+                .map(|i| namespace_name(args, i))
+                .collect();
+            kueue::queue_every_namespace(&admin, &namespaces, quota).await;
+        }
     }
     let origin = Instant::now();
     let timelines: Timelines = Arc::default();
     watch_phases(&admin, &args.prefix, origin, &timelines);
+    let admissions = args
+        .kueue_quota
+        .map(|_| kueue::Admissions::watch(&admin, origin));
     // Let the watch list (nothing yet) before the burst.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let samplers: Vec<Sampler> = if operators.is_empty() {
@@ -768,6 +792,7 @@ async fn burst(args: &Args, admin: Client) -> serde_json::Value {
             "cpu_seconds": p["cpu_seconds"],
         })).collect::<Vec<_>>(),
         "failover": failover,
+        "kueue": admissions.zip(args.kueue_quota).map(|(a, quota)| a.summary(quota)),
         "summary": summarize(&snapshot),
         "per_session": per_session(&snapshot),
     })

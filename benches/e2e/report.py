@@ -24,12 +24,21 @@ def load(path):
         return json.load(f)
 
 
+# Queueing with Kueue (issue 27): runners that end, followed until every session has ended;
+# finishing is the same work without Kueue.
+QUEUE_MODES = ["finishing", "kueue"]
+# Kueue's own scheduler performance test (its repository): 15,000 workloads in ~351 s.
+KUEUE_BASELINE_PER_S = 15000 / 351
+
 results = {}
+queueing = {}
 for path in sorted(glob.glob(os.path.join(runs_dir, "*.json"))):
     name = os.path.basename(path)[:-5]
     mode, _, n = name.rpartition("-")
     if mode in MODES:
         results.setdefault(int(n), {})[mode] = load(path)
+    elif mode in QUEUE_MODES:
+        queueing.setdefault(int(n), {})[mode] = load(path)
 
 # Start-up runs by engine: startup-<engine>-<n>.json (startup-<n>.json: the queue engine, as
 # written before both engines were measured).
@@ -108,6 +117,35 @@ for n in sorted(results):
         }
         report["runs"][f"{mode}-{n}"] = entry
         rows.append(entry)
+
+report["queueing"] = {}
+queue_rows = []
+for n in sorted(queueing):
+    plain = queueing[n].get("finishing", {}).get("summary", {}).get("terminal_per_s")
+    for mode in QUEUE_MODES:
+        r = queueing[n].get(mode)
+        if not r:
+            continue
+        s, proc = r["summary"], r.get("process", {})
+        rate = s.get("terminal_per_s")
+        requests = r.get("api_requests")
+        entry = {
+            "sessions": n,
+            "mode": mode,
+            "complete": r.get("complete"),
+            "all_ended_s": s.get("all_terminal_s"),
+            "sessions_per_s": rate,
+            "ratio_vs_finishing": rate / plain if (rate and plain) else None,
+            "to_terminal": s.get("to_terminal"),
+            "terminal_phases": s.get("terminal_phases"),
+            "kueue": r.get("kueue"),
+            "peak_rss_mib": proc.get("peak_rss_mib"),
+            "cpu_seconds": proc.get("cpu_seconds"),
+            "api_requests": requests,
+            "api_requests_per_session": requests / n if isinstance(requests, (int, float)) and requests == requests else None,
+        }
+        report["queueing"][f"{mode}-{n}"] = entry
+        queue_rows.append(entry)
 
 for engine, run in startups.items():
     entry = {k: v for k, v in run.items() if k != "process"}
@@ -337,6 +375,31 @@ for engine, run in sorted(startups.items(), key=lambda kv: MODES.index(kv[0]) if
     ]
     for p in run["probes"]:
         lines.append(f"  - {p['session']} created at {fmt(p['created_s'])} s: {fmt(p['to_running_s'], 2)} s")
+if queue_rows:
+    lines += [
+        "",
+        "## Queueing with Kueue",
+        "",
+        "Runners succeed 1 s after they start; each run is followed until every session has ended.",
+        "*kueue*: the cluster runs Kueue, the operator `--kueue`, every namespace's runners queue in",
+        "one ClusterQueue admitting *quota* at once (BestEffortFIFO); *finishing*: the same work",
+        "without Kueue. *admission*: from when a watch first saw a session's Workload to when it",
+        "first saw it `Admitted` (the wait for quota included); *admitted/s*: admissions from the",
+        f"first Workload to the last admission (Kueue's own scheduler perf test: {KUEUE_BASELINE_PER_S:.0f}/s).",
+        "",
+        "| sessions | mode | all ended (s) | sessions/s | vs finishing | p50 / p99 to end (s) | quota | admission p50 / p99 (s) | admitted/s | evicted | peak RSS (MiB) | CPU (s) | API requests (per session) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for e in queue_rows:
+        t, k = e["to_terminal"] or {}, e["kueue"] or {}
+        a = k.get("admission_s") or {}
+        lines.append(
+            f"| {e['sessions']} | {e['mode']}{'' if e['complete'] else ' (incomplete)'} | "
+            f"{fmt(e['all_ended_s'])} | {fmt(e['sessions_per_s'])} | {fmt(e['ratio_vs_finishing'], 2)} | "
+            f"{fmt(t.get('p50'))} / {fmt(t.get('p99'))} | {k.get('quota', '–')} | "
+            f"{fmt(a.get('p50'), 2)} / {fmt(a.get('p99'), 2)} | {fmt(k.get('admitted_per_s'))} | "
+            f"{k.get('evicted', '–')} | {fmt(e['peak_rss_mib'])} | {fmt(e['cpu_seconds'])} | "
+            f"{fmt(e['api_requests'], 0)} ({fmt(e['api_requests_per_session'])}) |")
 if scales:
     any_run = next(iter(scales.values()))
     lines += [
