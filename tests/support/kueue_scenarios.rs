@@ -197,6 +197,19 @@ fn hanging(name: &str, scheduled: bool) -> AgenticSession {
     s
 }
 
+/// Creates `count` interactive sessions `<prefix>0`, `<prefix>1`, ... in `ns` that run until
+/// stopped.
+async fn create_hanging(ns: &TestNamespace, prefix: &str, count: usize) {
+    for i in 0..count {
+        create(
+            &ns.client,
+            &ns.name,
+            &hanging(&format!("{prefix}{i}"), false),
+        )
+        .await;
+    }
+}
+
 /// The session's `Queued` condition, if True: `(reason, message)`.
 fn queued(session: &AgenticSession) -> Option<(String, String)> {
     let condition = session
@@ -282,9 +295,7 @@ pub async fn a_quota_of_two_runs_two_and_queues_the_rest_with_kueues_message(
     cluster: &ClusterInfo,
 ) {
     let (ns, client) = queued_namespace(cluster, "kueue-quota", 2, false).await;
-    for i in 0..5 {
-        create(&ns.client, &ns.name, &hanging(&format!("s{i}"), false)).await;
-    }
+    create_hanging(&ns, "s", 5).await;
     let first = wait_until(
         "2 Running and 3 Queued with Kueue's message",
         LIMIT,
@@ -554,14 +565,7 @@ pub async fn two_projects_in_a_cohort_each_get_their_share(cluster: &ClusterInfo
         };
         queue_for(ns, &client, shape).await;
     }
-    for i in 0..6 {
-        create(
-            &first.client,
-            &first.name,
-            &hanging(&format!("a{i}"), false),
-        )
-        .await;
-    }
+    create_hanging(&first, "a", 6).await;
     wait_until(
         "the first project borrowing the idle quota",
         LIMIT,
@@ -571,14 +575,7 @@ pub async fn two_projects_in_a_cohort_each_get_their_share(cluster: &ClusterInfo
         },
     )
     .await;
-    for i in 0..6 {
-        create(
-            &second.client,
-            &second.name,
-            &hanging(&format!("b{i}"), false),
-        )
-        .await;
-    }
+    create_hanging(&second, "b", 6).await;
     wait_until("2 Running in each project", LIMIT, || async {
         let a = standing(&first).await?;
         let b = standing(&second).await?;
