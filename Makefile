@@ -54,8 +54,8 @@ bench-queue: ## queue benchmarks, ours vs client-go vs kube-runtime; report in t
 bench-e2e: ## operator end to end: 1k/5k sessions (E2E_10K=1 adds 10k), both engines vs a bare client, start-up with 10k
 	E2E_SIZES="$${E2E_SIZES-1000 5000$(if $(E2E_10K), 10000)}" bash benches/run-e2e-bench.sh
 
-bench-kueue: ## queueing with Kueue (#27): 1000 finishing sessions over 10 projects, quota 100, beside the same work without Kueue
-	E2E_SIZES="$${E2E_SIZES-1000}" E2E_MODES="finishing kueue" E2E_STARTUP=0 bash benches/run-e2e-bench.sh
+bench-kueue: ## queueing with Kueue (#27): 1000 finishing sessions over 10 projects, quota 100 (one ClusterQueue; one per project), beside the same work without Kueue
+	E2E_SIZES="$${E2E_SIZES-1000}" E2E_MODES="$${E2E_MODES-finishing kueue kueue-per-project}" E2E_STARTUP=0 bash benches/run-e2e-bench.sh
 
 bench-scale: ## the cluster that made the original run out of memory (#1299): first start and restart, both engines
 	E2E_SIZES="" E2E_STARTUP=0 E2E_SCALE=1 bash benches/run-e2e-bench.sh

@@ -11,7 +11,7 @@
 #                                            sharded failover: E2E_REPLICAS replicas with
 #                                            --sharding, failover killing one of them
 #                                            E2E_KILL_AFTER seconds into the burst; and
-#                                            finishing kueue: see below)
+#                                            finishing kueue kueue-per-project: below)
 #        E2E_STARTUP_ENGINES="queue" ...     engines measured at start-up (default: queue legacy)
 #        E2E_STARTUP_TIMEOUT=1200            how long to follow the start-up backlog (s)
 #        E2E_SETTLE=420 ...                  keep sampling the operator's RSS this long after each run
@@ -23,12 +23,15 @@
 #                                            sessions; first start, then a restart (make bench-scale
 #                                            runs only this); E2E_SCALE_ENGINES="queue legacy"
 #
-#        E2E_MODES="finishing kueue" ...     queueing with Kueue (issue 27): runners that succeed after
+#        E2E_MODES="finishing kueue kueue-per-project" (make bench-kueue)
+#                                            queueing with Kueue (issue 27): runners that succeed after
 #                                            1 s, followed until every session has ended; kueue runs
 #                                            the cluster with Kueue and the operator with --kueue, every
 #                                            namespace's runners queued in one ClusterQueue admitting
-#                                            E2E_KUEUE_QUOTA (100) at once; finishing is the same work
-#                                            without Kueue (the comparison); not in the default modes
+#                                            E2E_KUEUE_QUOTA (100) at once; kueue-per-project: a
+#                                            ClusterQueue per namespace with an equal share, in one
+#                                            cohort; finishing is the same work without Kueue (the
+#                                            comparison); not in the default modes
 #
 # Writes target/bench-report/e2e.json, e2e.md and e2e-*.png; raw per-run results and operator
 # logs under target/bench-report/e2e-runs/.
@@ -113,7 +116,7 @@ FS
 for n in $sizes; do
   for mode in $modes; do
     log "$n sessions, $mode: fresh cluster"
-    if [ "$mode" = kueue ]; then CLUSTER_KUEUE=1 fresh_cluster; else CLUSTER_KUEUE=0 fresh_cluster; fi
+    case $mode in kueue*) CLUSTER_KUEUE=1 fresh_cluster ;; *) CLUSTER_KUEUE=0 fresh_cluster ;; esac
     result=$runs/$mode-$n.json
     case $mode in
       baseline)
@@ -134,8 +137,12 @@ for n in $sizes; do
           --settle-secs "${E2E_SETTLE:-0}" --replicas "${E2E_REPLICAS:-3}" "${kill[@]}" \
           --out "$result" -- --kubeconfig "$state/operator.kubeconfig" --namespace default \
           "${runner_flags[@]}" --sharding --sharding-ring bench ;;
-      finishing|kueue)
-        kueue=(); flag=(); [ "$mode" = kueue ] && { kueue=(--kueue-quota "${E2E_KUEUE_QUOTA:-100}"); flag=(--kueue); }
+      finishing|kueue|kueue-per-project)
+        kueue=(); flag=()
+        case $mode in
+          kueue) kueue=(--kueue-quota "${E2E_KUEUE_QUOTA:-100}" --kueue-layout shared); flag=(--kueue) ;;
+          kueue-per-project) kueue=(--kueue-quota "${E2E_KUEUE_QUOTA:-100}" --kueue-layout per-project); flag=(--kueue) ;;
+        esac
         "$loadgen" --mode operator --kubeconfig "$KUBECONFIG" --sessions "$n" --namespaces "$namespaces" \
           --flow-schema bench-operator --operator-bin "$operator_bin" --operator-log "$runs/$mode-$n.log" \
           --outcome succeed --run-for 1s --until terminal "${kueue[@]}" \

@@ -1,6 +1,7 @@
 //! The load generator's Kueue mode (`--kueue-quota N`, issue 27): every managed namespace of the
-//! run queues its runners in one ClusterQueue admitting `N` runner pods at once, and each
-//! Workload's wait is timed from when a watch first saw it to when it first saw it admitted.
+//! run queues its runners in ClusterQueues admitting `N` runner pods at once in all (one shared
+//! queue, or one per namespace in a cohort: `--kueue-layout`), and each Workload's wait is timed
+//! from when a watch first saw it to when it first saw it admitted.
 //!
 //! Kueue's types are not in k8s-openapi: its objects are written as JSON and read as
 //! `DynamicObject`s, `kueue.x-k8s.io/v1beta2` (the version the operator reads).
@@ -18,7 +19,7 @@ use kube::{Api, Client, ResourceExt};
 use parking_lot::Mutex;
 use serde_json::json;
 
-/// The ClusterQueue (and its ResourceFlavor) every namespace of the run queues in.
+/// The shared ClusterQueue, the ResourceFlavor, and the cohort of per-project ClusterQueues.
 const CLUSTER_QUEUE: &str = "bench-runners";
 /// The LocalQueue of each namespace, named in its ProjectSettings `spec.kueue`.
 const LOCAL_QUEUE: &str = "runners";
@@ -36,49 +37,98 @@ async fn create(api: &Api<DynamicObject>, object: serde_json::Value) {
     }
 }
 
-/// One ClusterQueue admitting `quota` runner pods of the managed namespaces (CPU and memory
-/// plentiful, so the pod count is the only limit), a LocalQueue in each of `namespaces`, and
-/// their ProjectSettings pointing at it; returns once the operator has taken every setting in
-/// (its status echoes `spec.kueue`), so no session of the burst is created unqueued.
-pub async fn queue_every_namespace(admin: &Client, namespaces: &[String], quota: usize) {
+/// How the quota is laid out over ClusterQueues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Layout {
+    /// One ClusterQueue admitting the whole quota for every managed namespace.
+    Shared,
+    /// A ClusterQueue per namespace with an equal share of the quota, all in one cohort (a
+    /// busy project borrows what the others leave idle). Kueue's scheduler takes one head per
+    /// ClusterQueue per cycle, so this admits up to one Workload per project per cycle.
+    PerProject,
+}
+
+/// A ClusterQueue `name` admitting `pods` runner pods of the namespaces `selector` matches
+/// (CPU and memory plentiful, so the pod count is the only limit), in `cohort` if any.
+fn cluster_queue(
+    name: &str,
+    selector: serde_json::Value,
+    pods: usize,
+    cohort: Option<&str>,
+) -> serde_json::Value {
+    let mut queue = json!({
+        "apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ClusterQueue",
+        "metadata": {"name": name},
+        "spec": {
+            "namespaceSelector": {"matchLabels": selector},
+            "queueingStrategy": "BestEffortFIFO",
+            "resourceGroups": [{
+                "coveredResources": ["pods", "cpu", "memory"],
+                "flavors": [{"name": CLUSTER_QUEUE, "resources": [
+                    {"name": "pods", "nominalQuota": pods},
+                    {"name": "cpu", "nominalQuota": "100000"},
+                    {"name": "memory", "nominalQuota": "100000Gi"}
+                ]}]
+            }]
+        }
+    });
+    if let Some(cohort) = cohort {
+        queue["spec"]["cohortName"] = cohort.into();
+    }
+    queue
+}
+
+/// ClusterQueues admitting `quota` runner pods in all laid out as `layout` says, a LocalQueue
+/// in each of `namespaces`, and their ProjectSettings pointing at it; returns once the operator
+/// has taken every setting in (its status echoes `spec.kueue`), so no session of the burst is
+/// created unqueued.
+pub async fn queue_every_namespace(
+    admin: &Client,
+    namespaces: &[String],
+    quota: usize,
+    layout: Layout,
+) {
     create(
         &Api::all_with(admin.clone(), &kind("ResourceFlavor")),
         json!({"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ResourceFlavor",
                "metadata": {"name": CLUSTER_QUEUE}}),
     )
     .await;
-    create(
-        &Api::all_with(admin.clone(), &kind("ClusterQueue")),
-        json!({
-            "apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ClusterQueue",
-            "metadata": {"name": CLUSTER_QUEUE},
-            "spec": {
-                "namespaceSelector": {"matchLabels": {
-                    (keys::MANAGED_NAMESPACE_LABEL): keys::MANAGED_NAMESPACE_VALUE}},
-                "queueingStrategy": "BestEffortFIFO",
-                "resourceGroups": [{
-                    "coveredResources": ["pods", "cpu", "memory"],
-                    "flavors": [{"name": CLUSTER_QUEUE, "resources": [
-                        {"name": "pods", "nominalQuota": quota},
-                        {"name": "cpu", "nominalQuota": "100000"},
-                        {"name": "memory", "nominalQuota": "100000Gi"}
-                    ]}]
-                }]
+    let cluster_queues = Api::all_with(admin.clone(), &kind("ClusterQueue"));
+    // The ClusterQueue each namespace's LocalQueue feeds.
+    let mut feeds = Vec::new();
+    match layout {
+        Layout::Shared => {
+            let managed = json!({(keys::MANAGED_NAMESPACE_LABEL): keys::MANAGED_NAMESPACE_VALUE});
+            create(
+                &cluster_queues,
+                cluster_queue(CLUSTER_QUEUE, managed, quota, None),
+            )
+            .await;
+            feeds.resize(namespaces.len(), CLUSTER_QUEUE.to_string());
+        }
+        Layout::PerProject => {
+            for (i, namespace) in namespaces.iter().enumerate() {
+                // Equal shares; the remainder goes one each to the first namespaces.
+                let share = quota / namespaces.len() + usize::from(i < quota % namespaces.len());
+                let only = json!({"kubernetes.io/metadata.name": namespace});
+                let queue = cluster_queue(namespace, only, share, Some(CLUSTER_QUEUE));
+                create(&cluster_queues, queue).await;
+                feeds.push(namespace.clone());
             }
-        }),
-    )
-    .await;
+        }
+    }
     let settings = KueueSettings {
         local_queue_name: LOCAL_QUEUE.into(),
         interactive_priority_class: None,
         scheduled_priority_class: None,
     };
-    for namespace in namespaces {
+    for (namespace, cluster_queue) in namespaces.iter().zip(&feeds) {
         create(
             &Api::namespaced_with(admin.clone(), namespace, &kind("LocalQueue")),
             json!({"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "LocalQueue",
                    "metadata": {"name": LOCAL_QUEUE, "namespace": namespace},
-                   "spec": {"clusterQueue": CLUSTER_QUEUE}}),
+                   "spec": {"clusterQueue": cluster_queue}}),
         )
         .await;
         let api: Api<ProjectSettings> = Api::namespaced(admin.clone(), namespace);
@@ -169,7 +219,7 @@ impl Admissions {
 
     /// Workloads seen, admitted and evicted, admissions per second, and the time from seen to
     /// admitted (p50/p90/p99/max).
-    pub fn summary(&self, quota: usize) -> serde_json::Value {
+    pub fn summary(&self, quota: usize, layout: Layout) -> serde_json::Value {
         let waits = self.0.lock();
         let mut latencies: Vec<f64> = waits
             .values()
@@ -191,6 +241,7 @@ impl Admissions {
             .fold(f64::NAN, f64::max);
         json!({
             "quota": quota,
+            "layout": format!("{layout:?}"),
             "admitted_per_s": latencies.len() as f64 / (last_admitted - first_seen),
             "workloads": waits.len(),
             "admitted": latencies.len(),

@@ -163,6 +163,10 @@ struct Args {
     /// many at once (the operator must run with `--kueue`), and time each Workload's admission.
     #[arg(long)]
     kueue_quota: Option<usize>,
+    /// With `--kueue-quota`: one ClusterQueue for all namespaces, or one per namespace with an
+    /// equal share in a cohort.
+    #[arg(long, value_enum, default_value = "shared")]
+    kueue_layout: kueue::Layout,
     /// Result file (JSON).
     #[arg(long)]
     out: PathBuf,
@@ -688,7 +692,7 @@ async fn burst(args: &Args, admin: Client) -> serde_json::Value {
             let namespaces: Vec<String> = (0..args.namespaces)
                 .map(|i| namespace_name(args, i))
                 .collect();
-            kueue::queue_every_namespace(&admin, &namespaces, quota).await;
+            kueue::queue_every_namespace(&admin, &namespaces, quota, args.kueue_layout).await;
         }
     }
     let origin = Instant::now();
@@ -792,7 +796,9 @@ async fn burst(args: &Args, admin: Client) -> serde_json::Value {
             "cpu_seconds": p["cpu_seconds"],
         })).collect::<Vec<_>>(),
         "failover": failover,
-        "kueue": admissions.zip(args.kueue_quota).map(|(a, quota)| a.summary(quota)),
+        "kueue": admissions
+            .zip(args.kueue_quota)
+            .map(|(a, quota)| a.summary(quota, args.kueue_layout)),
         "summary": summarize(&snapshot),
         "per_session": per_session(&snapshot),
     })

@@ -26,7 +26,7 @@ def load(path):
 
 # Queueing with Kueue (issue 27): runners that end, followed until every session has ended;
 # finishing is the same work without Kueue.
-QUEUE_MODES = ["finishing", "kueue"]
+QUEUE_MODES = ["finishing", "kueue", "kueue-per-project"]
 # Kueue's own scheduler performance test (its repository): 15,000 workloads in ~351 s.
 KUEUE_BASELINE_PER_S = 15000 / 351
 
@@ -382,8 +382,9 @@ if queue_rows:
         "",
         "Runners succeed 1 s after they start; each run is followed until every session has ended.",
         "*kueue*: the cluster runs Kueue, the operator `--kueue`, every namespace's runners queue in",
-        "one ClusterQueue admitting *quota* at once (BestEffortFIFO); *finishing*: the same work",
-        "without Kueue. *admission*: from when a watch first saw a session's Workload to when it",
+        "one ClusterQueue admitting *quota* at once (BestEffortFIFO); *kueue-per-project*: a",
+        "ClusterQueue per namespace with an equal share of *quota*, all in one cohort; *finishing*:",
+        "the same work without Kueue. *admission*: from when a watch first saw a session's Workload to when it",
         "first saw it `Admitted` (the wait for quota included); *admitted/s*: admissions from the",
         f"first Workload to the last admission (Kueue's own scheduler perf test: {KUEUE_BASELINE_PER_S:.0f}/s).",
         "",
