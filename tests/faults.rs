@@ -89,7 +89,9 @@ fn assert_alive(op: &mut OperatorProcess) {
     }
 }
 
-/// Every session of the burst had its Job created exactly once (from the audit log).
+/// Every session of the burst had its Job created exactly once (from the audit log; a create
+/// the API server stored but was killed with -9 before answering names nothing there, and
+/// accounts for one Job).
 fn assert_jobs_single(ledger: &JobLedger, burst: &Burst) {
     ledger.assert_one_job_per_session(&burst.names);
 }
@@ -108,14 +110,7 @@ async fn api_server_restart(engine: &[&str], tag: &str) {
     burst.extend(Burst::create(&ns.client, &ns.name, "b", 0..n / 2, &[]).await);
     wait_all_completed(&burst, &ns.client).await;
     assert_alive(&mut op);
-    // No Job twice. A create the API server committed to etcd but did not get to audit before
-    // it was killed with -9 is missing from the log (the operator's retry then met
-    // AlreadyExists): report it; every session's phase proves it ran.
-    ledger.assert_each_job_created_once();
-    let unaudited = ledger.unaudited(&burst.names);
-    if !unaudited.is_empty() {
-        eprintln!("Job creates lost with the killed API server's audit log: {unaudited:?}");
-    }
+    assert_jobs_single(&ledger, &burst);
 }
 
 #[tokio::test]

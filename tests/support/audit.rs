@@ -124,9 +124,28 @@ pub enum CreateOutcome {
     Unknown,
 }
 
+/// Creates of `resource` (plural, any group) by the operator in `namespace`, one event each.
+fn create_events(
+    cluster: &ClusterInfo,
+    namespace: &str,
+    resource: &str,
+    since: Option<Timestamp>,
+) -> impl Iterator<Item = Value> {
+    operator_requests(&log_path(cluster), since)
+        .into_iter()
+        .filter(move |event| {
+            let object = &event["objectRef"];
+            event["verb"] == "create"
+                && object["resource"] == resource
+                && object["subresource"].is_null()
+                && object["namespace"] == namespace
+        })
+}
+
 /// Creates of `resource` (plural, any group) by the operator in `namespace` that made or may
 /// have made an object: object name → the outcome of each (rejections such as 409 or 403 are
-/// left out: they made nothing).
+/// left out: they made nothing). Creates the API server never answered are left out too when
+/// they name nothing (see [`unanswered_unnamed_creates`]).
 pub fn creates(
     cluster: &ClusterInfo,
     namespace: &str,
@@ -134,15 +153,7 @@ pub fn creates(
     since: Option<Timestamp>,
 ) -> BTreeMap<String, Vec<CreateOutcome>> {
     let mut created: BTreeMap<String, Vec<CreateOutcome>> = BTreeMap::new();
-    for event in operator_requests(&log_path(cluster), since) {
-        let object = &event["objectRef"];
-        if event["verb"] != "create"
-            || object["resource"] != resource
-            || !object["subresource"].is_null()
-            || object["namespace"] != namespace
-        {
-            continue;
-        }
+    for event in create_events(cluster, namespace, resource, since) {
         let outcome = match event["responseStatus"]["code"].as_u64() {
             Some(201) => CreateOutcome::Created,
             Some(code) if code >= 500 => CreateOutcome::Unknown,
@@ -157,6 +168,22 @@ pub fn creates(
         created.entry(name).or_default().push(outcome);
     }
     created
+}
+
+/// Creates of `resource` by the operator in `namespace` that the API server received but never
+/// answered, and whose object the log does not name: a create's name is in its body, which is
+/// logged with the response, so when the API server is killed with -9 after storing the object
+/// and before answering, only a nameless RequestReceived stage is on file. Each may have made
+/// one object.
+pub fn unanswered_unnamed_creates(
+    cluster: &ClusterInfo,
+    namespace: &str,
+    resource: &str,
+    since: Option<Timestamp>,
+) -> usize {
+    create_events(cluster, namespace, resource, since)
+        .filter(|event| event["responseStatus"].is_null() && object_name(event).is_none())
+        .count()
 }
 
 /// The Jobs the operator created in one namespace, counted from the audit log: a duplicate
@@ -216,18 +243,21 @@ impl JobLedger {
             .collect()
     }
 
-    /// Asserts that every one of `sessions` had its Job created exactly once.
+    /// Asserts that every one of `sessions` had its Job created exactly once. A Job whose
+    /// create is not on file must be accounted for by a create the API server was killed
+    /// before answering (it names nothing; see [`unanswered_unnamed_creates`]): one each.
     pub fn assert_one_job_per_session(&self, sessions: &[String]) {
         self.assert_each_job_created_once();
-        let created = self.names();
-        let missing: Vec<_> = sessions
-            .iter()
-            .map(|s| format!("{s}-job"))
-            .filter(|job| !created.contains(job))
-            .collect();
+        let missing = self.unaudited(sessions);
+        let unanswered =
+            unanswered_unnamed_creates(&self.cluster, &self.namespace, "jobs", Some(self.since));
         assert!(
-            missing.is_empty(),
-            "no Job was ever created for {missing:?}"
+            missing.len() <= unanswered,
+            "no Job was ever created for {missing:?} (creates the API server never answered, \
+             which name nothing: {unanswered})"
         );
+        if !missing.is_empty() {
+            eprintln!("Job creates the killed API server stored but never answered: {missing:?}");
+        }
     }
 }
